@@ -1,0 +1,120 @@
+//! Typed errors for everything a user can hand kvreplay.
+//!
+//! Bad input must produce exactly one clear message naming the file, the line (or row) and the
+//! field, so that a user can open the file and fix it. Library code returns these; `main.rs`
+//! prints them and sets the exit code.
+
+use std::fmt;
+
+/// Where in a user's input something went wrong: `file:line: field: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    /// The file as the user named it.
+    pub file: String,
+    /// 1-based line (text formats) or row (Parquet, CSV data rows count from the header line);
+    /// 0 when the error concerns the whole file.
+    pub line: u64,
+    /// The field, column or key at fault; empty when the line as a whole is malformed.
+    pub field: String,
+    /// What is wrong, in words a user can act on.
+    pub message: String,
+}
+
+impl InputError {
+    /// An error about one field of one line.
+    pub fn new(
+        file: impl Into<String>,
+        line: u64,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        InputError {
+            file: file.into(),
+            line,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A short reason used to count skipped lines by kind (the field plus the first words of the
+    /// message, without values that vary line to line).
+    pub fn reason(&self) -> String {
+        if self.field.is_empty() {
+            "malformed line".to_string()
+        } else {
+            self.field.clone()
+        }
+    }
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.field.is_empty()) {
+            (0, true) => write!(f, "{}: {}", self.file, self.message),
+            (0, false) => write!(f, "{}: {}: {}", self.file, self.field, self.message),
+            (l, true) => write!(f, "{}:{}: {}", self.file, l, self.message),
+            (l, false) => write!(f, "{}:{}: {}: {}", self.file, l, self.field, self.message),
+        }
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// The library's error type.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A malformed input file (trace, config, model card, study).
+    #[error("{0}")]
+    Input(#[from] InputError),
+    /// A file could not be opened, read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A configuration or flag value that cannot be used.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A broken invariant inside kvreplay: a bug, never the user's fault.
+    #[error("internal invariant broken: {0}")]
+    Invariant(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result with the library's error.
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_file_line_and_field() {
+        let e = InputError::new(
+            "trace.jsonl",
+            2,
+            "timestamp",
+            "expected a number, got \"x\"",
+        );
+        assert_eq!(
+            e.to_string(),
+            "trace.jsonl:2: timestamp: expected a number, got \"x\""
+        );
+        let whole = InputError::new("t.csv", 0, "", "empty file");
+        assert_eq!(whole.to_string(), "t.csv: empty file");
+        let line = InputError::new("t.csv", 7, "", "not valid JSON");
+        assert_eq!(line.to_string(), "t.csv:7: not valid JSON");
+    }
+}

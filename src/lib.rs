@@ -1,0 +1,11 @@
+//! kvreplay: a deterministic trace-replay simulator for LLM serving with KV cache offloading
+//! (vLLM V1 + LMCache).
+//!
+//! Data flow: `trace` (import, generate, store) -> engine -> cache tiers -> cost -> metrics ->
+//! report, with calibrate and validate beside them.
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod trace;
+pub mod util;

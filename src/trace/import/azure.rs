@@ -1,0 +1,169 @@
+//! Azure LLM inference traces (AzurePublicDataset, 2023 and 2024): CSV with `TIMESTAMP`,
+//! `ContextTokens`, `GeneratedTokens`, columns found by name.
+//!
+//! The traces carry no content information, so every prompt is unique content (no reuse between
+//! requests): request `i`'s prompt is the single run `(i, 0, ContextTokens)`. Arrival times are
+//! made relative to the earliest timestamp in the file, which is kept in the trace's parameters.
+
+use super::csvutil::{CsvTable, parse_u32_field};
+use super::{ImportOptions, ImportReport, Tally, output_content, sort_by_arrival};
+use crate::error::{InputError, Result};
+use crate::trace::{Measured, Request, Run, Trace, TraceMeta};
+use crate::util::time::parse_datetime_ns;
+use std::io::BufRead;
+
+/// Imports an Azure LLM inference CSV read from `input`.
+pub fn import(
+    input: &mut dyn BufRead,
+    name: &str,
+    opts: &ImportOptions,
+) -> Result<(Trace, ImportReport)> {
+    let mut table = CsvTable::new(input, name)?;
+    let ts = table.column(&["TIMESTAMP"])?;
+    let ctx = table.column(&["ContextTokens"])?;
+    let generated = table.column(&["GeneratedTokens"])?;
+    let mut tally = Tally::new(opts);
+    let mut rows: Vec<(u64, i128, u32, u32)> = Vec::new();
+    while let Some((line, rec)) = table.next_record()? {
+        let parsed = rec.and_then(|rec| {
+            let t = parse_datetime_ns(rec.get(ts).unwrap_or(""))
+                .map_err(|m| InputError::new(table.name(), line, "TIMESTAMP", m))?;
+            let c = parse_u32_field(&rec, ctx, "ContextTokens", table.name(), line)?;
+            let g = parse_u32_field(&rec, generated, "GeneratedTokens", table.name(), line)?;
+            if c == 0 {
+                return Err(InputError::new(
+                    table.name(),
+                    line,
+                    "ContextTokens",
+                    "must be at least 1",
+                ));
+            }
+            if g == 0 {
+                return Err(InputError::new(
+                    table.name(),
+                    line,
+                    "GeneratedTokens",
+                    "must be at least 1",
+                ));
+            }
+            Ok((t, c, g))
+        });
+        let id = tally.report.read;
+        if let Some((t, c, g)) = tally.record(parsed)? {
+            rows.push((id, t, c, g));
+        }
+    }
+    let start = rows.iter().map(|r| r.1).min().unwrap_or(0);
+    let mut requests: Vec<Request> = rows
+        .into_iter()
+        .map(|(id, t, c, g)| Request {
+            id,
+            arrival_ns: (t - start) as u64,
+            input_len: c,
+            output_len: g,
+            prompt: vec![Run::new(id, 0, c)],
+            output_content: output_content(id),
+            session: None,
+            pool: None,
+            round: 0,
+            think_ns: 0,
+            measured: Measured::default(),
+        })
+        .collect();
+    sort_by_arrival(&mut requests);
+    let mut meta = TraceMeta::new("import:azure");
+    meta.params
+        .insert("start_unix_ns".into(), serde_json::json!(start as i64));
+    Ok((Trace { meta, requests }, tally.report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::import::Format;
+    use crate::trace::import::testutil::{shared_trace, temp_file};
+    use crate::trace::stats::reuse_fraction;
+
+    #[test]
+    fn imports_rows_relative_to_the_earliest_time() {
+        let p = temp_file(
+            "a.csv",
+            "TIMESTAMP,ContextTokens,GeneratedTokens\n\
+             2023-11-16 18:17:04.0319600,3180,8\n\
+             2023-11-16 18:17:03.9799600,4808,10\n",
+        );
+        let (t, rep) = super::super::import(Format::Azure, &p, &ImportOptions::default()).unwrap();
+        assert_eq!((rep.read, rep.imported), (2, 2));
+        assert_eq!(t.requests[0].id, 1);
+        assert_eq!(t.requests[0].arrival_ns, 0);
+        assert_eq!(t.requests[1].arrival_ns, 52_000_000);
+        assert_eq!(t.requests[1].prompt, vec![Run::new(0, 0, 3180)]);
+        assert_eq!(reuse_fraction(&t, 16), 0.0);
+    }
+
+    #[test]
+    fn columns_by_name_and_bad_rows_named() {
+        let p = temp_file(
+            "b.csv",
+            "GeneratedTokens,TIMESTAMP,ContextTokens\n\
+             5,2024-05-12 00:00:00.001163+00:00,100\n\
+             x,2024-05-12 00:00:01+00:00,100\n\
+             5,yesterday,100\n\
+             5,2024-05-12 00:00:02+00:00,0\n\
+             5,2024-05-12 00:00:02+00:00\n",
+        );
+        let (t, rep) = super::super::import(Format::Azure, &p, &ImportOptions::default()).unwrap();
+        assert_eq!(t.requests.len(), 1);
+        assert_eq!(t.requests[0].input_len, 100);
+        assert_eq!((rep.read, rep.imported, rep.skipped_total()), (5, 1, 4));
+        let name = p.display().to_string();
+        assert_eq!(
+            rep.examples[0].to_string(),
+            format!("{name}:3: GeneratedTokens: expected a non-negative integer, found \"x\"")
+        );
+        assert!(
+            rep.examples[1]
+                .to_string()
+                .starts_with(&format!("{name}:4: TIMESTAMP:"))
+        );
+        assert!(
+            rep.examples[2]
+                .to_string()
+                .starts_with(&format!("{name}:5: ContextTokens: must be"))
+        );
+        assert!(
+            rep.examples[3]
+                .to_string()
+                .starts_with(&format!("{name}:6: ")),
+            "{}",
+            rep.examples[3]
+        );
+        let missing = temp_file("c.csv", "TIMESTAMP,Tokens\n");
+        let e = super::super::import(Format::Azure, &missing, &ImportOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ContextTokens: column missing"), "{e}");
+    }
+
+    #[test]
+    fn real_2023_files_import_whole() {
+        for (file, rows) in [
+            ("AzureLLMInferenceTrace_code.csv", 8_819),
+            ("AzureLLMInferenceTrace_conv.csv", 19_366),
+        ] {
+            let strict = ImportOptions {
+                strict: true,
+                ..Default::default()
+            };
+            let (t, rep) =
+                super::super::import(Format::Azure, &shared_trace(file), &strict).unwrap();
+            assert_eq!((rep.read, rep.imported), (rows, rows), "{file}");
+            assert_eq!(t.requests[0].arrival_ns, 0);
+            assert!(
+                t.requests
+                    .windows(2)
+                    .all(|w| w[0].arrival_ns <= w[1].arrival_ns)
+            );
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Importers: other tools' trace and result files -> the canonical [`Trace`].
+//!
+//! Every importer reads records one by one. A malformed record becomes one [`InputError`] naming
+//! file, line and field; by default it is skipped and counted by reason, with `strict` the import
+//! stops at the first. Nothing is dropped silently: [`ImportReport`] accounts for every record
+//! read (`read = imported + skipped`).
+
+pub mod azure;
+pub mod csvutil;
+pub mod mooncake;
+
+use super::Trace;
+use crate::error::{InputError, Result};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::BufRead;
+use std::path::Path;
+
+/// Content ids with this bit set name generated tokens (a request's output); importers keep the
+/// ids they take from a source below it.
+pub const OUTPUT_CONTENT_BIT: u64 = 1 << 63;
+
+/// The content id of request `id`'s generated tokens.
+pub fn output_content(id: u64) -> u64 {
+    OUTPUT_CONTENT_BIT | id
+}
+
+/// The formats `kvreplay trace import --format` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Mooncake JSONL: timestamp (ms), input_length, output_length, hash_ids of 512-token blocks.
+    Mooncake,
+    /// Azure LLM inference CSV, 2023 or 2024: TIMESTAMP, ContextTokens, GeneratedTokens.
+    Azure,
+}
+
+/// How to import.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Stop at the first malformed record instead of skipping it.
+    pub strict: bool,
+    /// Tokens per hash id, for formats that carry block hashes (Mooncake 512, Bailian 16).
+    pub block_size: Option<u32>,
+}
+
+/// What an import did with every record it read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImportReport {
+    /// Records read (data lines, array elements).
+    pub read: u64,
+    /// Records that became requests.
+    pub imported: u64,
+    /// Skipped records by reason (the field at fault).
+    pub skipped: BTreeMap<String, u64>,
+    /// The first few errors in full, to show the user.
+    pub examples: Vec<InputError>,
+}
+
+/// Errors shown in full per import; the rest are counted.
+pub const MAX_EXAMPLES: usize = 5;
+
+impl ImportReport {
+    /// Total skipped records.
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.values().sum()
+    }
+}
+
+impl fmt::Display for ImportReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "read {} = imported {} + skipped {}",
+            self.read,
+            self.imported,
+            self.skipped_total()
+        )?;
+        if !self.skipped.is_empty() {
+            let parts: Vec<String> = self
+                .skipped
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            write!(f, " ({})", parts.join(", "))?;
+        }
+        for e in &self.examples {
+            write!(f, "\n  {e}")?;
+        }
+        let shown = self.examples.len() as u64;
+        if self.skipped_total() > shown {
+            write!(f, "\n  ... and {} more", self.skipped_total() - shown)?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects records' outcomes while an importer runs.
+#[derive(Debug)]
+pub struct Tally {
+    strict: bool,
+    /// The report being built.
+    pub report: ImportReport,
+}
+
+impl Tally {
+    /// A tally for one import.
+    pub fn new(opts: &ImportOptions) -> Self {
+        Tally {
+            strict: opts.strict,
+            report: ImportReport::default(),
+        }
+    }
+
+    /// Records the outcome of one record: `Ok(Some(x))` imported, `Ok(None)` skipped on purpose
+    /// (never used for errors), `Err` malformed. Returns the value to keep, or the error when
+    /// strict.
+    pub fn record<T>(
+        &mut self,
+        outcome: std::result::Result<T, InputError>,
+    ) -> std::result::Result<Option<T>, InputError> {
+        self.report.read += 1;
+        match outcome {
+            Ok(v) => {
+                self.report.imported += 1;
+                Ok(Some(v))
+            }
+            Err(e) => {
+                if self.strict {
+                    return Err(e);
+                }
+                *self.report.skipped.entry(e.reason()).or_default() += 1;
+                if self.report.examples.len() < MAX_EXAMPLES {
+                    self.report.examples.push(e);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Counts a record that the source itself marks as failed (BurstGPT's zero-token responses,
+    /// an errored benchmark request): skipped with that reason, never an error even when strict.
+    pub fn skip_known(&mut self, reason: &str) {
+        self.report.read += 1;
+        *self.report.skipped.entry(reason.to_string()).or_default() += 1;
+    }
+}
+
+/// Imports the file at `path` in `format`.
+pub fn import(format: Format, path: &Path, opts: &ImportOptions) -> Result<(Trace, ImportReport)> {
+    let name = path.display().to_string();
+    let mut input = open(path)?;
+    let (mut trace, report) = import_from(format, &mut input, &name, opts)?;
+    trace
+        .meta
+        .params
+        .insert("file".into(), serde_json::json!(file_name(path)));
+    Ok((trace, report))
+}
+
+/// Imports from any reader; `name` stands for the file in errors. Importers never panic on any
+/// input (each has a fuzz target under `fuzz/`).
+pub fn import_from(
+    format: Format,
+    input: &mut dyn BufRead,
+    name: &str,
+    opts: &ImportOptions,
+) -> Result<(Trace, ImportReport)> {
+    let (trace, report) = match format {
+        Format::Mooncake => mooncake::import(input, name, opts)?,
+        Format::Azure => azure::import(input, name, opts)?,
+    };
+    trace.validate(name)?;
+    Ok((trace, report))
+}
+
+/// The file's name without its folders (traces must not embed machine paths).
+pub fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Sorts open-loop requests by arrival, keeping source order among equal times.
+pub fn sort_by_arrival(requests: &mut [super::Request]) {
+    requests.sort_by_key(|r| (r.arrival_ns, r.id));
+}
+
+/// Opens a file for an importer, mapping the OS error to one naming the path.
+pub fn open(path: &Path) -> Result<std::io::BufReader<std::fs::File>> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| crate::error::Error::io(path.display().to_string(), e))?;
+    Ok(std::io::BufReader::with_capacity(1 << 20, f))
+}
+
+/// Test helpers shared by the importers' tests.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use std::path::PathBuf;
+
+    /// `../shared/traces/NAME`, when the shared materials sit beside the checkout.
+    pub fn shared_trace(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/traces")
+            .join(name)
+    }
+
+    /// Writes `text` to a fresh temporary file named `name` and returns its path.
+    pub fn temp_file(name: &str, text: &str) -> PathBuf {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "kvreplay-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}

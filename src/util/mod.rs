@@ -1,0 +1,6 @@
+//! Small shared pieces: JSON field access, seeded randomness, distributions, percentiles.
+
+pub mod json;
+pub mod rng;
+pub mod stats;
+pub mod time;
