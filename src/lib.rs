@@ -6,6 +6,12 @@
 
 #![warn(missing_docs)]
 
+pub mod cost;
+pub mod engine;
 pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod sim;
+pub mod tiers;
 pub mod trace;
 pub mod util;

@@ -19,6 +19,23 @@ enum Command {
     /// Import, generate and inspect traces.
     #[command(subcommand)]
     Trace(TraceCommand),
+    /// Inspect model cards.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Print a model's shape and derived figures (parameters, FLOPs, KV bytes per token).
+    Show {
+        /// A Hugging Face id with a shipped card, or a path to a config.json.
+        model: String,
+        /// Tensor-parallel ranks for the per-rank figures.
+        #[arg(long, default_value_t = 1)]
+        tp: u32,
+    },
+    /// List the shipped model cards.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -39,6 +56,10 @@ enum TraceCommand {
         /// Tokens per hash id for formats that carry block hashes (default: the format's own).
         #[arg(long)]
         block_size: Option<u32>,
+        /// llmperf results carry no start times: replay them as a closed loop of this many
+        /// clients (llmperf's --num-concurrent-requests). Default: all sent at t=0.
+        #[arg(long)]
+        clients: Option<u32>,
     },
     /// Print requests, duration, rate, length percentiles and reuse potential.
     Stats {
@@ -67,6 +88,43 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Trace(t) => run_trace(t),
+        Command::Model(ModelCommand::List) => {
+            for id in kvreplay::model::shipped_ids() {
+                println!("{id}");
+            }
+            Ok(())
+        }
+        Command::Model(ModelCommand::Show { model, tp }) => {
+            anyhow::ensure!(tp > 0, "--tp must be at least 1");
+            let c = kvreplay::model::lookup(&model)?;
+            println!("model               {} ({})", c.name, c.model_type);
+            println!(
+                "shape               {} layers, hidden {}, {} heads / {} KV heads x {}, MLP {}, vocab {}",
+                c.layers, c.hidden, c.heads, c.kv_heads, c.head_dim, c.intermediate, c.vocab
+            );
+            if let Some(m) = &c.moe {
+                println!(
+                    "experts             {} routed, {} per token, expert MLP {}, shared {}",
+                    m.experts, m.experts_per_token, m.expert_intermediate, m.shared_intermediate
+                );
+            }
+            println!("parameters          {:.3} B", c.params() as f64 / 1e9);
+            println!(
+                "weights per rank    {:.2} GiB (tp {tp}, {} bytes per element)",
+                c.weight_bytes_per_rank(tp) as f64 / (1u64 << 30) as f64,
+                c.dtype_bytes
+            );
+            println!(
+                "FLOPs per token     {:.3} GFLOP at context 1, +{:.1} kFLOP per context token",
+                c.flops_per_token(1) / 1e9,
+                (c.flops_per_token(1001) - c.flops_per_token(1)) / 1000.0 / 1e3
+            );
+            println!(
+                "KV per token        {} KiB per rank (tp {tp})",
+                c.kv_bytes_per_token(tp) as f64 / 1024.0
+            );
+            Ok(())
+        }
     }
 }
 
@@ -78,8 +136,13 @@ fn run_trace(cmd: TraceCommand) -> Result<()> {
             output,
             strict,
             block_size,
+            clients,
         } => {
-            let opts = import::ImportOptions { strict, block_size };
+            let opts = import::ImportOptions {
+                strict,
+                block_size,
+                clients,
+            };
             let (t, report) = import::import(format, &input, &opts)?;
             trace::write(&t, &output)?;
             eprintln!("{}: {report}", input.display());

@@ -18,7 +18,8 @@ pub fn parse_datetime_ns(s: &str) -> Result<i128, String> {
         return Err(bad());
     }
     let num = |a: usize, z: usize| -> Result<i64, String> {
-        let t = &s[a..z];
+        // `get`, not indexing: a multi-byte character may straddle a field's end.
+        let t = s.get(a..z).ok_or_else(bad)?;
         if t.bytes().all(|c| c.is_ascii_digit()) {
             t.parse::<i64>().map_err(|_| bad())
         } else {
@@ -125,6 +126,8 @@ mod tests {
             "2023-11-16 18:17:03+0100",
             "2023-11-16 18:17:03 junk",
             "2O23-11-16 18:17:03",
+            // Found by fuzzing: 'к' takes bytes 18..20, so the seconds field ends inside it.
+            "2024-05-10 00:00:0к",
         ] {
             assert!(parse_datetime_ns(s).is_err(), "{s:?}");
         }

@@ -146,6 +146,22 @@ mod tests {
     }
 
     #[test]
+    fn multibyte_text_in_a_timestamp_is_an_error_not_a_panic() {
+        // Found by fuzzing: a character straddling the end of the seconds field.
+        let p = temp_file(
+            "u.csv",
+            "TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-10 00:00:0\u{43a}1,5,5\n",
+        );
+        let (t, rep) = super::super::import(Format::Azure, &p, &ImportOptions::default()).unwrap();
+        assert_eq!((t.requests.len(), rep.skipped_total()), (0, 1));
+        assert!(
+            rep.examples[0]
+                .to_string()
+                .contains(":2: TIMESTAMP: expected a time")
+        );
+    }
+
+    #[test]
     fn real_2023_files_import_whole() {
         for (file, rows) in [
             ("AzureLLMInferenceTrace_code.csv", 8_819),

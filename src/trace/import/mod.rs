@@ -6,8 +6,12 @@
 //! read (`read = imported + skipped`).
 
 pub mod azure;
+pub mod bailian;
+pub mod burstgpt;
 pub mod csvutil;
+pub mod llmperf;
 pub mod mooncake;
+pub mod vllm_bench;
 
 use super::Trace;
 use crate::error::{InputError, Result};
@@ -32,6 +36,18 @@ pub enum Format {
     Mooncake,
     /// Azure LLM inference CSV, 2023 or 2024: TIMESTAMP, ContextTokens, GeneratedTokens.
     Azure,
+    /// BurstGPT CSV (v1.x or v2.0): Timestamp (s), Request tokens, Response tokens, optional
+    /// Session ID; rows with 0 response tokens are failed requests and skipped.
+    Burstgpt,
+    /// Qwen Bailian usage traces JSONL: chat_id, parent_chat_id, timestamp (s), input_length,
+    /// output_length, hash_ids of 16-token blocks.
+    Bailian,
+    /// `vllm bench serve --save-result --save-detailed` JSON: per-request lengths and measured
+    /// TTFT/ITL, send times from start_times when present.
+    VllmBench,
+    /// llmperf `*_individual_responses.json`: per-request lengths and measured TTFT, ITL and
+    /// end-to-end latency; no send times (see `clients`).
+    Llmperf,
 }
 
 /// How to import.
@@ -41,6 +57,8 @@ pub struct ImportOptions {
     pub strict: bool,
     /// Tokens per hash id, for formats that carry block hashes (Mooncake 512, Bailian 16).
     pub block_size: Option<u32>,
+    /// llmperf results carry no start times: replay them as a closed loop of this many clients.
+    pub clients: Option<u32>,
 }
 
 /// What an import did with every record it read.
@@ -165,9 +183,18 @@ pub fn import_from(
     name: &str,
     opts: &ImportOptions,
 ) -> Result<(Trace, ImportReport)> {
+    if opts.block_size == Some(0) {
+        return Err(crate::error::Error::Config(
+            "the block size must be at least 1 token".into(),
+        ));
+    }
     let (trace, report) = match format {
         Format::Mooncake => mooncake::import(input, name, opts)?,
         Format::Azure => azure::import(input, name, opts)?,
+        Format::Burstgpt => burstgpt::import(input, name, opts)?,
+        Format::Bailian => bailian::import(input, name, opts)?,
+        Format::VllmBench => vllm_bench::import(input, name, opts)?,
+        Format::Llmperf => llmperf::import(input, name, opts)?,
     };
     trace.validate(name)?;
     Ok((trace, report))
@@ -178,6 +205,60 @@ pub fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// Reads a whole JSON document (vllm bench, llmperf): exactly one value. Invalid JSON is one
+/// error naming its line; text after the value is one error naming the line where it starts,
+/// followed by `hint`.
+pub fn read_json_document(
+    input: &mut dyn BufRead,
+    name: &str,
+    hint: &str,
+) -> Result<serde_json::Value> {
+    let mut bytes = Vec::new();
+    input
+        .read_to_end(&mut bytes)
+        .map_err(|e| crate::error::Error::io(name, e))?;
+    let mut stream = serde_json::Deserializer::from_slice(&bytes).into_iter::<serde_json::Value>();
+    let value = match stream.next() {
+        None => return Err(InputError::new(name, 0, "", "empty file: no JSON value").into()),
+        Some(Err(e)) => {
+            let msg = e.to_string();
+            let msg = msg.split(" at line ").next().unwrap_or(&msg);
+            return Err(InputError::new(
+                name,
+                e.line() as u64,
+                "",
+                format!("not valid JSON: {msg}"),
+            )
+            .into());
+        }
+        Some(Ok(v)) => v,
+    };
+    let end = stream.byte_offset().min(bytes.len());
+    let rest = bytes.get(end..).unwrap_or(&[]);
+    if let Some(k) = rest.iter().position(|b| !b.is_ascii_whitespace()) {
+        let at = bytes.get(..end + k).unwrap_or(&[]);
+        let line = at.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+        return Err(InputError::new(
+            name,
+            line,
+            "",
+            format!("text after the end of the JSON value{hint}"),
+        )
+        .into());
+    }
+    Ok(value)
+}
+
+/// Counts by value (BurstGPT models, Bailian request types) as a JSON object, in key order.
+pub fn counts_json(counts: &BTreeMap<String, u64>) -> serde_json::Value {
+    serde_json::Value::Object(
+        counts
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+            .collect(),
+    )
 }
 
 /// Sorts open-loop requests by arrival, keeping source order among equal times.

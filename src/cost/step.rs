@@ -1,0 +1,217 @@
+//! Engine step time from the batch's shape: a roofline over the model card and the GPU profile,
+//! or fitted coefficients when a study or a calibration provides them.
+//!
+//! A step's cost is made of named parts: the forward pass (max of compute time and memory time),
+//! tensor-parallel all-reduces, and fixed overheads per step and per sequence.
+
+use super::hardware::GpuProfile;
+use crate::model::ModelCard;
+use serde::Serialize;
+
+/// The shape of one engine step, in aggregates that can be updated in O(1) per request.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BatchShape {
+    /// New tokens of prefill chunks.
+    pub prefill_tokens: u64,
+    /// Sum over prefill chunks of the attention pairs: n*p + n(n+1)/2 for a chunk of n new
+    /// tokens after p cached ones.
+    pub prefill_attn_pairs: f64,
+    /// KV tokens read by prefill chunks (p + n each).
+    pub prefill_kv_tokens: u64,
+    /// Sequences decoding one token.
+    pub decode_seqs: u64,
+    /// Sum over decoding sequences of the tokens attended (context + 1).
+    pub decode_ctx: u64,
+    /// Sequences in the batch.
+    pub seqs: u64,
+}
+
+impl BatchShape {
+    /// Adds a prefill chunk of `n` new tokens after `p` tokens already in the KV cache.
+    pub fn add_prefill(&mut self, n: u64, p: u64) {
+        self.prefill_tokens += n;
+        self.prefill_attn_pairs += n as f64 * p as f64 + (n as f64) * (n as f64 + 1.0) / 2.0;
+        self.prefill_kv_tokens += p + n;
+        self.seqs += 1;
+    }
+
+    /// Adds a sequence decoding one token with `ctx` tokens before it.
+    pub fn add_decode(&mut self, ctx: u64) {
+        self.decode_seqs += 1;
+        self.decode_ctx += ctx + 1;
+        self.seqs += 1;
+    }
+
+    /// Whether the step does nothing.
+    pub fn is_empty(&self) -> bool {
+        self.seqs == 0
+    }
+}
+
+/// Fitted linear step-time coefficients (seconds): `c0 + c_prefill * prefill_tokens +
+/// c_decode * decode_seqs + c_attn * prefill_attn_pairs + c_ctx * decode_ctx`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Fitted {
+    /// Fixed seconds per step.
+    pub c0: f64,
+    /// Seconds per prefill token.
+    pub c_prefill: f64,
+    /// Seconds per decoding sequence.
+    pub c_decode: f64,
+    /// Seconds per prefill attention pair.
+    pub c_attn: f64,
+    /// Seconds per decode context token.
+    pub c_ctx: f64,
+}
+
+/// Step-time model for one model on one GPU type at one tensor-parallel size.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepModel {
+    linear_flops_per_token: f64,
+    attn_flops_per_pair: f64,
+    weight_bytes: f64,
+    kv_bytes_per_token: f64,
+    flops_per_s: f64,
+    bytes_per_s: f64,
+    allreduce_bytes_per_token: f64,
+    interconnect_bytes_per_s: f64,
+    allreduces_per_step: f64,
+    step_overhead_s: f64,
+    per_seq_overhead_s: f64,
+    /// When set, replaces the roofline.
+    pub fitted: Option<Fitted>,
+}
+
+/// Latency of one all-reduce launch across GPUs.
+const ALLREDUCE_LATENCY_S: f64 = 10e-6;
+
+impl StepModel {
+    /// The roofline for `card` on `gpu` with `tp` ranks.
+    pub fn roofline(card: &ModelCard, gpu: &GpuProfile, tp: u32) -> Self {
+        let tp = tp.max(1) as f64;
+        let comm = if tp > 1.0 {
+            // Two all-reduces of hidden-size activations per layer; a ring moves 2(tp-1)/tp of
+            // the data over each link.
+            2.0 * card.hidden as f64 * card.dtype_bytes as f64 * 2.0 * (tp - 1.0) / tp
+                * card.layers as f64
+        } else {
+            0.0
+        };
+        StepModel {
+            linear_flops_per_token: 2.0 * card.active_matmul_params() as f64 / tp,
+            attn_flops_per_pair: 4.0 * (card.layers * card.heads * card.head_dim) as f64 / tp,
+            weight_bytes: card.params() as f64 * card.dtype_bytes as f64 / tp,
+            kv_bytes_per_token: card.kv_bytes_per_token(tp as u32) as f64,
+            flops_per_s: gpu.peak_tflops * 1e12 * gpu.compute_efficiency,
+            bytes_per_s: gpu.hbm_gbps * 1e9 * gpu.memory_efficiency,
+            allreduce_bytes_per_token: comm,
+            interconnect_bytes_per_s: gpu.interconnect_gbps * 1e9,
+            allreduces_per_step: if tp > 1.0 {
+                2.0 * card.layers as f64
+            } else {
+                0.0
+            },
+            step_overhead_s: gpu.step_overhead_us * 1e-6,
+            per_seq_overhead_s: gpu.per_seq_overhead_us * 1e-6,
+            fitted: None,
+        }
+    }
+
+    /// Seconds the forward pass of `b` takes.
+    pub fn step_s(&self, b: &BatchShape) -> f64 {
+        if b.is_empty() {
+            return 0.0;
+        }
+        if let Some(f) = &self.fitted {
+            return (f.c0
+                + f.c_prefill * b.prefill_tokens as f64
+                + f.c_decode * b.decode_seqs as f64
+                + f.c_attn * b.prefill_attn_pairs
+                + f.c_ctx * b.decode_ctx as f64)
+                .max(0.0);
+        }
+        let tokens = (b.prefill_tokens + b.decode_seqs) as f64;
+        let flops = self.linear_flops_per_token * tokens
+            + self.attn_flops_per_pair * (b.prefill_attn_pairs + b.decode_ctx as f64);
+        let bytes = self.weight_bytes
+            + self.kv_bytes_per_token
+                * (b.prefill_kv_tokens + b.decode_ctx + b.prefill_tokens) as f64;
+        let forward = (flops / self.flops_per_s).max(bytes / self.bytes_per_s);
+        let comm = if self.allreduces_per_step > 0.0 {
+            self.allreduces_per_step * ALLREDUCE_LATENCY_S
+                + self.allreduce_bytes_per_token * tokens / self.interconnect_bytes_per_s
+        } else {
+            0.0
+        };
+        forward + comm + self.step_overhead_s + self.per_seq_overhead_s * b.seqs as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::lookup;
+
+    fn h100_8b() -> StepModel {
+        StepModel::roofline(
+            &lookup("meta-llama/Llama-3.1-8B").unwrap(),
+            &GpuProfile::lookup("H100").unwrap(),
+            1,
+        )
+    }
+
+    #[test]
+    fn decode_is_memory_bound_and_prefill_compute_bound() {
+        let m = h100_8b();
+        let gpu = GpuProfile::lookup("H100").unwrap();
+        let overhead = gpu.step_overhead_us * 1e-6;
+        // One decode token at short context: reading 16 GB of weights at 0.8 x 3352 GB/s.
+        let mut d = BatchShape::default();
+        d.add_decode(100);
+        let want = 8_030_261_248.0 * 2.0 / (3352e9 * 0.8) + overhead + 5e-6;
+        let got = m.step_s(&d);
+        assert!((got - want).abs() / want < 0.01, "{got} vs {want}");
+        // A 8192-token prefill: ~2 x 7.5e9 x 8192 linear FLOPs plus attention, at 0.6 x 989 TF/s.
+        let mut p = BatchShape::default();
+        p.add_prefill(8192, 0);
+        let card = lookup("meta-llama/Llama-3.1-8B").unwrap();
+        let flops = 2.0 * card.active_matmul_params() as f64 * 8192.0
+            + 4.0 * 32.0 * 32.0 * 128.0 * (8192.0 * 8193.0 / 2.0);
+        let want = flops / (989.4e12 * 0.6) + overhead + 5e-6;
+        let got = m.step_s(&p);
+        assert!((got - want).abs() / want < 1e-9, "{got} vs {want}");
+    }
+
+    #[test]
+    fn longer_context_costs_more_and_fitted_replaces_roofline() {
+        let mut m = h100_8b();
+        let mut a = BatchShape::default();
+        a.add_prefill(512, 0);
+        let mut b = BatchShape::default();
+        b.add_prefill(512, 20_000);
+        assert!(m.step_s(&b) > m.step_s(&a));
+        m.fitted = Some(Fitted {
+            c0: 0.01,
+            c_prefill: 1e-5,
+            c_decode: 2e-4,
+            c_attn: 0.0,
+            c_ctx: 0.0,
+        });
+        assert!((m.step_s(&a) - (0.01 + 512.0 * 1e-5)).abs() < 1e-12);
+        assert_eq!(m.step_s(&BatchShape::default()), 0.0);
+    }
+
+    #[test]
+    fn tensor_parallel_divides_work_and_adds_communication() {
+        let card = lookup("meta-llama/Llama-3.1-70B").unwrap();
+        let gpu = GpuProfile::lookup("H100").unwrap();
+        let (m1, m4) = (
+            StepModel::roofline(&card, &gpu, 1),
+            StepModel::roofline(&card, &gpu, 4),
+        );
+        let mut p = BatchShape::default();
+        p.add_prefill(4096, 0);
+        let (t1, t4) = (m1.step_s(&p), m4.step_s(&p));
+        assert!(t4 < t1 / 3.0 && t4 > t1 / 4.0 - 0.01, "{t1} {t4}");
+    }
+}

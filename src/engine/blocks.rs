@@ -1,0 +1,236 @@
+//! vLLM V1's paged KV block pool with automatic prefix caching.
+//!
+//! Mechanisms mirrored (vllm/v1/core/block_pool.py, kv_cache_utils.py):
+//! - Blocks with no running request (`ref_cnt == 0`) sit in a free queue ordered for eviction:
+//!   allocation takes the front; a freed block goes to the back.
+//! - A finished or preempted request frees its blocks tail first, so its suffix blocks are
+//!   evicted before its prefix blocks.
+//! - A full block that has been computed is registered under its chained hash; a later request
+//!   whose prefix hashes match reuses it (a hit takes the block out of the free queue).
+//! - Allocating a block that still carries a hash evicts that hash from the prefix cache.
+
+use crate::util::idhash::IdMap;
+
+const NIL: u32 = u32::MAX;
+
+/// The GPU's KV blocks.
+#[derive(Debug)]
+pub struct BlockPool {
+    ref_cnt: Vec<u32>,
+    hash: Vec<u64>,
+    has_hash: Vec<bool>,
+    prev: Vec<u32>,
+    next: Vec<u32>,
+    head: u32,
+    tail: u32,
+    free: u32,
+    cached: IdMap<u32>,
+    /// Prefix-cache entries evicted so far.
+    pub evictions: u64,
+    caching: bool,
+}
+
+impl BlockPool {
+    /// A pool of `n` empty blocks; `caching` turns automatic prefix caching on.
+    pub fn new(n: u32, caching: bool) -> Self {
+        let mut p = BlockPool {
+            ref_cnt: vec![0; n as usize],
+            hash: vec![0; n as usize],
+            has_hash: vec![false; n as usize],
+            prev: vec![NIL; n as usize],
+            next: vec![NIL; n as usize],
+            head: NIL,
+            tail: NIL,
+            free: 0,
+            cached: IdMap::default(),
+            evictions: 0,
+            caching,
+        };
+        for b in 0..n {
+            p.push_back(b);
+        }
+        p
+    }
+
+    /// Total blocks.
+    pub fn total(&self) -> u32 {
+        self.ref_cnt.len() as u32
+    }
+
+    /// Blocks in the free queue (allocatable, possibly still caching a prefix).
+    pub fn num_free(&self) -> u32 {
+        self.free
+    }
+
+    /// Blocks held by running requests.
+    pub fn num_used(&self) -> u32 {
+        self.total() - self.free
+    }
+
+    fn push_back(&mut self, b: u32) {
+        self.prev[b as usize] = self.tail;
+        self.next[b as usize] = NIL;
+        if self.tail != NIL {
+            self.next[self.tail as usize] = b;
+        } else {
+            self.head = b;
+        }
+        self.tail = b;
+        self.free += 1;
+    }
+
+    fn unlink(&mut self, b: u32) {
+        let (p, n) = (self.prev[b as usize], self.next[b as usize]);
+        if p != NIL {
+            self.next[p as usize] = n;
+        } else {
+            self.head = n;
+        }
+        if n != NIL {
+            self.prev[n as usize] = p;
+        } else {
+            self.tail = p;
+        }
+        self.prev[b as usize] = NIL;
+        self.next[b as usize] = NIL;
+        self.free -= 1;
+    }
+
+    /// The block caching `hash`, if any.
+    pub fn cached_block(&self, hash: u64) -> Option<u32> {
+        if !self.caching {
+            return None;
+        }
+        self.cached.get(&hash).copied()
+    }
+
+    /// How many leading `hashes` are cached (a prefix-cache hit of that many blocks).
+    pub fn count_hits(&self, hashes: &[u64]) -> usize {
+        if !self.caching {
+            return 0;
+        }
+        hashes
+            .iter()
+            .take_while(|h| self.cached.contains_key(h))
+            .count()
+    }
+
+    /// Whether taking block `b` for a request uses a free block (it was in the free queue).
+    pub fn is_free(&self, b: u32) -> bool {
+        self.ref_cnt[b as usize] == 0
+    }
+
+    /// Takes a reference on a cached block (a prefix hit).
+    pub fn touch(&mut self, b: u32) {
+        if self.ref_cnt[b as usize] == 0 {
+            self.unlink(b);
+        }
+        self.ref_cnt[b as usize] += 1;
+    }
+
+    /// Takes the least recently freed block, evicting its cached prefix if it has one.
+    pub fn allocate(&mut self) -> Option<u32> {
+        let b = self.head;
+        if b == NIL {
+            return None;
+        }
+        self.unlink(b);
+        if self.has_hash[b as usize] {
+            let h = self.hash[b as usize];
+            if self.cached.get(&h) == Some(&b) {
+                self.cached.remove(&h);
+                self.evictions += 1;
+            }
+            self.has_hash[b as usize] = false;
+        }
+        self.ref_cnt[b as usize] = 1;
+        Some(b)
+    }
+
+    /// Releases a request's blocks, last block first.
+    pub fn free_request(&mut self, blocks: &[u32]) {
+        for &b in blocks.iter().rev() {
+            let r = &mut self.ref_cnt[b as usize];
+            debug_assert!(*r > 0, "freeing a free block");
+            *r -= 1;
+            if *r == 0 {
+                self.push_back(b);
+            }
+        }
+    }
+
+    /// Registers a computed full block under its hash.
+    pub fn cache(&mut self, b: u32, hash: u64) {
+        if !self.caching || self.has_hash[b as usize] {
+            return;
+        }
+        self.has_hash[b as usize] = true;
+        self.hash[b as usize] = hash;
+        self.cached.entry(hash).or_insert(b);
+    }
+
+    /// Entries in the prefix cache.
+    pub fn num_cached(&self) -> usize {
+        self.cached.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lru_evicts_least_recent_and_suffix_first() {
+        let mut p = BlockPool::new(4, true);
+        // Request A takes blocks 0,1 (prefix hashes 10, 11); B takes 2,3 (20, 21).
+        let a: Vec<u32> = (0..2).map(|_| p.allocate().unwrap()).collect();
+        let b: Vec<u32> = (0..2).map(|_| p.allocate().unwrap()).collect();
+        assert_eq!((a.clone(), b.clone()), (vec![0, 1], vec![2, 3]));
+        assert_eq!(p.allocate(), None);
+        p.cache(a[0], 10);
+        p.cache(a[1], 11);
+        p.cache(b[0], 20);
+        p.cache(b[1], 21);
+        p.free_request(&a); // queue: 1, 0 (suffix first)
+        p.free_request(&b); // queue: 1, 0, 3, 2
+        assert_eq!(p.num_free(), 4);
+        assert_eq!(p.count_hits(&[10, 11]), 2);
+        // Allocating one block evicts A's suffix (hash 11), not its prefix.
+        assert_eq!(p.allocate(), Some(1));
+        assert_eq!(p.evictions, 1);
+        assert_eq!(p.count_hits(&[10, 11]), 1);
+        // A hit on B's prefix takes block 2 out of the free queue.
+        let hit = p.cached_block(20).unwrap();
+        p.touch(hit);
+        assert_eq!(p.num_free(), 2);
+        // Next allocations take 0 (evicting 10) then 3 (evicting 21); 2 stays cached.
+        assert_eq!(p.allocate(), Some(0));
+        assert_eq!(p.allocate(), Some(3));
+        assert_eq!(p.evictions, 3);
+        assert_eq!(p.count_hits(&[20]), 1);
+        assert_eq!(p.allocate(), None);
+    }
+
+    #[test]
+    fn shared_blocks_return_to_the_queue_when_the_last_user_frees() {
+        let mut p = BlockPool::new(2, true);
+        let x = p.allocate().unwrap();
+        p.cache(x, 7);
+        p.touch(x); // a second request shares it
+        p.free_request(&[x]);
+        assert_eq!(p.num_free(), 1);
+        p.free_request(&[x]);
+        assert_eq!(p.num_free(), 2);
+        assert_eq!(p.count_hits(&[7]), 1);
+    }
+
+    #[test]
+    fn caching_off_never_hits() {
+        let mut p = BlockPool::new(2, false);
+        let x = p.allocate().unwrap();
+        p.cache(x, 7);
+        p.free_request(&[x]);
+        assert_eq!(p.count_hits(&[7]), 0);
+        assert_eq!(p.cached_block(7), None);
+    }
+}

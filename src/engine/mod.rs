@@ -1,0 +1,10 @@
+//! The vLLM V1 engine model: block pool with prefix caching, scheduler with chunked prefill and
+//! preemption, and the configuration vLLM derives from flags and the GPU.
+
+pub mod blocks;
+pub mod config;
+pub mod request;
+pub mod scheduler;
+
+pub use config::{EngineConfig, EngineFlags};
+pub use scheduler::Engine;

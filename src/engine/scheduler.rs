@@ -1,0 +1,621 @@
+//! vLLM V1's scheduler, one step at a time, with the KV connector hooks where vLLM calls them.
+//!
+//! Each step (vllm/v1/core/sched/scheduler.py):
+//! 1. Running requests first, in order: each gets its remaining tokens up to the step's token
+//!    budget (a decode gets 1, a chunked prefill the rest of its prompt). When blocks run out,
+//!    the last running request is preempted (its blocks freed, tail first; it goes back to the
+//!    front of the waiting queue and is recomputed from scratch later).
+//! 2. Only if nothing was preempted, waiting requests are admitted in order while fewer than
+//!    `max_num_seqs` run and budget remains: GPU prefix-cache hit (capped at the sequence length
+//!    minus one), then the connector's lookup, then blocks for the hit plus the new tokens (if
+//!    they do not fit, admission stops). A request whose external KV loads asynchronously is
+//!    skipped until the load completes.
+//! 3. The step takes: connector lookups (blocking, at scheduling) + blocking loads + the forward
+//!    pass + stores on the critical path (LMCache's GPU-to-CPU copy). With `use_layerwise` the
+//!    transfers overlap the forward pass layer by layer.
+//! 4. At the step's end every request whose computed tokens reach its length samples a token;
+//!    those with all their tokens finish and free their blocks.
+
+use super::blocks::BlockPool;
+use super::config::EngineConfig;
+use super::request::{Origin, Phase, ReqState};
+use crate::cost::{BatchShape, StepModel, TransferProfile};
+use crate::tiers::OffloadConfig;
+use crate::tiers::lmcache::{LmCache, TierHits};
+use crate::tiers::native::NativeOffload;
+use crate::trace::content::for_each_block;
+use crate::trace::{Run, Trace};
+use std::collections::VecDeque;
+
+/// The offload connector's state.
+#[derive(Debug)]
+pub enum Offload {
+    /// None: vLLM alone.
+    None,
+    /// LMCache.
+    LmCache(Box<LmCache>),
+    /// vLLM's native CPU offload.
+    Native(NativeOffload),
+}
+
+/// Counters over a run.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct EngineStats {
+    /// Steps executed.
+    pub steps: u64,
+    /// Preemptions.
+    pub preemptions: u64,
+    /// Tokens run through prefill.
+    pub prefill_tokens: u64,
+    /// Tokens decoded.
+    pub decode_tokens: u64,
+    /// Time the engine spent in steps.
+    pub busy_ns: u64,
+    /// Time spent in connector lookups, blocking loads and critical-path stores.
+    pub transfer_ns: u64,
+    /// Sum over steps of used GPU blocks x step duration (for the time-weighted mean usage).
+    pub used_block_ns: f64,
+    /// Most GPU blocks in use at once.
+    pub peak_used_blocks: u32,
+}
+
+/// What a step did.
+#[derive(Debug, Clone, Default)]
+pub struct StepOutcome {
+    /// When the step ends.
+    pub end_ns: u64,
+    /// Requests that finished at the end.
+    pub finished: Vec<u32>,
+    /// Times at which asynchronous loads started in this step complete.
+    pub wakeups: Vec<u64>,
+}
+
+/// One vLLM instance with its connector.
+#[derive(Debug)]
+pub struct Engine<'t> {
+    /// Effective engine settings.
+    pub cfg: EngineConfig,
+    trace: &'t Trace,
+    /// Every request's state, indexed like the trace.
+    pub reqs: Vec<ReqState>,
+    pool: BlockPool,
+    waiting: VecDeque<u32>,
+    running: Vec<u32>,
+    /// The offload connector.
+    pub offload: Offload,
+    step_model: StepModel,
+    transfer: TransferProfile,
+    layers: u32,
+    /// Counters.
+    pub stats: EngineStats,
+    /// Gaps between successive tokens of all requests, for ITL percentiles.
+    pub itl_hist: crate::metrics::histogram::LogHistogram,
+}
+
+/// Seconds to integer nanoseconds.
+pub fn ns(s: f64) -> u64 {
+    (s * 1e9).round().max(0.0) as u64
+}
+
+impl<'t> Engine<'t> {
+    /// An engine for `trace` with every request pending.
+    pub fn new(
+        cfg: EngineConfig,
+        trace: &'t Trace,
+        offload: &OffloadConfig,
+        step_model: StepModel,
+        transfer: TransferProfile,
+        layers: u32,
+    ) -> Self {
+        let reqs = trace
+            .requests
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ReqState::new(i as u32, r.input_len, r.output_len))
+            .collect();
+        let offload = match offload {
+            OffloadConfig::None => Offload::None,
+            OffloadConfig::LmCache(c) => {
+                Offload::LmCache(Box::new(LmCache::new(c.clone(), cfg.kv_bytes_per_token)))
+            }
+            OffloadConfig::Native { cpu_bytes } => Offload::Native(NativeOffload::new(
+                *cpu_bytes,
+                cfg.block_size,
+                cfg.kv_bytes_per_token * cfg.block_size as u64,
+            )),
+        };
+        Engine {
+            pool: BlockPool::new(cfg.num_gpu_blocks, cfg.enable_prefix_caching),
+            cfg,
+            trace,
+            reqs,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            offload,
+            step_model,
+            transfer,
+            layers: layers.max(1),
+            stats: EngineStats::default(),
+            itl_hist: Default::default(),
+        }
+    }
+
+    /// Requests waiting or running.
+    pub fn has_work(&self) -> bool {
+        !self.running.is_empty() || !self.waiting.is_empty()
+    }
+
+    /// Waiting queue length.
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Running batch size.
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// GPU blocks in use.
+    pub fn used_blocks(&self) -> u32 {
+        self.pool.num_used()
+    }
+
+    /// Prefix-cache evictions so far.
+    pub fn gpu_evictions(&self) -> u64 {
+        self.pool.evictions
+    }
+
+    /// A request reaches the engine at `now`. Returns false (and records why) when it can never
+    /// run: longer than `max_model_len`, or needing more KV blocks than the GPU has.
+    pub fn submit(&mut self, idx: u32, now: u64) -> bool {
+        let bs = self.cfg.block_size as u64;
+        let r = &mut self.reqs[idx as usize];
+        r.arrival_ns = now;
+        let total = r.prompt_len as u64 + r.output_len as u64;
+        if total > self.cfg.max_model_len as u64 {
+            r.phase = Phase::Rejected;
+            r.reject = Some(format!(
+                "prompt + output = {total} tokens exceeds max_model_len {}",
+                self.cfg.max_model_len
+            ));
+            return false;
+        }
+        let blocks = (total - 1).div_ceil(bs);
+        if blocks > self.cfg.num_gpu_blocks as u64 {
+            r.phase = Phase::Rejected;
+            r.reject = Some(format!(
+                "needs {blocks} KV blocks, the GPU has {}",
+                self.cfg.num_gpu_blocks
+            ));
+            return false;
+        }
+        r.phase = Phase::Waiting;
+        self.waiting.push_back(idx);
+        true
+    }
+
+    fn sequence(&self, idx: u32) -> impl Iterator<Item = Run> + '_ {
+        let req = &self.trace.requests[idx as usize];
+        req.prompt.iter().copied().chain(std::iter::once(Run::new(
+            req.output_content,
+            0,
+            req.output_len,
+        )))
+    }
+
+    /// Computes the request's block hashes and offload keys once.
+    fn prepare(&mut self, idx: u32) {
+        if !self.reqs[idx as usize].hashes.is_empty() {
+            return;
+        }
+        let bs = self.cfg.block_size;
+        let mut hashes = Vec::new();
+        for_each_block(self.sequence(idx), bs, false, |_, h| hashes.push(h));
+        let mut chunks = Vec::new();
+        if let Offload::LmCache(l) = &self.offload {
+            let req = &self.trace.requests[idx as usize];
+            let cs = l.cfg.chunk_size;
+            let partial = l.cfg.save_unfull_chunk;
+            if l.cfg.save_decode_cache {
+                for_each_block(self.sequence(idx), cs, partial, |end, k| {
+                    chunks.push((end as u32, k))
+                });
+            } else {
+                for_each_block(req.prompt.iter().copied(), cs, partial, |end, k| {
+                    chunks.push((end as u32, k))
+                });
+            }
+        }
+        let r = &mut self.reqs[idx as usize];
+        r.hashes = hashes;
+        r.chunks = chunks;
+    }
+
+    fn blocks_for(&self, tokens: u32) -> u32 {
+        tokens.div_ceil(self.cfg.block_size)
+    }
+
+    /// Allocates blocks so that request `idx` can hold `tokens` tokens; false if they do not fit.
+    fn grow(&mut self, idx: u32, tokens: u32) -> bool {
+        let need = self.blocks_for(tokens) as usize;
+        let have = self.reqs[idx as usize].blocks.len();
+        if need <= have {
+            return true;
+        }
+        if (need - have) as u32 > self.pool.num_free() {
+            return false;
+        }
+        for _ in have..need {
+            let b = self.pool.allocate().expect("free count checked");
+            self.reqs[idx as usize].blocks.push(b);
+        }
+        true
+    }
+
+    fn release(&mut self, idx: u32) {
+        let blocks = std::mem::take(&mut self.reqs[idx as usize].blocks);
+        self.pool.free_request(&blocks);
+        let r = &mut self.reqs[idx as usize];
+        r.num_cached_blocks = 0;
+    }
+
+    fn preempt(&mut self, idx: u32) {
+        self.release(idx);
+        let r = &mut self.reqs[idx as usize];
+        r.num_computed = 0;
+        r.chunks_saved = 0;
+        r.preemptions += 1;
+        r.phase = Phase::Waiting;
+        self.stats.preemptions += 1;
+        self.waiting.push_front(idx);
+    }
+
+    /// Runs one step starting at `now`; `None` when there is nothing to run.
+    pub fn step(&mut self, now: u64) -> Option<StepOutcome> {
+        let mut out = StepOutcome::default();
+        let mut budget = self.cfg.max_num_batched_tokens;
+        let mut plan: Vec<(u32, u32)> = Vec::new();
+        let mut shape = BatchShape::default();
+        let mut lookup_s = 0.0;
+        let mut load_s = 0.0;
+        let mut preempted = false;
+
+        // 1. Running requests.
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let idx = self.running[i];
+            let r = &self.reqs[idx as usize];
+            let n = (r.num_tokens() - r.num_computed).min(budget);
+            let target = r.num_computed + n;
+            let mut self_preempted = false;
+            while !self.grow(idx, target) {
+                let victim = self.running.pop().expect("running is not empty");
+                self.preempt(victim);
+                preempted = true;
+                if victim == idx {
+                    self_preempted = true;
+                    break;
+                }
+            }
+            if self_preempted {
+                break;
+            }
+            self.add_to_shape(&mut shape, idx, n);
+            plan.push((idx, n));
+            budget -= n;
+            i += 1;
+        }
+
+        // 2. Waiting requests.
+        if !preempted {
+            let mut skipped: Vec<u32> = Vec::new();
+            while let Some(&idx) = self.waiting.front() {
+                if self.running.len() >= self.cfg.max_num_seqs as usize || budget == 0 {
+                    break;
+                }
+                if self.reqs[idx as usize].phase == Phase::Loading {
+                    if self.reqs[idx as usize].ready_ns > now {
+                        skipped.push(self.waiting.pop_front().expect("front exists"));
+                        continue;
+                    }
+                    self.reqs[idx as usize].phase = Phase::Waiting;
+                }
+                match self.admit(idx, now, budget, &mut lookup_s, &mut load_s) {
+                    Admit::Scheduled(n) => {
+                        self.waiting.pop_front();
+                        self.add_to_shape(&mut shape, idx, n);
+                        plan.push((idx, n));
+                        budget -= n;
+                        self.running.push(idx);
+                        let r = &mut self.reqs[idx as usize];
+                        r.phase = Phase::Running;
+                        r.scheduled_ns.get_or_insert(now);
+                    }
+                    Admit::Loading(ready) => {
+                        skipped.push(self.waiting.pop_front().expect("front exists"));
+                        out.wakeups.push(ready);
+                    }
+                    Admit::NoRoom => break,
+                }
+            }
+            for idx in skipped.into_iter().rev() {
+                self.waiting.push_front(idx);
+            }
+        }
+
+        if plan.is_empty() {
+            // Nothing could run (all waiting requests are loading): the lookups still took time.
+            return if out.wakeups.is_empty() {
+                None
+            } else {
+                out.end_ns = now + ns(lookup_s);
+                Some(out)
+            };
+        }
+
+        // 3. Forward pass, then stores on the critical path.
+        let forward_s = self.step_model.step_s(&shape);
+        let fwd_end = now + ns(lookup_s + load_s + forward_s);
+        let mut store_s = 0.0;
+        for &(idx, n) in &plan {
+            self.reqs[idx as usize].num_computed += n;
+            self.cache_full_blocks(idx);
+            store_s += self.offload_store(idx, fwd_end);
+        }
+        let transfer_s = if self.offload_layerwise() {
+            let moved = load_s + store_s;
+            (forward_s.max(moved) - forward_s) + moved / self.layers as f64
+        } else {
+            load_s + store_s
+        };
+        let total = lookup_s + transfer_s + forward_s;
+        let end = now + ns(total);
+        self.stats.steps += 1;
+        self.stats.busy_ns += end - now;
+        self.stats.transfer_ns += ns(lookup_s + transfer_s);
+        let used = self.pool.num_used();
+        self.stats.peak_used_blocks = self.stats.peak_used_blocks.max(used);
+        self.stats.used_block_ns += used as f64 * (end - now) as f64;
+
+        // 4. Sample tokens, finish requests.
+        for &(idx, _) in &plan {
+            let r = &mut self.reqs[idx as usize];
+            if r.num_computed < r.num_tokens() {
+                continue; // a chunked prefill that is not done yet
+            }
+            if r.num_output > 0 {
+                self.itl_hist.add(end - r.last_token_ns, 1);
+            }
+            r.emit_token(end);
+            if r.num_output == r.output_len {
+                r.phase = Phase::Finished;
+                r.finish_ns = Some(end);
+                out.finished.push(idx);
+            }
+        }
+        if !out.finished.is_empty() {
+            for &idx in &out.finished {
+                self.release(idx);
+                let r = &mut self.reqs[idx as usize];
+                r.hashes = Vec::new();
+                r.chunks = Vec::new();
+            }
+            let reqs = &self.reqs;
+            self.running
+                .retain(|i| reqs[*i as usize].phase == Phase::Running);
+        }
+        out.end_ns = end;
+        Some(out)
+    }
+
+    fn offload_layerwise(&self) -> bool {
+        matches!(&self.offload, Offload::LmCache(l) if l.cfg.use_layerwise)
+    }
+
+    fn add_to_shape(&mut self, shape: &mut BatchShape, idx: u32, n: u32) {
+        let r = &self.reqs[idx as usize];
+        if n == 1 && r.num_output > 0 && r.num_computed + 1 == r.num_tokens() {
+            shape.add_decode(r.num_computed as u64);
+            self.stats.decode_tokens += 1;
+        } else {
+            shape.add_prefill(n as u64, r.num_computed as u64);
+            self.stats.prefill_tokens += n as u64;
+        }
+    }
+
+    fn cache_full_blocks(&mut self, idx: u32) {
+        let r = &mut self.reqs[idx as usize];
+        let full = (r.num_computed / self.cfg.block_size).min(r.hashes.len() as u32);
+        while r.num_cached_blocks < full {
+            let k = r.num_cached_blocks as usize;
+            self.pool.cache(r.blocks[k], r.hashes[k]);
+            r.num_cached_blocks += 1;
+        }
+    }
+
+    /// Stores what the step completed; returns seconds on the critical path.
+    fn offload_store(&mut self, idx: u32, at: u64) -> f64 {
+        let r = &mut self.reqs[idx as usize];
+        match &mut self.offload {
+            Offload::None => 0.0,
+            Offload::LmCache(l) => {
+                let covered = r
+                    .chunks
+                    .iter()
+                    .take_while(|(end, _)| *end <= r.num_computed)
+                    .count();
+                let first = r.chunks_saved as usize;
+                if covered <= first {
+                    return 0.0;
+                }
+                let (s, bytes) = l.store(&r.chunks, first, covered, at, &self.transfer);
+                r.chunks_saved = covered as u32;
+                r.bytes_stored += bytes;
+                s
+            }
+            Offload::Native(n) => {
+                let full = (r.num_computed / self.cfg.block_size).min(r.hashes.len() as u32);
+                if full > r.chunks_saved {
+                    let bytes = n.store(
+                        &r.hashes[r.chunks_saved as usize..full as usize],
+                        at,
+                        &self.transfer,
+                    );
+                    r.bytes_stored += bytes;
+                    r.chunks_saved = full;
+                }
+                0.0
+            }
+        }
+    }
+
+    /// Tries to admit waiting request `idx` with `budget` tokens left in the step.
+    fn admit(
+        &mut self,
+        idx: u32,
+        now: u64,
+        budget: u32,
+        lookup_s: &mut f64,
+        load_s: &mut f64,
+    ) -> Admit {
+        let bs = self.cfg.block_size;
+        if self.reqs[idx as usize].num_computed > 0 {
+            // Its external KV arrived asynchronously; its blocks are held already.
+            let r = &self.reqs[idx as usize];
+            let n = (r.num_tokens() - r.num_computed).min(budget);
+            let target = r.num_computed + n;
+            return if self.grow(idx, target) {
+                Admit::Scheduled(n)
+            } else {
+                Admit::NoRoom
+            };
+        }
+        self.prepare(idx);
+        let num_tokens = self.reqs[idx as usize].num_tokens();
+        let prompt_len = self.reqs[idx as usize].prompt_len;
+        let max_hit_blocks = ((num_tokens - 1) / bs) as usize;
+        let gpu_blocks = {
+            let h = &self.reqs[idx as usize].hashes;
+            self.pool.count_hits(&h[..max_hit_blocks.min(h.len())])
+        };
+        let gpu_hit = gpu_blocks as u32 * bs;
+
+        // The connector's lookup.
+        let mut ext_end = gpu_hit;
+        let mut origin = Origin {
+            gpu: gpu_hit.min(prompt_len),
+            ..Origin::default()
+        };
+        let mut pending_load = 0.0;
+        let mut pending_bytes = 0u64;
+        let mut lmc_hits: Option<(TierHits, u32)> = None;
+        match &mut self.offload {
+            Offload::None => {}
+            Offload::LmCache(l) => {
+                let r = &self.reqs[idx as usize];
+                let (hits, ls) = l.lookup(&r.chunks, now, &self.transfer);
+                *lookup_s += ls;
+                let hit_tokens = LmCache::tokens_of(&r.chunks, hits.total()).min(num_tokens - 1);
+                if l.cfg.enable_async_loading && hits.disk + hits.remote > 0 && hit_tokens > gpu_hit
+                {
+                    // Prefetch into the CPU tier; the request is skipped until it completes and
+                    // then finds its prefix in CPU.
+                    let (s, _) = l.fetch_cost(&r.chunks, &hits, &self.transfer);
+                    let ready = now + ns(s);
+                    l.promote(&r.chunks, &hits, ready);
+                    let r = &mut self.reqs[idx as usize];
+                    r.phase = Phase::Loading;
+                    r.ready_ns = ready;
+                    return Admit::Loading(ready);
+                }
+                if hit_tokens > gpu_hit {
+                    ext_end = hit_tokens;
+                    let c_end = LmCache::tokens_of(&r.chunks, hits.cpu);
+                    let d_end = LmCache::tokens_of(&r.chunks, hits.cpu + hits.disk);
+                    let span = |a: u32, b: u32| {
+                        b.min(ext_end)
+                            .saturating_sub(a.max(gpu_hit))
+                            .min(prompt_len.saturating_sub(a.max(gpu_hit)))
+                    };
+                    origin.cpu = span(0, c_end);
+                    origin.disk = span(c_end, d_end);
+                    origin.remote = span(d_end, ext_end);
+                }
+                lmc_hits = Some((hits, hit_tokens));
+            }
+            Offload::Native(nat) => {
+                let r = &self.reqs[idx as usize];
+                let cap = max_hit_blocks.min(r.hashes.len());
+                let hit = nat.lookup(&r.hashes[gpu_blocks..cap], now);
+                if hit > 0 {
+                    ext_end = gpu_hit + hit * bs;
+                    origin.cpu = (hit * bs).min(prompt_len.saturating_sub(gpu_hit));
+                    pending_load = nat.load_s(hit, &self.transfer);
+                    pending_bytes = hit as u64 * bs as u64 * self.cfg.kv_bytes_per_token;
+                }
+            }
+        }
+
+        // Blocks for the hit and the new tokens.
+        let n = (num_tokens - ext_end).min(budget);
+        let is_native_load = pending_load > 0.0;
+        let target = if is_native_load { ext_end } else { ext_end + n };
+        let need_new = self.blocks_for(target) as usize - gpu_blocks;
+        let hit_blocks: Vec<u32> = {
+            let h = &self.reqs[idx as usize].hashes;
+            h[..gpu_blocks]
+                .iter()
+                .map(|x| self.pool.cached_block(*x).expect("counted as a hit"))
+                .collect()
+        };
+        let touched_free = hit_blocks.iter().filter(|b| self.pool.is_free(**b)).count();
+        if need_new + touched_free > self.pool.num_free() as usize {
+            return Admit::NoRoom;
+        }
+        for b in &hit_blocks {
+            self.pool.touch(*b);
+        }
+        {
+            let r = &mut self.reqs[idx as usize];
+            r.blocks = hit_blocks;
+            r.num_cached_blocks = gpu_blocks as u32;
+        }
+        let ok = self.grow(idx, target);
+        debug_assert!(ok);
+
+        // Record where the prompt's tokens come from.
+        origin.computed = prompt_len - origin.gpu - origin.cpu - origin.disk - origin.remote;
+        let r = &mut self.reqs[idx as usize];
+        r.origin = origin;
+        r.num_computed = ext_end;
+
+        if is_native_load {
+            r.bytes_loaded += pending_bytes;
+            r.chunks_saved = (ext_end / bs).min(r.hashes.len() as u32);
+            let ready = now + ns(pending_load);
+            r.phase = Phase::Loading;
+            r.ready_ns = ready;
+            return Admit::Loading(ready);
+        }
+        if let (Offload::LmCache(l), Some((hits, hit_tokens))) = (&mut self.offload, lmc_hits) {
+            let r = &mut self.reqs[idx as usize];
+            r.chunks_saved = hits.total();
+            if hit_tokens > gpu_hit {
+                // Blocking retrieve: disk/remote hits are read and promoted, then everything from
+                // the GPU hit to the end of the LMCache hit is loaded.
+                let (fetch, _) = l.fetch_cost(&r.chunks, &hits, &self.transfer);
+                l.promote(&r.chunks, &hits, now);
+                let (load, bytes) = l.gpu_load_s(&r.chunks, gpu_hit, hit_tokens, &self.transfer);
+                *load_s += fetch + load;
+                r.bytes_loaded += bytes;
+            }
+        }
+        Admit::Scheduled(n)
+    }
+}
+
+enum Admit {
+    Scheduled(u32),
+    Loading(u64),
+    NoRoom,
+}

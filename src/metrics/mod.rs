@@ -1,0 +1,3 @@
+//! Metrics: records per request and the aggregates derived from them after the run.
+
+pub mod histogram;

@@ -1,0 +1,297 @@
+//! Mechanism tests: small traces whose hits, steps and times are computed by hand.
+
+use super::*;
+use crate::cost::{Fitted, GpuProfile, StepModel, TransferProfile};
+use crate::engine::EngineFlags;
+use crate::model::lookup;
+use crate::tiers::lmcache::LmCacheConfig;
+use crate::trace::import::output_content;
+use crate::trace::{Measured, Pool, Request, Run, Trace, TraceMeta};
+
+const MS: u64 = 1_000_000;
+
+fn req(id: u64, at_ms: u64, prompt: Vec<Run>, out: u32) -> Request {
+    Request {
+        id,
+        arrival_ns: at_ms * MS,
+        input_len: prompt.iter().map(|r| r.len).sum(),
+        output_len: out,
+        prompt,
+        output_content: output_content(id),
+        session: None,
+        pool: None,
+        round: 0,
+        think_ns: 0,
+        measured: Measured::default(),
+    }
+}
+
+fn trace(requests: Vec<Request>) -> Trace {
+    Trace {
+        meta: TraceMeta::new("test"),
+        requests,
+    }
+}
+
+/// Llama-3.1-8B shapes with every step taking exactly 10 ms and free transfers unless a test
+/// sets them.
+fn setup(flags: EngineFlags, offload: OffloadConfig) -> SimSetup {
+    let card = lookup("meta-llama/Llama-3.1-8B").unwrap();
+    let gpu = GpuProfile::lookup("H100").unwrap();
+    let engine = EngineConfig::resolve(&card, &gpu, &flags).unwrap();
+    let mut step_model = StepModel::roofline(&card, &gpu, 1);
+    step_model.fitted = Some(Fitted {
+        c0: 0.010,
+        c_prefill: 0.0,
+        c_decode: 0.0,
+        c_attn: 0.0,
+        c_ctx: 0.0,
+    });
+    let mut transfer = TransferProfile::spec_defaults(&gpu);
+    transfer.chunk_overhead_us = 0.0;
+    SimSetup {
+        engine,
+        offload,
+        step_model,
+        transfer,
+        layers: card.layers,
+        sample_interval_ns: 1_000 * MS,
+    }
+}
+
+fn lmcache_cpu(chunk: u32, gib: u64) -> OffloadConfig {
+    OffloadConfig::LmCache(LmCacheConfig {
+        chunk_size: chunk,
+        cpu_bytes: Some(gib << 30),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn one_request_prefill_then_decode_steps() {
+    let t = trace(vec![req(0, 0, vec![Run::new(1, 0, 100)], 3)]);
+    let r = simulate(&t, &setup(EngineFlags::default(), OffloadConfig::None));
+    let s = &r.reqs[0];
+    // Step 1 computes the prompt and samples token 1; steps 2 and 3 decode tokens 2 and 3.
+    assert_eq!(r.stats.steps, 3);
+    assert_eq!(s.first_token_ns, Some(10 * MS));
+    assert_eq!(s.finish_ns, Some(30 * MS));
+    assert_eq!((s.itl_sum_ns, s.itl_max_ns), (20 * MS, 10 * MS));
+    assert_eq!(r.stats.prefill_tokens, 100);
+    assert_eq!(r.stats.decode_tokens, 2);
+    assert_eq!(s.origin.computed, 100);
+}
+
+#[test]
+fn chunked_prefill_splits_a_long_prompt_by_the_token_budget() {
+    let t = trace(vec![req(0, 0, vec![Run::new(1, 0, 20_000)], 1)]);
+    let r = simulate(&t, &setup(EngineFlags::default(), OffloadConfig::None));
+    // 8192 + 8192 + 3616: the first token comes at the end of the third step.
+    assert_eq!(r.stats.steps, 3);
+    assert_eq!(r.reqs[0].first_token_ns, Some(30 * MS));
+    assert_eq!(r.reqs[0].finish_ns, Some(30 * MS));
+}
+
+#[test]
+fn decodes_ride_along_a_prefill_in_the_same_step() {
+    // Request 0 decodes while request 1 (arriving at 10 ms) prefills in the same steps.
+    let t = trace(vec![
+        req(0, 0, vec![Run::new(1, 0, 100)], 4),
+        req(1, 10, vec![Run::new(2, 0, 10_000)], 1),
+    ]);
+    let f = EngineFlags {
+        max_num_batched_tokens: Some(8192),
+        ..Default::default()
+    };
+    let r = simulate(&t, &setup(f, OffloadConfig::None));
+    // Step at 10 ms: request 0 decodes (1 token), request 1 gets 8191 tokens; at 20 ms request 0
+    // decodes again and request 1 computes its last 1809 tokens.
+    assert_eq!(r.reqs[1].first_token_ns, Some(30 * MS));
+    assert_eq!(r.reqs[0].finish_ns, Some(40 * MS));
+    assert_eq!(r.stats.steps, 4);
+}
+
+#[test]
+fn gpu_prefix_cache_hits_full_blocks_up_to_prompt_minus_one() {
+    let t = trace(vec![
+        req(0, 0, vec![Run::new(1, 0, 100)], 1),
+        req(1, 50, vec![Run::new(1, 0, 100)], 1),
+        req(2, 100, vec![Run::new(1, 0, 96)], 1),
+    ]);
+    let r = simulate(&t, &setup(EngineFlags::default(), OffloadConfig::None));
+    // 100 tokens: 6 full blocks (96 tokens) are cached and all are within prompt - 1.
+    assert_eq!(r.reqs[1].origin.gpu, 96);
+    assert_eq!(r.reqs[1].origin.computed, 4);
+    // 96 tokens: a full hit would leave nothing to compute, so the last block is recomputed.
+    assert_eq!(r.reqs[2].origin.gpu, 80);
+    assert_eq!(r.reqs[2].origin.computed, 16);
+}
+
+#[test]
+fn lmcache_cpu_tier_hits_full_chunks_and_loads_what_the_gpu_lacks() {
+    // Prefix caching off, so every hit must come from LMCache.
+    let f = EngineFlags {
+        enable_prefix_caching: Some(false),
+        ..Default::default()
+    };
+    let t = trace(vec![
+        req(0, 0, vec![Run::new(1, 0, 600)], 1),
+        req(1, 100, vec![Run::new(1, 0, 600)], 1),
+        req(2, 200, vec![Run::new(7, 0, 200)], 1),
+        req(3, 300, vec![Run::new(7, 0, 200)], 1),
+    ]);
+    let r = simulate(&t, &setup(f.clone(), lmcache_cpu(256, 5)));
+    // 600 tokens = 2 full chunks (512) + a partial chunk that is not saved.
+    assert_eq!((r.reqs[1].origin.cpu, r.reqs[1].origin.computed), (512, 88));
+    assert_eq!(r.reqs[1].bytes_loaded, 512 * 128 * 1024);
+    assert_eq!(r.reqs[0].bytes_stored, 512 * 128 * 1024);
+    // A 200-token prompt never hits at chunk 256 without save_unfull_chunk...
+    assert_eq!(r.reqs[3].origin.cpu, 0);
+    // ...and with it, the whole prompt but its last token is loaded.
+    let unfull = OffloadConfig::LmCache(LmCacheConfig {
+        chunk_size: 256,
+        save_unfull_chunk: true,
+        cpu_bytes: Some(5 << 30),
+        ..Default::default()
+    });
+    let r = simulate(&t, &setup(f, unfull));
+    assert_eq!((r.reqs[3].origin.cpu, r.reqs[3].origin.computed), (199, 1));
+}
+
+#[test]
+fn lmcache_loads_only_beyond_the_gpu_hit() {
+    let t = trace(vec![
+        req(0, 0, vec![Run::new(1, 0, 600)], 1),
+        req(1, 100, vec![Run::new(1, 0, 600)], 1),
+    ]);
+    let r = simulate(&t, &setup(EngineFlags::default(), lmcache_cpu(256, 5)));
+    // The GPU still has 37 blocks (592 tokens); LMCache's 512 add nothing.
+    assert_eq!(r.reqs[1].origin.gpu, 592);
+    assert_eq!(r.reqs[1].origin.cpu, 0);
+    assert_eq!(r.reqs[1].bytes_loaded, 0);
+}
+
+#[test]
+fn conservation_every_prompt_token_has_one_origin() {
+    let mut reqs = Vec::new();
+    for i in 0..40u64 {
+        let shared = Run::new(1, 0, 512 * (1 + i % 3) as u32);
+        reqs.push(req(
+            i,
+            i * 5,
+            vec![shared, Run::new(100 + i, 0, 300 + i as u32)],
+            5,
+        ));
+    }
+    let t = trace(reqs);
+    let f = EngineFlags {
+        num_gpu_blocks: Some(300),
+        ..Default::default()
+    };
+    for off in [
+        OffloadConfig::None,
+        lmcache_cpu(256, 1),
+        OffloadConfig::Native { cpu_bytes: 1 << 30 },
+    ] {
+        let r = simulate(&t, &setup(f.clone(), off));
+        for (s, q) in r.reqs.iter().zip(&t.requests) {
+            let o = s.origin;
+            assert_eq!(o.gpu + o.cpu + o.disk + o.remote + o.computed, q.input_len);
+            assert_eq!(s.phase, crate::engine::request::Phase::Finished);
+        }
+    }
+}
+
+#[test]
+fn preemption_recomputes_the_last_running_request() {
+    // 10 blocks of 16 tokens; two requests of 40-token prompts each decoding 60 tokens need
+    // 7 blocks each by the end: the second running request is preempted and recomputed.
+    let t = trace(vec![
+        req(0, 0, vec![Run::new(1, 0, 40)], 60),
+        req(1, 0, vec![Run::new(2, 0, 40)], 60),
+    ]);
+    let f = EngineFlags {
+        num_gpu_blocks: Some(10),
+        ..Default::default()
+    };
+    let r = simulate(&t, &setup(f, OffloadConfig::None));
+    assert!(r.reqs[1].preemptions >= 1, "{:?}", r.reqs[1].preemptions);
+    assert_eq!(r.reqs[0].preemptions, 0);
+    assert!(r.reqs.iter().all(|s| s.num_output == 60));
+    // Request 0 is never delayed: one token per 10 ms step.
+    assert_eq!(r.reqs[0].finish_ns, Some(600 * MS));
+}
+
+#[test]
+fn closed_loop_clients_send_after_completion_plus_think_time() {
+    let mut reqs: Vec<Request> = (0..4)
+        .map(|i| req(i, 0, vec![Run::new(10 + i, 0, 50)], 2))
+        .collect();
+    for r in &mut reqs {
+        r.pool = Some(0);
+        r.session = Some(r.id % 2);
+        r.think_ns = 5 * MS;
+    }
+    let mut t = trace(reqs);
+    t.meta.pools.push(Pool {
+        id: 0,
+        clients: 2,
+        sessions_per_client: 1,
+        early_stop: false,
+    });
+    let r = simulate(&t, &setup(EngineFlags::default(), OffloadConfig::None));
+    // Requests 0 and 1 start together and finish at 20 ms; 2 and 3 are sent at 25 ms.
+    assert_eq!(r.reqs[0].finish_ns, Some(20 * MS));
+    assert_eq!(r.reqs[2].arrival_ns, 25 * MS);
+    assert_eq!(r.reqs[3].arrival_ns, 25 * MS);
+    assert_eq!(r.reqs[3].finish_ns, Some(45 * MS));
+}
+
+#[test]
+fn rounds_are_barriers() {
+    // Pool of 2 clients; round 0 has a long request and a short one; round 1's request waits
+    // for both even though a client is free earlier.
+    let mut reqs = vec![
+        req(0, 0, vec![Run::new(1, 0, 50)], 10),
+        req(1, 0, vec![Run::new(2, 0, 50)], 1),
+        req(2, 0, vec![Run::new(3, 0, 50)], 1),
+    ];
+    for r in &mut reqs {
+        r.pool = Some(0);
+    }
+    reqs[2].round = 1;
+    let mut t = trace(reqs);
+    t.meta.pools.push(Pool {
+        id: 0,
+        clients: 2,
+        sessions_per_client: 1,
+        early_stop: false,
+    });
+    let r = simulate(&t, &setup(EngineFlags::default(), OffloadConfig::None));
+    assert_eq!(r.reqs[0].finish_ns, Some(100 * MS));
+    assert_eq!(r.reqs[2].arrival_ns, 100 * MS);
+}
+
+#[test]
+fn identical_inputs_give_identical_results() {
+    let reqs: Vec<Request> = (0..30)
+        .map(|i| {
+            req(
+                i,
+                i * 3,
+                vec![Run::new(i % 4, 0, 700), Run::new(50 + i, 0, 90)],
+                7,
+            )
+        })
+        .collect();
+    let t = trace(reqs);
+    let a = simulate(&t, &setup(EngineFlags::default(), lmcache_cpu(256, 1)));
+    let b = simulate(&t, &setup(EngineFlags::default(), lmcache_cpu(256, 1)));
+    let key = |r: &SimResult| {
+        r.reqs
+            .iter()
+            .map(|s| (s.first_token_ns, s.finish_ns, s.origin))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(key(&a), key(&b));
+}

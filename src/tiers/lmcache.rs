@@ -1,0 +1,417 @@
+//! LMCache (v1, `LMCacheConnectorV1`, kv_both) in front of vLLM: chunk keys, the tier cascade,
+//! and what lookups, retrieves and stores cost.
+//!
+//! Mechanisms mirrored:
+//! - Tokens are cut into `chunk_size` chunks with prefix-chained keys; a trailing partial chunk
+//!   exists only with `save_unfull_chunk`.
+//! - Lookup goes tier by tier (CPU, disk, remote); each tier counts leading hits among the chunks
+//!   the earlier tiers missed; the first miss ends the hit. Hit chunks are touched, suffix first,
+//!   so that a prefix outlives its suffix.
+//! - Retrieve (blocking, before the forward pass) moves the hit minus what vLLM already has on the
+//!   GPU; disk and remote hits are read, promoted into the CPU tier, then loaded.
+//! - Store (after the forward pass) is write-through: the GPU-to-CPU copy is on the critical
+//!   path, disk writes go to a pool of writer threads, remote puts are serialised synchronously
+//!   and sent asynchronously with bounded concurrency. Chunks that were hits are not stored
+//!   again. A chunk written asynchronously becomes visible when its write completes.
+
+use super::lru::LruTier;
+use crate::cost::TransferProfile;
+use serde::Serialize;
+
+/// Which remote store `remote_url` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RemoteKind {
+    /// `redis://`: a data key and a metadata key per chunk.
+    Redis,
+    /// `lm://`: LMCache's own server.
+    LmServer,
+    /// `mooncakestore://`: Mooncake's store over TCP.
+    Mooncake,
+}
+
+impl RemoteKind {
+    /// Sequential round trips of one chunk get, one chunk put, one existence check.
+    pub fn round_trips(self) -> (u32, u32, u32) {
+        match self {
+            // GET data + GET metadata; SET data + SET metadata; EXISTS.
+            RemoteKind::Redis => (2, 2, 1),
+            RemoteKind::LmServer | RemoteKind::Mooncake => (1, 1, 1),
+        }
+    }
+
+    /// The kind a `remote_url` names, from its scheme.
+    pub fn from_url(url: &str) -> Option<RemoteKind> {
+        let scheme = url.split("://").next()?.to_ascii_lowercase();
+        match scheme.as_str() {
+            "redis" | "rediss" | "redis-sentinel" => Some(RemoteKind::Redis),
+            "lm" => Some(RemoteKind::LmServer),
+            "mooncakestore" | "mooncake" => Some(RemoteKind::Mooncake),
+            _ => None,
+        }
+    }
+}
+
+/// How chunks are serialised for the remote store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Serde {
+    /// Raw KV bytes.
+    Naive,
+    /// CacheGen compression (ratio and codec speed from the transfer profile).
+    CacheGen,
+}
+
+/// The remote tier's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RemoteConfig {
+    /// Store kind.
+    pub kind: RemoteKind,
+    /// Round-trip time between the engine and the store, seconds.
+    pub rtt_s: f64,
+    /// Operations in flight at once.
+    pub concurrency: u32,
+    /// Serialisation.
+    pub serde: Serde,
+    /// Capacity in bytes (`u64::MAX`: unbounded).
+    pub capacity_bytes: u64,
+}
+
+/// LMCache configuration (the keys of an `lmcache_config.yaml`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LmCacheConfig {
+    /// Tokens per chunk.
+    pub chunk_size: u32,
+    /// Store a trailing partial chunk too.
+    pub save_unfull_chunk: bool,
+    /// CPU tier capacity in bytes per TP rank (`max_local_cpu_size` GiB); `None` when the CPU
+    /// tier is off (`local_cpu: false`).
+    pub cpu_bytes: Option<u64>,
+    /// Disk tier capacity in bytes (`max_local_disk_size` GiB); `None` when off.
+    pub disk_bytes: Option<u64>,
+    /// Disk writer threads.
+    pub disk_writers: u32,
+    /// The remote tier, if any.
+    pub remote: Option<RemoteConfig>,
+    /// Prefetch disk/remote hits into CPU asynchronously; the request waits meanwhile.
+    pub enable_async_loading: bool,
+    /// Per-layer transfers pipelined with the forward pass.
+    pub use_layerwise: bool,
+    /// Store chunks filled during decode too.
+    pub save_decode_cache: bool,
+}
+
+impl Default for LmCacheConfig {
+    fn default() -> Self {
+        LmCacheConfig {
+            chunk_size: 256,
+            save_unfull_chunk: false,
+            cpu_bytes: Some(5 << 30),
+            disk_bytes: None,
+            disk_writers: 4,
+            remote: None,
+            enable_async_loading: false,
+            use_layerwise: false,
+            save_decode_cache: false,
+        }
+    }
+}
+
+/// Where a looked-up prefix was found: chunk counts per tier, in cascade order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TierHits {
+    /// Leading chunks found in the CPU tier.
+    pub cpu: u32,
+    /// Following chunks found on disk.
+    pub disk: u32,
+    /// Following chunks found remotely.
+    pub remote: u32,
+}
+
+impl TierHits {
+    /// Chunks hit in all tiers.
+    pub fn total(&self) -> u32 {
+        self.cpu + self.disk + self.remote
+    }
+}
+
+/// Counters over a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct LmCacheStats {
+    /// Lookups made.
+    pub lookups: u64,
+    /// Chunks stored into the CPU tier.
+    pub cpu_stores: u64,
+    /// Chunks written to disk.
+    pub disk_stores: u64,
+    /// Chunks put remotely.
+    pub remote_stores: u64,
+    /// Chunks promoted from disk or remote into the CPU tier.
+    pub promotions: u64,
+    /// Remote operations (gets, puts, existence checks).
+    pub remote_ops: u64,
+}
+
+/// The LMCache engine state.
+#[derive(Debug)]
+pub struct LmCache {
+    /// Its configuration.
+    pub cfg: LmCacheConfig,
+    bytes_per_token: u64,
+    cpu: Option<LruTier>,
+    disk: Option<LruTier>,
+    remote: Option<LruTier>,
+    disk_free_at: Vec<u64>,
+    remote_free_at: Vec<u64>,
+    /// Counters.
+    pub stats: LmCacheStats,
+}
+
+/// A chunk of a request's token sequence: where it ends (exclusive token index) and its key.
+pub type Chunk = (u32, u64);
+
+fn ns(s: f64) -> u64 {
+    (s * 1e9).round().max(0.0) as u64
+}
+
+/// Assigns a job of `dur` ns to the earliest free worker; returns its completion time.
+fn enqueue(workers: &mut [u64], now: u64, dur: u64) -> u64 {
+    let (i, free) = workers
+        .iter()
+        .copied()
+        .enumerate()
+        .min_by_key(|(i, t)| (*t, *i))
+        .unwrap_or((0, now));
+    let end = free.max(now) + dur;
+    if let Some(w) = workers.get_mut(i) {
+        *w = end;
+    }
+    end
+}
+
+impl LmCache {
+    /// An empty cache; `bytes_per_token` is the KV size of one token on one TP rank.
+    pub fn new(cfg: LmCacheConfig, bytes_per_token: u64) -> Self {
+        LmCache {
+            bytes_per_token,
+            cpu: cfg.cpu_bytes.map(LruTier::new),
+            disk: cfg.disk_bytes.map(LruTier::new),
+            remote: cfg.remote.as_ref().map(|r| LruTier::new(r.capacity_bytes)),
+            disk_free_at: vec![0; cfg.disk_writers.max(1) as usize],
+            remote_free_at: vec![
+                0;
+                cfg.remote.as_ref().map_or(1, |r| r.concurrency.max(1)) as usize
+            ],
+            stats: LmCacheStats::default(),
+            cfg,
+        }
+    }
+
+    fn chunk_tokens(chunks: &[Chunk], i: usize) -> u64 {
+        let start = if i == 0 { 0 } else { chunks[i - 1].0 };
+        (chunks[i].0 - start) as u64
+    }
+
+    fn chunk_bytes(&self, chunks: &[Chunk], i: usize) -> u64 {
+        Self::chunk_tokens(chunks, i) * self.bytes_per_token
+    }
+
+    /// Looks `chunks` up tier by tier at `now`; returns the hits and the seconds the lookup
+    /// blocks the scheduler (remote existence checks: one round trip per chunk checked).
+    pub fn lookup(&mut self, chunks: &[Chunk], now: u64, tp: &TransferProfile) -> (TierHits, f64) {
+        self.stats.lookups += 1;
+        let mut hits = TierHits::default();
+        let mut i = 0usize;
+        if let Some(cpu) = &self.cpu {
+            while i < chunks.len() && cpu.contains(chunks[i].1, now) {
+                i += 1;
+            }
+            hits.cpu = i as u32;
+        }
+        if let Some(disk) = &self.disk {
+            let s = i;
+            while i < chunks.len() && disk.contains(chunks[i].1, now) {
+                i += 1;
+            }
+            hits.disk = (i - s) as u32;
+        }
+        let mut lookup_s = 0.0;
+        if let (Some(remote), Some(rc)) = (&self.remote, &self.cfg.remote) {
+            let s = i;
+            while i < chunks.len() && remote.contains(chunks[i].1, now) {
+                i += 1;
+            }
+            hits.remote = (i - s) as u32;
+            // Existence checks for every chunk the remote tier was asked about, the first miss
+            // included.
+            let checked = (i - s + usize::from(i < chunks.len())) as u64;
+            let (_, _, exists_rt) = rc.kind.round_trips();
+            lookup_s = checked as f64 * tp.remote_op_s(0, exists_rt, rc.rtt_s);
+            self.stats.remote_ops += checked;
+        }
+        // Touch suffix first so that the prefix ends most recently used.
+        let (c, d) = (hits.cpu as usize, (hits.cpu + hits.disk) as usize);
+        if let Some(cpu) = &mut self.cpu {
+            for ch in chunks[..c].iter().rev() {
+                cpu.touch(ch.1);
+            }
+        }
+        if let Some(disk) = &mut self.disk {
+            for ch in chunks[c..d].iter().rev() {
+                disk.touch(ch.1);
+            }
+        }
+        (hits, lookup_s)
+    }
+
+    /// Tokens covered by the first `n` chunks.
+    pub fn tokens_of(chunks: &[Chunk], n: u32) -> u32 {
+        if n == 0 { 0 } else { chunks[n as usize - 1].0 }
+    }
+
+    /// Seconds and bytes to read the disk and remote hits into host memory (used by a blocking
+    /// retrieve and by asynchronous prefetch).
+    pub fn fetch_cost(
+        &mut self,
+        chunks: &[Chunk],
+        hits: &TierHits,
+        tp: &TransferProfile,
+    ) -> (f64, u64) {
+        let c = hits.cpu as usize;
+        let d = c + hits.disk as usize;
+        let r = d + hits.remote as usize;
+        let mut s = 0.0;
+        let mut bytes = 0u64;
+        if hits.disk > 0 {
+            let b: u64 = (c..d).map(|i| self.chunk_bytes(chunks, i)).sum();
+            s += tp.disk_read_s(b, hits.disk as u64) + tp.memcpy_s(b);
+            bytes += b;
+        }
+        if let (true, Some(rc)) = (hits.remote > 0, self.cfg.remote.clone()) {
+            let b: u64 = (d..r).map(|i| self.chunk_bytes(chunks, i)).sum();
+            let per_chunk = b.div_ceil(hits.remote as u64);
+            let (get_rt, _, _) = rc.kind.round_trips();
+            let wire = self.wire_bytes_with(per_chunk, tp);
+            s += tp.remote_batch_s(hits.remote as u64, wire, get_rt, rc.rtt_s, rc.concurrency);
+            s += match rc.serde {
+                Serde::Naive => tp.memcpy_s(b),
+                Serde::CacheGen => b as f64 / (tp.cachegen_decode_gbps * 1e9),
+            };
+            self.stats.remote_ops += hits.remote as u64 * get_rt as u64;
+            bytes += b;
+        }
+        (s, bytes)
+    }
+
+    /// Promotes the disk and remote hits into the CPU tier, visible from `ready_at`.
+    pub fn promote(&mut self, chunks: &[Chunk], hits: &TierHits, ready_at: u64) {
+        let c = hits.cpu as usize;
+        let r = c + (hits.disk + hits.remote) as usize;
+        for i in c..r {
+            let b = self.chunk_bytes(chunks, i);
+            if let Some(cpu) = &mut self.cpu {
+                cpu.insert(chunks[i].1, b, ready_at);
+                self.stats.promotions += 1;
+            }
+        }
+    }
+
+    /// Bytes a chunk of `bytes` KV occupies on the wire to the remote store.
+    fn wire_bytes_with(&self, bytes: u64, tp: &TransferProfile) -> u64 {
+        match self.cfg.remote.as_ref().map(|r| r.serde) {
+            Some(Serde::CacheGen) => (bytes as f64 * tp.cachegen_ratio).ceil() as u64,
+            _ => bytes,
+        }
+    }
+
+    /// Seconds to load tokens `[from, to)` of the hit into the GPU from pinned host memory.
+    pub fn gpu_load_s(
+        &self,
+        chunks: &[Chunk],
+        from: u32,
+        to: u32,
+        tp: &TransferProfile,
+    ) -> (f64, u64) {
+        if to <= from {
+            return (0.0, 0);
+        }
+        let n_chunks = chunks
+            .iter()
+            .filter(|(end, _)| *end > from && *end - 1 < to)
+            .count()
+            .max(1) as u64;
+        let bytes = (to - from) as u64 * self.bytes_per_token;
+        (tp.gpu_load_s(bytes, n_chunks), bytes)
+    }
+
+    /// Stores chunks `[first, last)` of a request after the forward pass at `now`; returns the
+    /// seconds on the critical path (GPU-to-CPU copy and remote serialisation) and the bytes
+    /// stored.
+    pub fn store(
+        &mut self,
+        chunks: &[Chunk],
+        first: usize,
+        last: usize,
+        now: u64,
+        tp: &TransferProfile,
+    ) -> (f64, u64) {
+        if last <= first {
+            return (0.0, 0);
+        }
+        let bytes: u64 = (first..last).map(|i| self.chunk_bytes(chunks, i)).sum();
+        let n = (last - first) as u64;
+        let mut critical = tp.gpu_store_s(bytes, n);
+        let done_copy = now + ns(critical);
+        for i in first..last {
+            let (key, b) = (chunks[i].1, self.chunk_bytes(chunks, i));
+            if let Some(cpu) = &mut self.cpu
+                && cpu.insert(key, b, done_copy)
+            {
+                self.stats.cpu_stores += 1;
+            }
+            if self.disk.as_ref().is_some_and(|d| !d.has(key)) {
+                let end = enqueue(&mut self.disk_free_at, done_copy, ns(tp.disk_write_s(b)));
+                if let Some(disk) = &mut self.disk {
+                    disk.insert(key, b, end);
+                }
+                self.stats.disk_stores += 1;
+            }
+        }
+        if let Some(rc) = self.cfg.remote.clone() {
+            let (_, put_rt, _) = rc.kind.round_trips();
+            let ser = match rc.serde {
+                Serde::Naive => tp.memcpy_s(bytes),
+                Serde::CacheGen => bytes as f64 / (tp.cachegen_encode_gbps * 1e9),
+            };
+            critical += ser;
+            let ready = now + ns(critical);
+            for i in first..last {
+                let (key, b) = (chunks[i].1, self.chunk_bytes(chunks, i));
+                if self.remote.as_ref().is_some_and(|r| r.has(key)) {
+                    continue;
+                }
+                let wire = self.wire_bytes_with(b, tp);
+                let dur = ns(tp.remote_op_s(wire, put_rt, rc.rtt_s));
+                let end = enqueue(&mut self.remote_free_at, ready, dur);
+                if let Some(remote) = &mut self.remote {
+                    remote.insert(key, b, end);
+                }
+                self.stats.remote_stores += 1;
+                self.stats.remote_ops += put_rt as u64;
+            }
+        }
+        (critical, bytes)
+    }
+
+    /// (bytes used, capacity) of the CPU tier, if any.
+    pub fn cpu_usage(&self) -> Option<(u64, u64)> {
+        self.cpu.as_ref().map(|t| (t.used(), t.capacity()))
+    }
+
+    /// Evictions per tier (cpu, disk, remote).
+    pub fn evictions(&self) -> (u64, u64, u64) {
+        (
+            self.cpu.as_ref().map_or(0, |t| t.evictions),
+            self.disk.as_ref().map_or(0, |t| t.evictions),
+            self.remote.as_ref().map_or(0, |t| t.evictions),
+        )
+    }
+}

@@ -1,0 +1,199 @@
+//! One storage tier of chunks (or blocks) with a byte capacity and LRU eviction.
+//!
+//! An entry becomes visible at `ready_at` (the simulated time its asynchronous write completes):
+//! a lookup before then misses, as a real `contains` would. Capacity is charged when the write
+//! is issued, since the backend reserves its space then.
+
+use crate::util::idhash::IdMap;
+
+const NIL: u32 = u32::MAX;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    key: u64,
+    bytes: u64,
+    ready_at: u64,
+    prev: u32,
+    next: u32,
+}
+
+/// An LRU set of keyed entries bounded by total bytes.
+#[derive(Debug)]
+pub struct LruTier {
+    capacity: u64,
+    used: u64,
+    map: IdMap<u32>,
+    slots: Vec<Entry>,
+    free_slots: Vec<u32>,
+    lru: u32,
+    mru: u32,
+    /// Entries evicted to make room.
+    pub evictions: u64,
+    /// Entries written.
+    pub writes: u64,
+}
+
+impl LruTier {
+    /// An empty tier holding at most `capacity` bytes (`u64::MAX` for unbounded).
+    pub fn new(capacity: u64) -> Self {
+        LruTier {
+            capacity,
+            used: 0,
+            map: IdMap::default(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            lru: NIL,
+            mru: NIL,
+            evictions: 0,
+            writes: 0,
+        }
+    }
+
+    /// Capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Bytes held.
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the tier holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Whether `key` is present and its write completed by `now`.
+    pub fn contains(&self, key: u64, now: u64) -> bool {
+        match self.map.get(&key) {
+            Some(&s) => self.slots[s as usize].ready_at <= now,
+            None => false,
+        }
+    }
+
+    /// Whether `key` is present at all (its write may still be in flight).
+    pub fn has(&self, key: u64) -> bool {
+        self.map.contains_key(&key)
+    }
+
+    fn unlink(&mut self, s: u32) {
+        let (p, n) = (self.slots[s as usize].prev, self.slots[s as usize].next);
+        if p != NIL {
+            self.slots[p as usize].next = n;
+        } else {
+            self.lru = n;
+        }
+        if n != NIL {
+            self.slots[n as usize].prev = p;
+        } else {
+            self.mru = p;
+        }
+    }
+
+    fn link_mru(&mut self, s: u32) {
+        self.slots[s as usize].prev = self.mru;
+        self.slots[s as usize].next = NIL;
+        if self.mru != NIL {
+            self.slots[self.mru as usize].next = s;
+        } else {
+            self.lru = s;
+        }
+        self.mru = s;
+    }
+
+    /// Marks `key` most recently used.
+    pub fn touch(&mut self, key: u64) {
+        if let Some(&s) = self.map.get(&key)
+            && self.mru != s
+        {
+            self.unlink(s);
+            self.link_mru(s);
+        }
+    }
+
+    /// Inserts `key` (or refreshes it), evicting least recently used entries until it fits.
+    /// Returns false when the entry is larger than the whole tier (then nothing changes).
+    pub fn insert(&mut self, key: u64, bytes: u64, ready_at: u64) -> bool {
+        if bytes > self.capacity {
+            return false;
+        }
+        if let Some(&s) = self.map.get(&key) {
+            let e = &mut self.slots[s as usize];
+            e.ready_at = e.ready_at.min(ready_at);
+            self.touch(key);
+            return true;
+        }
+        while self.used + bytes > self.capacity {
+            let victim = self.lru;
+            debug_assert!(victim != NIL);
+            self.remove_slot(victim);
+            self.evictions += 1;
+        }
+        let e = Entry {
+            key,
+            bytes,
+            ready_at,
+            prev: NIL,
+            next: NIL,
+        };
+        let s = match self.free_slots.pop() {
+            Some(s) => {
+                self.slots[s as usize] = e;
+                s
+            }
+            None => {
+                self.slots.push(e);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.map.insert(key, s);
+        self.link_mru(s);
+        self.used += bytes;
+        self.writes += 1;
+        true
+    }
+
+    fn remove_slot(&mut self, s: u32) {
+        self.unlink(s);
+        let e = &self.slots[s as usize];
+        self.used -= e.bytes;
+        self.map.remove(&e.key);
+        self.free_slots.push(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evicts_least_recently_used_by_bytes() {
+        let mut t = LruTier::new(300);
+        assert!(t.insert(1, 100, 0));
+        assert!(t.insert(2, 100, 0));
+        assert!(t.insert(3, 100, 0));
+        t.touch(1); // order (LRU first): 2, 3, 1
+        assert!(t.insert(4, 150, 0)); // evicts 2 and 3
+        assert_eq!(t.evictions, 2);
+        assert!(t.contains(1, 0) && t.contains(4, 0));
+        assert!(!t.contains(2, 0) && !t.contains(3, 0));
+        assert_eq!(t.used(), 250);
+        assert!(!t.insert(9, 301, 0));
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn entries_are_visible_once_written() {
+        let mut t = LruTier::new(u64::MAX);
+        t.insert(5, 10, 1_000);
+        assert!(!t.contains(5, 999));
+        assert!(t.has(5));
+        assert!(t.contains(5, 1_000));
+    }
+}
