@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod cost;
 pub mod engine;
 pub mod error;
