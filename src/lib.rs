@@ -6,12 +6,14 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod config;
 pub mod cost;
 pub mod engine;
 pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod report;
 pub mod sim;
 pub mod tiers;
 pub mod trace;

@@ -22,6 +22,18 @@ enum Command {
     /// Inspect model cards.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Measure the simulator's own speed (release build recommended).
+    Bench {
+        /// Mooncake conversation trace to replay (JSONL as published).
+        #[arg(long)]
+        mooncake: Option<PathBuf>,
+        /// Also simulate a generated trace of this many requests.
+        #[arg(long)]
+        generated: Option<u32>,
+        /// Repeats per figure (the best is reported).
+        #[arg(long, default_value_t = 3)]
+        repeats: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -88,6 +100,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Trace(t) => run_trace(t),
+        Command::Bench {
+            mooncake,
+            generated,
+            repeats,
+        } => run_bench(mooncake, generated, repeats),
         Command::Model(ModelCommand::List) => {
             for id in kvreplay::model::shipped_ids() {
                 println!("{id}");
@@ -183,4 +200,56 @@ fn run_trace(cmd: TraceCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn run_bench(mooncake: Option<PathBuf>, generated: Option<u32>, repeats: u32) -> Result<()> {
+    use kvreplay::bench::measure;
+    use kvreplay::config::RunConfig;
+    let mut cfg = RunConfig::default();
+    cfg.set("tier", &serde_json::json!("cpu"))?;
+    cfg.set("max_local_cpu_size_gb", &serde_json::json!(50))?;
+    println!(
+        "{:<44} {:>9} {:>9} {:>9} {:>11} {:>9}",
+        "simulation", "requests", "steps", "wall s", "requests/s", "RSS MiB"
+    );
+    let show = |f: kvreplay::bench::BenchFigure| {
+        println!(
+            "{:<44} {:>9} {:>9} {:>9.3} {:>11.0} {:>9.0}",
+            f.name, f.requests, f.steps, f.wall_s, f.requests_per_s, f.peak_rss_mib
+        );
+    };
+    if let Some(p) = mooncake {
+        let t0 = std::time::Instant::now();
+        let (t, _) = import::import(
+            import::Format::Mooncake,
+            &p,
+            &import::ImportOptions::default(),
+        )?;
+        println!(
+            "import {} requests: {:.3} s",
+            t.requests.len(),
+            t0.elapsed().as_secs_f64()
+        );
+        show(measure(
+            "mooncake conversation, Llama-3.1-8B/H100, cpu 50GiB",
+            &t,
+            &cfg,
+            repeats,
+        )?);
+    }
+    if let Some(n) = generated {
+        let p = kvreplay::trace::generate::random::Params {
+            num_prompts: n,
+            request_rate: kvreplay::trace::generate::random::RequestRate(50.0),
+            ..Default::default()
+        };
+        let t = kvreplay::trace::generate::random::generate(&p, 0)?;
+        show(measure(
+            &format!("random {n} x 1024/128 at 50 req/s, cpu 50GiB"),
+            &t,
+            &cfg,
+            1,
+        )?);
+    }
+    Ok(())
 }

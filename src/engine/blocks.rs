@@ -28,6 +28,28 @@ pub struct BlockPool {
     /// Prefix-cache entries evicted so far.
     pub evictions: u64,
     caching: bool,
+    // Every push onto the free queue gets the next stamp. Allocation always pops the oldest
+    // block present, so popped stamps never decrease: a block freed with stamp s is still in the
+    // pool while `last_popped < s`. Scans of a waiting request's prefix hits rely on this to
+    // stay valid across steps without rescanning (see `HitScan`).
+    stamp: Vec<u64>,
+    next_stamp: u64,
+    last_popped: u64,
+    touched_from_free: u64,
+    released: u64,
+}
+
+/// A remembered prefix-hit scan of one request, valid while none of its free hit blocks has
+/// been evicted or taken by another request (checked in O(1) by [`BlockPool::scan_valid`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HitScan {
+    /// Leading blocks hit.
+    pub blocks: u32,
+    /// Of those, blocks held by running requests (not in the free queue).
+    pub busy: u32,
+    min_stamp: u64,
+    touched_from_free: u64,
+    released: u64,
 }
 
 impl BlockPool {
@@ -45,6 +67,11 @@ impl BlockPool {
             cached: IdMap::default(),
             evictions: 0,
             caching,
+            stamp: vec![0; n as usize],
+            next_stamp: 1,
+            last_popped: 0,
+            touched_from_free: 0,
+            released: 0,
         };
         for b in 0..n {
             p.push_back(b);
@@ -68,6 +95,8 @@ impl BlockPool {
     }
 
     fn push_back(&mut self, b: u32) {
+        self.stamp[b as usize] = self.next_stamp;
+        self.next_stamp += 1;
         self.prev[b as usize] = self.tail;
         self.next[b as usize] = NIL;
         if self.tail != NIL {
@@ -124,6 +153,7 @@ impl BlockPool {
     pub fn touch(&mut self, b: u32) {
         if self.ref_cnt[b as usize] == 0 {
             self.unlink(b);
+            self.touched_from_free += 1;
         }
         self.ref_cnt[b as usize] += 1;
     }
@@ -135,6 +165,7 @@ impl BlockPool {
             return None;
         }
         self.unlink(b);
+        self.last_popped = self.stamp[b as usize];
         if self.has_hash[b as usize] {
             let h = self.hash[b as usize];
             if self.cached.get(&h) == Some(&b) {
@@ -157,6 +188,7 @@ impl BlockPool {
                 self.push_back(b);
             }
         }
+        self.released += 1;
     }
 
     /// Registers a computed full block under its hash.
@@ -167,6 +199,45 @@ impl BlockPool {
         self.has_hash[b as usize] = true;
         self.hash[b as usize] = hash;
         self.cached.entry(hash).or_insert(b);
+    }
+
+    /// Scans (or, from `prev`, extends) the prefix hit of `hashes`: leading cached blocks and how
+    /// many of them running requests hold.
+    pub fn scan_hits(&self, hashes: &[u64], prev: Option<HitScan>) -> HitScan {
+        let mut s = match prev {
+            Some(p) if self.scan_valid(&p) && p.blocks as usize <= hashes.len() => p,
+            _ => HitScan {
+                blocks: 0,
+                busy: 0,
+                min_stamp: self.next_stamp,
+                touched_from_free: self.touched_from_free,
+                released: self.released,
+            },
+        };
+        if !self.caching {
+            return s;
+        }
+        while let Some(&b) = hashes
+            .get(s.blocks as usize)
+            .and_then(|h| self.cached.get(h))
+        {
+            if self.ref_cnt[b as usize] > 0 {
+                s.busy += 1;
+            } else {
+                s.min_stamp = s.min_stamp.min(self.stamp[b as usize]);
+            }
+            s.blocks += 1;
+        }
+        s
+    }
+
+    /// Whether a scan still describes the pool: none of its free hit blocks has been popped
+    /// (popped stamps never decrease), no free block was taken by a request and no request
+    /// released blocks (which could turn busy hits free).
+    pub fn scan_valid(&self, s: &HitScan) -> bool {
+        self.last_popped < s.min_stamp
+            && self.touched_from_free == s.touched_from_free
+            && self.released == s.released
     }
 
     /// Entries in the prefix cache.

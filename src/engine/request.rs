@@ -1,5 +1,6 @@
 //! A request's state inside the engine, and what is recorded about it.
 
+use crate::engine::blocks::HitScan;
 use crate::tiers::lmcache::Chunk;
 
 /// Where a request is.
@@ -87,6 +88,8 @@ pub struct ReqState {
     pub pending_load: u32,
     /// Why it was never simulated.
     pub reject: Option<String>,
+    /// Its last prefix-hit scan while waiting, reused while still valid.
+    pub hit_scan: Option<HitScan>,
 }
 
 impl ReqState {
@@ -118,6 +121,7 @@ impl ReqState {
             ready_ns: 0,
             pending_load: 0,
             reject: None,
+            hit_scan: None,
         }
     }
 

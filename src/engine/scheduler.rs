@@ -494,10 +494,13 @@ impl<'t> Engine<'t> {
         let num_tokens = self.reqs[idx as usize].num_tokens();
         let prompt_len = self.reqs[idx as usize].prompt_len;
         let max_hit_blocks = ((num_tokens - 1) / bs) as usize;
-        let gpu_blocks = {
-            let h = &self.reqs[idx as usize].hashes;
-            self.pool.count_hits(&h[..max_hit_blocks.min(h.len())])
+        let scan = {
+            let r = &self.reqs[idx as usize];
+            let cap = max_hit_blocks.min(r.hashes.len());
+            self.pool.scan_hits(&r.hashes[..cap], r.hit_scan)
         };
+        self.reqs[idx as usize].hit_scan = Some(scan);
+        let gpu_blocks = scan.blocks as usize;
         let gpu_hit = gpu_blocks as u32 * bs;
 
         // The connector's lookup.
@@ -561,6 +564,10 @@ impl<'t> Engine<'t> {
         let is_native_load = pending_load > 0.0;
         let target = if is_native_load { ext_end } else { ext_end + n };
         let need_new = self.blocks_for(target) as usize - gpu_blocks;
+        let touched_free = (scan.blocks - scan.busy) as usize;
+        if need_new + touched_free > self.pool.num_free() as usize {
+            return Admit::NoRoom;
+        }
         let hit_blocks: Vec<u32> = {
             let h = &self.reqs[idx as usize].hashes;
             h[..gpu_blocks]
@@ -568,10 +575,7 @@ impl<'t> Engine<'t> {
                 .map(|x| self.pool.cached_block(*x).expect("counted as a hit"))
                 .collect()
         };
-        let touched_free = hit_blocks.iter().filter(|b| self.pool.is_free(**b)).count();
-        if need_new + touched_free > self.pool.num_free() as usize {
-            return Admit::NoRoom;
-        }
+        self.reqs[idx as usize].hit_scan = None;
         for b in &hit_blocks {
             self.pool.touch(*b);
         }

@@ -154,7 +154,11 @@ pub fn records(trace: &Trace, result: &SimResult) -> Vec<RequestRecord> {
             };
             let gaps = q.output_len.saturating_sub(1);
             let with_gaps = finished && gaps > 0;
-            let o = if finished { s.origin } else { Default::default() };
+            let o = if finished {
+                s.origin
+            } else {
+                Default::default()
+            };
             RequestRecord {
                 id: q.id,
                 round: q.round,
@@ -345,7 +349,12 @@ mod tests {
         // C: 990 + 20 > 1000.
         let c = &rec[2];
         assert_eq!(c.status, Status::Rejected);
-        assert!(c.reject_reason.as_deref().unwrap().contains("max_model_len"));
+        assert!(
+            c.reject_reason
+                .as_deref()
+                .unwrap()
+                .contains("max_model_len")
+        );
         assert_eq!(c.arrival_s, Some(0.0));
         assert_eq!((c.ttft_s, c.e2e_s, c.queue_s), (None, None, None));
         assert_eq!(c.tokens_computed, 0);

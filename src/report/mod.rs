@@ -1,0 +1,74 @@
+//! What a run leaves behind: `requests.parquet` (one row per request), `summary.json` (the
+//! configuration and the aggregates), `kv_usage.json` (GPU KV usage over time), and the table
+//! printed to the terminal.
+//!
+//! Every file is a pure function of its inputs: no timestamps, no hash-map iteration order,
+//! floats in shortest round-trip form (JSON) or fixed precision (text), so identical runs give
+//! byte-identical output.
+
+pub mod parquet;
+pub mod text;
+
+pub use parquet::write_requests;
+pub use text::print_summary;
+
+use crate::error::{Error, Result};
+use crate::metrics::record::records;
+use crate::metrics::summary::RunSummary;
+use crate::sim::{KvSample, SimResult};
+use crate::trace::Trace;
+use serde::Serialize;
+use std::path::Path;
+
+/// Contents of `summary.json`.
+#[derive(Serialize)]
+struct SummaryFile<'a> {
+    config: &'a serde_json::Value,
+    summary: &'a RunSummary,
+}
+
+/// Contents of `kv_usage.json`.
+#[derive(Serialize)]
+struct KvUsageFile<'a> {
+    num_gpu_blocks: u32,
+    samples: &'a [KvSample],
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::Invariant(format!("serialising {}: {e}", path.display())))?;
+    text.push('\n');
+    std::fs::write(path, text).map_err(|e| Error::io(path.display().to_string(), e))
+}
+
+/// Writes `requests.parquet`, `summary.json` and `kv_usage.json` into `dir` (created if needed)
+/// and returns the summary.
+pub fn write_run(
+    dir: &Path,
+    trace: &Trace,
+    result: &SimResult,
+    config_json: &serde_json::Value,
+) -> Result<RunSummary> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+    let recs = records(trace, result);
+    let summary = RunSummary::new(&recs, result);
+    write_requests(&recs, &dir.join("requests.parquet"))?;
+    write_json(
+        &dir.join("summary.json"),
+        &SummaryFile {
+            config: config_json,
+            summary: &summary,
+        },
+    )?;
+    write_json(
+        &dir.join("kv_usage.json"),
+        &KvUsageFile {
+            num_gpu_blocks: result.num_gpu_blocks,
+            samples: &result.kv_samples,
+        },
+    )?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests;
