@@ -7,12 +7,14 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod compare;
 pub mod config;
 pub mod cost;
 pub mod engine;
 pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod pipeline;
 pub mod report;
 pub mod sim;
 pub mod tiers;

@@ -6,6 +6,9 @@ use kvreplay::trace::{self, import, stats::TraceStats};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod cli;
+use cli::sim_args::SimArgs;
+
 /// Trace-replay simulator for LLM serving with KV cache offloading (vLLM + LMCache).
 #[derive(Parser)]
 #[command(name = "kvreplay", version, about)]
@@ -16,6 +19,34 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Replay a trace through one configuration; write per-request Parquet and a JSON summary.
+    Run {
+        /// A kvreplay trace (.parquet or .jsonl).
+        #[arg(long)]
+        trace: PathBuf,
+        #[command(flatten)]
+        sim: SimArgs,
+        /// Output folder (default output/<trace name>).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// The same trace under several offload configurations side by side. With no --trace: the
+    /// embedded default workload (long_doc_qa on Llama-3.1-8B / H100).
+    Compare {
+        /// A kvreplay trace; omit for the embedded default.
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// Comma-separated variants: none, cpu[:GiB], disk[:GiB], remote[:RTT_ms], native[:GiB].
+        #[arg(long)]
+        variants: Option<String>,
+        #[command(flatten)]
+        sim: SimArgs,
+        /// Output folder (default output/<trace name> or output/compare-default).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// List the configuration keys accepted by --set, --config and studies.
+    Keys,
     /// Import, generate and inspect traces.
     #[command(subcommand)]
     Trace(TraceCommand),
@@ -73,6 +104,17 @@ enum TraceCommand {
         #[arg(long)]
         clients: Option<u32>,
     },
+    /// Generate a workload (seeded, deterministic).
+    Gen {
+        #[command(subcommand)]
+        kind: kvreplay::trace::generate::GenKind,
+        /// Random seed.
+        #[arg(long, global = true, default_value_t = 0)]
+        seed: u64,
+        /// Output trace (.parquet or .jsonl).
+        #[arg(short, long, global = true)]
+        output: Option<PathBuf>,
+    },
     /// Print requests, duration, rate, length percentiles and reuse potential.
     Stats {
         /// A kvreplay trace (.parquet or .jsonl).
@@ -100,6 +142,19 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Trace(t) => run_trace(t),
+        Command::Run { trace, sim, output } => cli::run::run(&trace, &sim, &output),
+        Command::Compare {
+            trace,
+            variants,
+            sim,
+            output,
+        } => cli::run::compare(trace.as_deref(), variants.as_deref(), Some(&sim), &output),
+        Command::Keys => {
+            for (k, what) in kvreplay::config::KEYS {
+                println!("{k:<52} {what}");
+            }
+            Ok(())
+        }
         Command::Bench {
             mooncake,
             generated,
@@ -163,6 +218,17 @@ fn run_trace(cmd: TraceCommand) -> Result<()> {
             let (t, report) = import::import(format, &input, &opts)?;
             trace::write(&t, &output)?;
             eprintln!("{}: {report}", input.display());
+            eprintln!(
+                "wrote {} requests to {}",
+                t.requests.len(),
+                output.display()
+            );
+            Ok(())
+        }
+        TraceCommand::Gen { kind, seed, output } => {
+            let output = output.context("--output (-o) is required: where to write the trace")?;
+            let t = kvreplay::trace::generate::generate(&kind, seed)?;
+            trace::write(&t, &output)?;
             eprintln!(
                 "wrote {} requests to {}",
                 t.requests.len(),

@@ -120,7 +120,7 @@ impl Stats {
 
 /// Prompt tokens of finished requests by where they came from, as fractions of all of them; the
 /// five sum to 1.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
 pub struct HitFractions {
     /// GPU prefix cache.
     pub gpu: f64,

@@ -1,0 +1,4 @@
+//! Command implementations behind the `kvreplay` binary's flags.
+
+pub mod run;
+pub mod sim_args;
