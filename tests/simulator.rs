@@ -194,3 +194,33 @@ fn every_request_is_simulated_or_rejected_with_a_reason() {
         assert!(s.prompt_len + s.output_len > 3000);
     }
 }
+
+#[test]
+fn shortcuts_leave_a_real_trace_unchanged() {
+    use kvreplay::trace::import::{Format, ImportOptions, import};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/traces/mooncake_conversation_trace.jsonl");
+    let (mut t, _) = import(Format::Mooncake, &path, &ImportOptions::default()).unwrap();
+    t.requests.truncate(1000);
+    let mut c = RunConfig::default();
+    c.set_all(
+        json!({"tier": "cpu", "max_local_cpu_size_gb": 20, "num_gpu_blocks": 20000})
+            .as_object()
+            .unwrap(),
+    )
+    .unwrap();
+    let (mut setup, _, _) = c.setup().unwrap();
+    let fast = simulate(&t, &setup);
+    setup.reference_mode = true;
+    let slow = simulate(&t, &setup);
+    let key = |r: &SimResult| {
+        r.reqs
+            .iter()
+            .map(|s| (s.first_token_ns, s.finish_ns, s.origin))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        fast.reqs.iter().any(|s| s.origin.gpu > 0) && fast.reqs.iter().any(|s| s.origin.cpu > 0)
+    );
+    assert_eq!(key(&fast), key(&slow));
+}

@@ -536,6 +536,7 @@ impl RunConfig {
             transfer,
             layers: card.layers,
             sample_interval_ns: 1_000_000_000,
+            reference_mode: false,
         };
         Ok((setup, card, gpu))
     }

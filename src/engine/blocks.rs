@@ -9,22 +9,31 @@
 //!   whose prefix hashes match reuses it (a hit takes the block out of the free queue).
 //! - Allocating a block that still carries a hash evicts that hash from the prefix cache.
 
-use crate::util::idhash::IdMap;
+use crate::util::hashindex::HashIndex;
 
 const NIL: u32 = u32::MAX;
+
+/// One block's bookkeeping, kept together so that touching a block costs one cache line.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    /// Stamp of its last push onto the free queue (see `BlockPool::stamp`).
+    stamp: u64,
+    /// The prefix-cache key it holds, when `has_hash`.
+    hash: u64,
+    prev: u32,
+    next: u32,
+    ref_cnt: u32,
+    has_hash: bool,
+}
 
 /// The GPU's KV blocks.
 #[derive(Debug)]
 pub struct BlockPool {
-    ref_cnt: Vec<u32>,
-    hash: Vec<u64>,
-    has_hash: Vec<bool>,
-    prev: Vec<u32>,
-    next: Vec<u32>,
+    meta: Vec<Meta>,
     head: u32,
     tail: u32,
     free: u32,
-    cached: IdMap<u32>,
+    cached: HashIndex,
     /// Prefix-cache entries evicted so far.
     pub evictions: u64,
     caching: bool,
@@ -32,7 +41,6 @@ pub struct BlockPool {
     // block present, so popped stamps never decrease: a block freed with stamp s is still in the
     // pool while `last_popped < s`. Scans of a waiting request's prefix hits rely on this to
     // stay valid across steps without rescanning (see `HitScan`).
-    stamp: Vec<u64>,
     next_stamp: u64,
     last_popped: u64,
     touched_from_free: u64,
@@ -56,18 +64,23 @@ impl BlockPool {
     /// A pool of `n` empty blocks; `caching` turns automatic prefix caching on.
     pub fn new(n: u32, caching: bool) -> Self {
         let mut p = BlockPool {
-            ref_cnt: vec![0; n as usize],
-            hash: vec![0; n as usize],
-            has_hash: vec![false; n as usize],
-            prev: vec![NIL; n as usize],
-            next: vec![NIL; n as usize],
+            meta: vec![
+                Meta {
+                    stamp: 0,
+                    hash: 0,
+                    prev: NIL,
+                    next: NIL,
+                    ref_cnt: 0,
+                    has_hash: false,
+                };
+                n as usize
+            ],
             head: NIL,
             tail: NIL,
             free: 0,
-            cached: IdMap::default(),
+            cached: HashIndex::with_max_entries(n as usize),
             evictions: 0,
             caching,
-            stamp: vec![0; n as usize],
             next_stamp: 1,
             last_popped: 0,
             touched_from_free: 0,
@@ -81,7 +94,7 @@ impl BlockPool {
 
     /// Total blocks.
     pub fn total(&self) -> u32 {
-        self.ref_cnt.len() as u32
+        self.meta.len() as u32
     }
 
     /// Blocks in the free queue (allocatable, possibly still caching a prefix).
@@ -94,13 +107,16 @@ impl BlockPool {
         self.total() - self.free
     }
 
+    #[inline]
     fn push_back(&mut self, b: u32) {
-        self.stamp[b as usize] = self.next_stamp;
+        let tail = self.tail;
+        let m = &mut self.meta[b as usize];
+        m.stamp = self.next_stamp;
+        m.prev = tail;
+        m.next = NIL;
         self.next_stamp += 1;
-        self.prev[b as usize] = self.tail;
-        self.next[b as usize] = NIL;
-        if self.tail != NIL {
-            self.next[self.tail as usize] = b;
+        if tail != NIL {
+            self.meta[tail as usize].next = b;
         } else {
             self.head = b;
         }
@@ -108,20 +124,21 @@ impl BlockPool {
         self.free += 1;
     }
 
+    #[inline]
     fn unlink(&mut self, b: u32) {
-        let (p, n) = (self.prev[b as usize], self.next[b as usize]);
+        let Meta {
+            prev: p, next: n, ..
+        } = self.meta[b as usize];
         if p != NIL {
-            self.next[p as usize] = n;
+            self.meta[p as usize].next = n;
         } else {
             self.head = n;
         }
         if n != NIL {
-            self.prev[n as usize] = p;
+            self.meta[n as usize].prev = p;
         } else {
             self.tail = p;
         }
-        self.prev[b as usize] = NIL;
-        self.next[b as usize] = NIL;
         self.free -= 1;
     }
 
@@ -130,7 +147,7 @@ impl BlockPool {
         if !self.caching {
             return None;
         }
-        self.cached.get(&hash).copied()
+        self.cached.get(hash)
     }
 
     /// How many leading `hashes` are cached (a prefix-cache hit of that many blocks).
@@ -140,48 +157,49 @@ impl BlockPool {
         }
         hashes
             .iter()
-            .take_while(|h| self.cached.contains_key(h))
+            .take_while(|h| self.cached.get(**h).is_some())
             .count()
     }
 
     /// Whether taking block `b` for a request uses a free block (it was in the free queue).
     pub fn is_free(&self, b: u32) -> bool {
-        self.ref_cnt[b as usize] == 0
+        self.meta[b as usize].ref_cnt == 0
     }
 
     /// Takes a reference on a cached block (a prefix hit).
     pub fn touch(&mut self, b: u32) {
-        if self.ref_cnt[b as usize] == 0 {
+        if self.meta[b as usize].ref_cnt == 0 {
             self.unlink(b);
             self.touched_from_free += 1;
         }
-        self.ref_cnt[b as usize] += 1;
+        self.meta[b as usize].ref_cnt += 1;
     }
 
     /// Takes the least recently freed block, evicting its cached prefix if it has one.
+    #[inline]
     pub fn allocate(&mut self) -> Option<u32> {
         let b = self.head;
         if b == NIL {
             return None;
         }
         self.unlink(b);
-        self.last_popped = self.stamp[b as usize];
-        if self.has_hash[b as usize] {
-            let h = self.hash[b as usize];
-            if self.cached.get(&h) == Some(&b) {
-                self.cached.remove(&h);
+        let m = &mut self.meta[b as usize];
+        self.last_popped = m.stamp;
+        m.ref_cnt = 1;
+        if m.has_hash {
+            m.has_hash = false;
+            let h = m.hash;
+            if self.cached.remove_if(h, b) {
                 self.evictions += 1;
             }
-            self.has_hash[b as usize] = false;
         }
-        self.ref_cnt[b as usize] = 1;
         Some(b)
     }
 
     /// Releases a request's blocks, last block first.
     pub fn free_request(&mut self, blocks: &[u32]) {
         for &b in blocks.iter().rev() {
-            let r = &mut self.ref_cnt[b as usize];
+            let r = &mut self.meta[b as usize].ref_cnt;
             debug_assert!(*r > 0, "freeing a free block");
             *r -= 1;
             if *r == 0 {
@@ -192,13 +210,15 @@ impl BlockPool {
     }
 
     /// Registers a computed full block under its hash.
+    #[inline]
     pub fn cache(&mut self, b: u32, hash: u64) {
-        if !self.caching || self.has_hash[b as usize] {
+        let m = &mut self.meta[b as usize];
+        if !self.caching || m.has_hash {
             return;
         }
-        self.has_hash[b as usize] = true;
-        self.hash[b as usize] = hash;
-        self.cached.entry(hash).or_insert(b);
+        m.has_hash = true;
+        m.hash = hash;
+        self.cached.insert_if_absent(hash, b);
     }
 
     /// Scans (or, from `prev`, extends) the prefix hit of `hashes`: leading cached blocks and how
@@ -217,14 +237,15 @@ impl BlockPool {
         if !self.caching {
             return s;
         }
-        while let Some(&b) = hashes
+        while let Some(b) = hashes
             .get(s.blocks as usize)
-            .and_then(|h| self.cached.get(h))
+            .and_then(|h| self.cached.get(*h))
         {
-            if self.ref_cnt[b as usize] > 0 {
+            let m = &self.meta[b as usize];
+            if m.ref_cnt > 0 {
                 s.busy += 1;
             } else {
-                s.min_stamp = s.min_stamp.min(self.stamp[b as usize]);
+                s.min_stamp = s.min_stamp.min(m.stamp);
             }
             s.blocks += 1;
         }

@@ -90,6 +90,12 @@ pub struct Engine<'t> {
     pub stats: EngineStats,
     /// Gaps between successive tokens of all requests, for ITL percentiles.
     pub itl_hist: crate::metrics::histogram::LogHistogram,
+    /// Per request, tokens of its sequence that another request shares (see
+    /// `content::shareable_prefixes`): only blocks within it are indexed in the prefix cache.
+    shareable: Vec<u32>,
+    /// Reference mode: index every block and rescan prefix hits at every attempt, as vLLM
+    /// does. Results must be identical either way; tests check that.
+    reference: bool,
 }
 
 /// Seconds to integer nanoseconds.
@@ -137,6 +143,16 @@ impl<'t> Engine<'t> {
             layers: layers.max(1),
             stats: EngineStats::default(),
             itl_hist: Default::default(),
+            shareable: crate::trace::content::shareable_prefixes(trace),
+            reference: false,
+        }
+    }
+
+    /// Turns off the two shortcuts (shareable-only indexing, remembered hit scans).
+    pub fn set_reference_mode(&mut self, on: bool) {
+        self.reference = on;
+        if on {
+            self.shareable = vec![u32::MAX; self.reqs.len()];
         }
     }
 
@@ -260,6 +276,12 @@ impl<'t> Engine<'t> {
     }
 
     fn preempt(&mut self, idx: u32) {
+        // Its recompute may hit its own blocks: index all of them before they are freed.
+        let r = &self.reqs[idx as usize];
+        let full = (r.num_computed / self.cfg.block_size).min(r.hashes.len() as u32) as usize;
+        for k in 0..full {
+            self.pool.cache(r.blocks[k], r.hashes[k]);
+        }
         self.release(idx);
         let r = &mut self.reqs[idx as usize];
         r.num_computed = 0;
@@ -424,13 +446,17 @@ impl<'t> Engine<'t> {
     }
 
     fn cache_full_blocks(&mut self, idx: u32) {
+        let bs = self.cfg.block_size;
         let r = &mut self.reqs[idx as usize];
-        let full = (r.num_computed / self.cfg.block_size).min(r.hashes.len() as u32);
-        while r.num_cached_blocks < full {
+        let full = (r.num_computed / bs).min(r.hashes.len() as u32);
+        // Blocks past what any other request shares can never be hit by another request.
+        let shareable = (self.shareable[idx as usize] / bs).min(full);
+        while r.num_cached_blocks < shareable {
             let k = r.num_cached_blocks as usize;
             self.pool.cache(r.blocks[k], r.hashes[k]);
             r.num_cached_blocks += 1;
         }
+        r.num_cached_blocks = r.num_cached_blocks.max(full);
     }
 
     /// Stores what the step completed; returns seconds on the critical path.
@@ -497,7 +523,8 @@ impl<'t> Engine<'t> {
         let scan = {
             let r = &self.reqs[idx as usize];
             let cap = max_hit_blocks.min(r.hashes.len());
-            self.pool.scan_hits(&r.hashes[..cap], r.hit_scan)
+            let prev = if self.reference { None } else { r.hit_scan };
+            self.pool.scan_hits(&r.hashes[..cap], prev)
         };
         self.reqs[idx as usize].hit_scan = Some(scan);
         let gpu_blocks = scan.blocks as usize;

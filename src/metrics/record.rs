@@ -277,6 +277,7 @@ pub(crate) mod fixtures {
             transfer,
             layers: card.layers,
             sample_interval_ns: 10 * MS,
+            reference_mode: false,
         }
     }
 

@@ -35,6 +35,8 @@ pub struct SimSetup {
     pub layers: u32,
     /// Interval between GPU KV usage samples.
     pub sample_interval_ns: u64,
+    /// Run without the engine's exactness-preserving shortcuts (for equivalence tests).
+    pub reference_mode: bool,
 }
 
 /// A GPU KV usage sample.
@@ -118,6 +120,7 @@ pub fn simulate(trace: &Trace, setup: &SimSetup) -> SimResult {
         setup.transfer.clone(),
         setup.layers,
     );
+    engine.set_reference_mode(setup.reference_mode);
     let (mut pools, where_) = PoolState::build(trace);
     let mut q = Queue {
         heap: BinaryHeap::new(),

@@ -56,6 +56,7 @@ fn setup(flags: EngineFlags, offload: OffloadConfig) -> SimSetup {
         transfer,
         layers: card.layers,
         sample_interval_ns: 1_000 * MS,
+        reference_mode: false,
     }
 }
 
@@ -294,4 +295,57 @@ fn identical_inputs_give_identical_results() {
             .collect::<Vec<_>>()
     };
     assert_eq!(key(&a), key(&b));
+}
+
+#[test]
+fn shortcuts_leave_every_result_unchanged() {
+    // Shared prefixes, a small GPU (evictions, blocked admissions, preemptions), LMCache and
+    // native offload: the reference mode (index everything, rescan every attempt) must give the
+    // same times and origins for every request.
+    let mut reqs = Vec::new();
+    for i in 0..120u64 {
+        let shared = Run::new(1 + i % 5, 0, 256 * (1 + (i % 4) as u32));
+        let tail = Run::new(1000 + i, 0, 40 + (i * 37 % 300) as u32);
+        reqs.push(req(i, i * 7, vec![shared, tail], 20 + (i % 30) as u32));
+    }
+    let t = trace(reqs);
+    let f = EngineFlags {
+        num_gpu_blocks: Some(400),
+        max_num_batched_tokens: Some(1024),
+        ..Default::default()
+    };
+    for off in [
+        OffloadConfig::None,
+        lmcache_cpu(256, 1),
+        OffloadConfig::Native { cpu_bytes: 1 << 30 },
+    ] {
+        let fast = simulate(&t, &setup(f.clone(), off.clone()));
+        let mut s = setup(f.clone(), off);
+        s.reference_mode = true;
+        let slow = simulate(&t, &s);
+        assert!(
+            fast.stats.preemptions > 0,
+            "the case must exercise preemption"
+        );
+        assert!(
+            fast.reqs.iter().any(|s| s.origin.gpu > 0),
+            "and prefix hits"
+        );
+        let key = |r: &SimResult| {
+            r.reqs
+                .iter()
+                .map(|s| {
+                    (
+                        s.scheduled_ns,
+                        s.first_token_ns,
+                        s.finish_ns,
+                        s.origin,
+                        s.preemptions,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(key(&fast), key(&slow));
+        assert_eq!(fast.stats.steps, slow.stats.steps);
+    }
 }

@@ -129,6 +129,11 @@ impl PrefixTrie {
     /// Returns how many leading tokens of `runs` were inserted before (by any earlier call), then
     /// inserts `runs`.
     pub fn match_and_insert(&mut self, runs: &[Run]) -> u64 {
+        self.match_and_insert_iter(runs.iter().copied())
+    }
+
+    /// [`PrefixTrie::match_and_insert`] over runs given one by one (they must be canonical).
+    pub fn match_and_insert_iter(&mut self, runs: impl IntoIterator<Item = Run>) -> u64 {
         let mut node = 0u32;
         let mut matched = 0u64;
         let mut matching = true;
@@ -285,5 +290,81 @@ mod tests {
         assert_eq!(reusable_tokens(1024, 2000, 512), 1024);
         assert_eq!(reusable_tokens(700, 700, 512), 700);
         assert_eq!(reusable_tokens(0, 700, 16), 0);
+    }
+}
+
+/// For each request, the longest prefix (in tokens) of its whole sequence (prompt then output)
+/// that it shares with any *other* request of the trace, earlier or later.
+///
+/// A cached block beyond this length can never be hit by another request, so the engine need
+/// not index it (a request can still hit its own blocks after a preemption; the engine indexes
+/// those when it preempts). This keeps prefix-cache work proportional to what can be shared.
+pub fn shareable_prefixes(trace: &super::Trace) -> Vec<u32> {
+    // The output content id is the request's own, so it never continues the prompt's last run:
+    // prompt runs followed by the output run are canonical.
+    fn seq(r: &super::Request) -> impl Iterator<Item = Run> + '_ {
+        r.prompt
+            .iter()
+            .copied()
+            .chain(std::iter::once(Run::new(r.output_content, 0, r.output_len)))
+            .filter(|x| x.len > 0)
+    }
+    let mut out = vec![0u32; trace.requests.len()];
+    let mut fwd = PrefixTrie::new();
+    for (i, r) in trace.requests.iter().enumerate() {
+        out[i] = fwd.match_and_insert_iter(seq(r)) as u32;
+    }
+    drop(fwd);
+    let mut rev = PrefixTrie::new();
+    for (i, r) in trace.requests.iter().enumerate().rev() {
+        out[i] = out[i].max(rev.match_and_insert_iter(seq(r)) as u32);
+    }
+    out
+}
+
+#[cfg(test)]
+mod shareable_tests {
+    use super::*;
+    use crate::trace::{Measured, Request, Trace, TraceMeta};
+
+    fn req(id: u64, prompt: Vec<Run>, out: u32) -> Request {
+        Request {
+            id,
+            arrival_ns: 0,
+            input_len: prompt.iter().map(|r| r.len).sum(),
+            output_len: out,
+            prompt,
+            output_content: 1000 + id,
+            session: None,
+            pool: None,
+            round: 0,
+            think_ns: 0,
+            measured: Measured::default(),
+        }
+    }
+
+    #[test]
+    fn shareable_looks_both_ways_and_through_answers() {
+        let t = Trace {
+            meta: TraceMeta::new("t"),
+            requests: vec![
+                req(0, vec![Run::new(1, 0, 100)], 10),
+                // Shares 60 tokens with request 0 (which therefore shares 60 with a later one).
+                req(1, vec![Run::new(1, 0, 60), Run::new(2, 0, 5)], 10),
+                // A next turn: request 1's prompt and answer, then more.
+                req(
+                    2,
+                    vec![
+                        Run::new(1, 0, 60),
+                        Run::new(2, 0, 5),
+                        Run::new(1001, 0, 10),
+                        Run::new(3, 0, 7),
+                    ],
+                    1,
+                ),
+                req(3, vec![Run::new(9, 0, 50)], 5),
+            ],
+        };
+        assert_eq!(shareable_prefixes(&t), vec![60, 75, 75, 0]);
     }
 }

@@ -1,5 +1,6 @@
 //! Small shared pieces: JSON field access, seeded randomness, distributions, percentiles.
 
+pub mod hashindex;
 pub mod idhash;
 pub mod json;
 pub mod rng;

@@ -1,0 +1,155 @@
+//! An open-addressing map from well-mixed u64 keys (block hashes) to u32 values, with linear
+//! probing and backward-shift deletion. It holds at most a fixed number of entries (the GPU's
+//! block count), so it never grows: one allocation, short probes, no tombstones.
+
+const EMPTY: u32 = u32::MAX;
+
+/// A fixed-capacity u64 -> u32 map for pre-hashed keys.
+#[derive(Debug, Clone)]
+pub struct HashIndex {
+    keys: Vec<u64>,
+    vals: Vec<u32>,
+    mask: usize,
+    len: usize,
+}
+
+impl HashIndex {
+    /// A map for at most `max_entries` entries (kept at most half full).
+    pub fn with_max_entries(max_entries: usize) -> Self {
+        let cap = (max_entries.max(4) * 2).next_power_of_two();
+        HashIndex {
+            keys: vec![0; cap],
+            vals: vec![EMPTY; cap],
+            mask: cap - 1,
+            len: 0,
+        }
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    fn slot(&self, key: u64) -> usize {
+        // Keys are already well mixed; fold the high half in for safety.
+        ((key ^ (key >> 32)) as usize) & self.mask
+    }
+
+    /// The value of `key`.
+    #[inline]
+    pub fn get(&self, key: u64) -> Option<u32> {
+        let mut i = self.slot(key);
+        loop {
+            let v = self.vals[i];
+            if v == EMPTY {
+                return None;
+            }
+            if self.keys[i] == key {
+                return Some(v);
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// Inserts `key -> val` unless `key` is present; returns whether it inserted.
+    #[inline]
+    pub fn insert_if_absent(&mut self, key: u64, val: u32) -> bool {
+        debug_assert!(val != EMPTY);
+        assert!(self.len * 2 < self.keys.len(), "HashIndex over capacity");
+        let mut i = self.slot(key);
+        loop {
+            if self.vals[i] == EMPTY {
+                self.keys[i] = key;
+                self.vals[i] = val;
+                self.len += 1;
+                return true;
+            }
+            if self.keys[i] == key {
+                return false;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// Removes `key` if it maps to `val`; returns whether it did.
+    pub fn remove_if(&mut self, key: u64, val: u32) -> bool {
+        let mut i = self.slot(key);
+        loop {
+            let v = self.vals[i];
+            if v == EMPTY {
+                return false;
+            }
+            if self.keys[i] == key {
+                if v != val {
+                    return false;
+                }
+                break;
+            }
+            i = (i + 1) & self.mask;
+        }
+        // Backward-shift deletion: move later entries of the probe run into the hole.
+        let mut hole = i;
+        let mut j = (i + 1) & self.mask;
+        while self.vals[j] != EMPTY {
+            let home = self.slot(self.keys[j]);
+            // Entry j may move to the hole if its home is not in (hole, j] cyclically.
+            let dist_j = j.wrapping_sub(home) & self.mask;
+            let dist_hole = j.wrapping_sub(hole) & self.mask;
+            if dist_j >= dist_hole {
+                self.keys[hole] = self.keys[j];
+                self.vals[hole] = self.vals[j];
+                hole = j;
+            }
+            j = (j + 1) & self.mask;
+        }
+        self.vals[hole] = EMPTY;
+        self.len -= 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::rng::Rng;
+    use std::collections::HashMap;
+
+    #[test]
+    fn behaves_like_a_hashmap_under_random_operations() {
+        let mut rng = Rng::new(9);
+        let mut h = HashIndex::with_max_entries(300);
+        let mut m: HashMap<u64, u32> = HashMap::new();
+        // Few distinct keys with colliding low bits force long probe runs and wrap-around.
+        for step in 0..200_000u32 {
+            let key = rng.range(0, 600) << 40 | rng.range(0, 3);
+            match rng.range(0, 2) {
+                0 if m.len() < 300 => {
+                    let ins = h.insert_if_absent(key, step);
+                    assert_eq!(ins, !m.contains_key(&key));
+                    m.entry(key).or_insert(step);
+                }
+                1 => {
+                    let val = m.get(&key).copied().unwrap_or(7);
+                    let removed = h.remove_if(key, val);
+                    assert_eq!(removed, m.remove(&key).is_some());
+                }
+                _ => assert_eq!(h.get(key), m.get(&key).copied()),
+            }
+            assert_eq!(h.len(), m.len());
+        }
+        for (k, v) in &m {
+            assert_eq!(h.get(*k), Some(*v));
+        }
+        // remove_if with the wrong value keeps the entry.
+        if let Some((k, v)) = m.iter().next() {
+            assert!(!h.remove_if(*k, v.wrapping_add(1)));
+            assert_eq!(h.get(*k), Some(*v));
+        }
+    }
+}
