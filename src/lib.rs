@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod calibrate;
 pub mod compare;
 pub mod config;
 pub mod cost;
@@ -14,9 +15,12 @@ pub mod engine;
 pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod netdelay;
 pub mod pipeline;
 pub mod report;
 pub mod sim;
+#[cfg(test)]
+pub(crate) mod testkit;
 pub mod tiers;
 pub mod trace;
 pub mod util;

@@ -47,14 +47,41 @@ enum Command {
     },
     /// List the configuration keys accepted by --set, --config and studies.
     Keys,
+    /// Measure transfer paths and write them into a transfer profile (`run --profile`).
+    #[command(subcommand)]
+    Calibrate(cli::calibrate::CalibrateCommand),
+    /// A TCP proxy adding a fixed round-trip delay (and optionally a rate limit).
+    Netdelay {
+        /// Address to listen on, e.g. 127.0.0.1:7000.
+        #[arg(long)]
+        listen: String,
+        /// Address to forward to, e.g. 127.0.0.1:6379.
+        #[arg(long)]
+        upstream: String,
+        /// Added round-trip time, e.g. 20ms (half each way).
+        #[arg(long)]
+        rtt: String,
+        /// Rate limit per direction, tc style: 10gbit, 100mbps.
+        #[arg(long)]
+        rate: Option<String>,
+    },
     /// Import, generate and inspect traces.
     #[command(subcommand)]
     Trace(TraceCommand),
     /// Inspect model cards.
     #[command(subcommand)]
     Model(ModelCommand),
-    /// Measure the simulator's own speed (release build recommended).
+    /// Measure the simulator's own speed (release build recommended), or with `redis`, the
+    /// calibration client against redis-benchmark and the delay proxy's accuracy.
     Bench {
+        /// `redis` for the Redis client and proxy checks; omit for simulator speed.
+        what: Option<String>,
+        /// Redis URL for `bench redis` (default: start a local redis-server).
+        #[arg(long)]
+        url: Option<String>,
+        /// Fewer points.
+        #[arg(long)]
+        quick: bool,
         /// Mooncake conversation trace to replay (JSONL as published).
         #[arg(long)]
         mooncake: Option<PathBuf>,
@@ -156,10 +183,27 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench {
+            what: Some(w),
+            url,
+            quick,
+            ..
+        } if w == "redis" => cli::calibrate::bench_redis(url, quick),
+        Command::Bench { what: Some(w), .. } => {
+            anyhow::bail!("bench {w:?}: expected `redis` or nothing")
+        }
+        Command::Bench {
             mooncake,
             generated,
             repeats,
+            ..
         } => run_bench(mooncake, generated, repeats),
+        Command::Calibrate(c) => cli::calibrate::calibrate(c),
+        Command::Netdelay {
+            listen,
+            upstream,
+            rtt,
+            rate,
+        } => cli::calibrate::netdelay(&listen, &upstream, &rtt, rate.as_deref()),
         Command::Model(ModelCommand::List) => {
             for id in kvreplay::model::shipped_ids() {
                 println!("{id}");

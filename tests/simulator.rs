@@ -4,7 +4,7 @@ use kvreplay::config::RunConfig;
 use kvreplay::engine::request::{Phase, ReqState};
 use kvreplay::sim::{SimResult, simulate};
 use kvreplay::trace::Trace;
-use kvreplay::trace::generate::{llmperf, long_doc_qa, random};
+use kvreplay::trace::generate::{llmperf, random};
 use serde_json::json;
 
 fn run(trace: &Trace, keys: serde_json::Value) -> SimResult {
@@ -37,17 +37,10 @@ fn hit_fraction(reqs: &[ReqState]) -> (f64, f64) {
     (gpu as f64 / total as f64, cpu as f64 / total as f64)
 }
 
+/// The default comparison's workload: long_doc_qa with 51 documents of 10,000 tokens, tiled
+/// once, 4 requests in flight.
 fn long_doc_qa_51() -> Trace {
-    let p = long_doc_qa::Params {
-        num_documents: 51,
-        document_length: 10_000,
-        output_len: 100,
-        repeat_count: 1,
-        repeat_mode: long_doc_qa::RepeatMode::Tile,
-        max_inflight_requests: 4,
-        ..Default::default()
-    };
-    long_doc_qa::generate(&p, 0).unwrap()
+    kvreplay::compare::default_trace().unwrap()
 }
 
 #[test]

@@ -1,15 +1,6 @@
 //! Any input to the burstgpt importer is Ok or Err, never a panic.
 #![no_main]
 
-use kvreplay::trace::import::{Format, ImportOptions, import_from};
-use libfuzzer_sys::fuzz_target;
+use kvreplay::trace::import::{Format, fuzz_one};
 
-fuzz_target!(|data: &[u8]| {
-    for strict in [false, true] {
-        let opts = ImportOptions {
-            strict,
-            ..Default::default()
-        };
-        let _ = import_from(Format::Burstgpt, &mut &data[..], "fuzz", &opts);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzz_one(Format::Burstgpt, data));

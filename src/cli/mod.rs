@@ -1,4 +1,5 @@
 //! Command implementations behind the `kvreplay` binary's flags.
 
+pub mod calibrate;
 pub mod run;
 pub mod sim_args;

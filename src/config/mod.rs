@@ -113,6 +113,22 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The LMCache settings an `lmcache_config.yaml` key or an `LMCACHE_*` variable may set (as
+/// [`RunConfig::set`] keys); the others are LMCache settings kvreplay does not model.
+const LMCACHE_FILE_KEYS: [&str; 11] = [
+    "chunk_size",
+    "local_cpu",
+    "max_local_cpu_size",
+    "local_disk",
+    "max_local_disk_size",
+    "remote_url",
+    "remote_serde",
+    "save_unfull_chunk",
+    "enable_async_loading",
+    "use_layerwise",
+    "save_decode_cache",
+];
+
 /// A run's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunConfig {
@@ -348,22 +364,11 @@ impl RunConfig {
         let m = yaml::parse(text, file)?;
         let mut ignored = Vec::new();
         for (k, v) in &m {
-            match k.as_str() {
-                "chunk_size"
-                | "local_cpu"
-                | "max_local_cpu_size"
-                | "local_disk"
-                | "max_local_disk_size"
-                | "remote_url"
-                | "remote_serde"
-                | "save_unfull_chunk"
-                | "enable_async_loading"
-                | "use_layerwise"
-                | "save_decode_cache" => {
-                    self.set(k, v)
-                        .map_err(|e| Error::Config(format!("{file}: {e}")))?;
-                }
-                _ => ignored.push(k.clone()),
+            if LMCACHE_FILE_KEYS.contains(&k.as_str()) {
+                self.set(k, v)
+                    .map_err(|e| Error::Config(format!("{file}: {e}")))?;
+            } else {
+                ignored.push(k.clone());
             }
         }
         Ok(ignored)
@@ -383,23 +388,10 @@ impl RunConfig {
         sorted.sort();
         for (k, v) in sorted {
             let key = k["LMCACHE_".len()..].to_ascii_lowercase();
-            match key.as_str() {
-                "chunk_size"
-                | "local_cpu"
-                | "max_local_cpu_size"
-                | "local_disk"
-                | "max_local_disk_size"
-                | "remote_url"
-                | "remote_serde"
-                | "save_unfull_chunk"
-                | "enable_async_loading"
-                | "use_layerwise"
-                | "save_decode_cache" => {
-                    self.set(&key, &yaml::scalar(&v))
-                        .map_err(|e| Error::Config(format!("{k}: {e}")))?;
-                    used.push(k);
-                }
-                _ => {}
+            if LMCACHE_FILE_KEYS.contains(&key.as_str()) {
+                self.set(&key, &yaml::scalar(&v))
+                    .map_err(|e| Error::Config(format!("{k}: {e}")))?;
+                used.push(k);
             }
         }
         Ok(used)

@@ -92,10 +92,10 @@ impl TransferProfile {
         let map = parse_object(&text, path, 0)?;
         let top = Obj::new(&map, path, 0);
         let params = top.object("params", "params.")?;
-        let source = top
-            .opt_str("measured_on")?
-            .unwrap_or("profile file")
-            .to_string();
+        let sources = match top.get("param_sources") {
+            Some(_) => Some(top.object("param_sources", "param_sources.")?),
+            None => None,
+        };
         let mut p = TransferProfile::spec_defaults(gpu);
         for k in params.map.keys() {
             let v = params.f64(k)?;
@@ -111,6 +111,10 @@ impl TransferProfile {
                 )
             })?;
             *slot = v;
+            let source = match &sources {
+                Some(s) => s.opt_str(k)?.unwrap_or("profile file"),
+                None => "profile file",
+            };
             p.provenance
                 .insert(k.clone(), format!("measured ({source})"));
         }
@@ -213,12 +217,15 @@ mod tests {
         let f = dir.join("p.json");
         std::fs::write(
             &f,
-            r#"{"measured_on": "host x", "params": {"remote_gbps": 0.4}}"#,
+            r#"{"params": {"remote_gbps": 0.4}, "param_sources": {"remote_gbps": "redis calibration, t"}}"#,
         )
         .unwrap();
         let p = TransferProfile::from_file(f.to_str().unwrap(), &gpu).unwrap();
         assert_eq!(p.remote_gbps, 0.4);
-        assert_eq!(p.provenance["remote_gbps"], "measured (host x)");
+        assert_eq!(
+            p.provenance["remote_gbps"],
+            "measured (redis calibration, t)"
+        );
         assert!(p.provenance["h2d_gbps"].starts_with("spec"));
         std::fs::write(&f, r#"{"params": {"remote_gbs": 0.4}}"#).unwrap();
         let e = TransferProfile::from_file(f.to_str().unwrap(), &gpu)

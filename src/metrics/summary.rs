@@ -466,13 +466,11 @@ pub fn metric_names_help() -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::super::record::fixtures::*;
     use super::super::record::records;
     use super::*;
     use crate::engine::EngineFlags;
     use crate::sim::simulate;
-    use crate::tiers::OffloadConfig;
-    use crate::tiers::lmcache::LmCacheConfig;
+    use crate::testkit::{lmcache_cpu, mixed, pooled, req, run, serial, setup, trace};
     use crate::trace::Run;
 
     fn close(a: Option<f64>, b: f64) -> bool {
@@ -636,12 +634,7 @@ mod tests {
             req(2, 200, vec![Run::new(7, 0, 200)], 1),
             req(3, 300, vec![Run::new(7, 0, 200)], 1),
         ]);
-        let off = OffloadConfig::LmCache(LmCacheConfig {
-            chunk_size: 256,
-            cpu_bytes: Some(5 << 30),
-            ..Default::default()
-        });
-        let r = simulate(&t, &setup(f, off));
+        let r = simulate(&t, &setup(f, lmcache_cpu(256, 5)));
         let rec = records(&t, &r);
         let s = RunSummary::new(&rec, &r);
         let h = s.hit_fractions.unwrap();

@@ -2,18 +2,14 @@
 //! order. Optional fields are nullable columns; times are Float64 seconds; `status` is
 //! `"finished"` or `"rejected"`.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::metrics::record::RequestRecord;
+use crate::util::parquet::write_rows;
 use arrow_array::builder::{Float64Builder, StringBuilder, UInt32Builder, UInt64Builder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 use std::path::Path;
 use std::sync::Arc;
-
-const BATCH: usize = 65_536;
 
 /// Columns: (name, type, nullable), in [`RequestRecord`] field order.
 const COLUMNS: [(&str, DataType, bool); 24] = [
@@ -55,22 +51,7 @@ fn schema() -> Schema {
 /// Writes `records` to `path` (Snappy-compressed, no timestamps: identical records give
 /// identical bytes).
 pub fn write_requests(records: &[RequestRecord], path: &Path) -> Result<()> {
-    let name = path.display().to_string();
-    let schema = Arc::new(schema());
-    let file = std::fs::File::create(path).map_err(|e| Error::io(&name, e))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_created_by("kvreplay".to_string())
-        .build();
-    let perr = |e: parquet::errors::ParquetError| Error::io(&name, std::io::Error::other(e));
-    let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(perr)?;
-    for chunk in records.chunks(BATCH) {
-        let batch = to_batch(chunk, schema.clone())
-            .map_err(|e| Error::Invariant(format!("building a Parquet batch: {e}")))?;
-        w.write(&batch).map_err(perr)?;
-    }
-    w.close().map_err(perr)?;
-    Ok(())
+    write_rows(path, Arc::new(schema()), records, to_batch)
 }
 
 fn to_batch(

@@ -1,7 +1,7 @@
 //! Output files: round trip of `requests.parquet`, contents of the JSON files, determinism.
 
 use super::*;
-use crate::metrics::record::fixtures::mixed;
+use crate::testkit::mixed;
 use ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use arrow_array::{Array, Float64Array, StringArray, UInt32Array, UInt64Array};
 use std::path::PathBuf;

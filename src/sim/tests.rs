@@ -1,77 +1,15 @@
 //! Mechanism tests: small traces whose hits, steps and times are computed by hand.
 
 use super::*;
-use crate::cost::{Fitted, GpuProfile, StepModel, TransferProfile};
 use crate::engine::EngineFlags;
-use crate::model::lookup;
+use crate::testkit::{MS, lmcache_cpu, pooled, req, run, setup, trace};
 use crate::tiers::lmcache::LmCacheConfig;
-use crate::trace::import::output_content;
-use crate::trace::{Measured, Pool, Request, Run, Trace, TraceMeta};
-
-const MS: u64 = 1_000_000;
-
-fn req(id: u64, at_ms: u64, prompt: Vec<Run>, out: u32) -> Request {
-    Request {
-        id,
-        arrival_ns: at_ms * MS,
-        input_len: prompt.iter().map(|r| r.len).sum(),
-        output_len: out,
-        prompt,
-        output_content: output_content(id),
-        session: None,
-        pool: None,
-        round: 0,
-        think_ns: 0,
-        measured: Measured::default(),
-    }
-}
-
-fn trace(requests: Vec<Request>) -> Trace {
-    Trace {
-        meta: TraceMeta::new("test"),
-        requests,
-    }
-}
-
-/// Llama-3.1-8B shapes with every step taking exactly 10 ms and free transfers unless a test
-/// sets them.
-fn setup(flags: EngineFlags, offload: OffloadConfig) -> SimSetup {
-    let card = lookup("meta-llama/Llama-3.1-8B").unwrap();
-    let gpu = GpuProfile::lookup("H100").unwrap();
-    let engine = EngineConfig::resolve(&card, &gpu, &flags).unwrap();
-    let mut step_model = StepModel::roofline(&card, &gpu, 1);
-    step_model.fitted = Some(Fitted {
-        c0: 0.010,
-        c_prefill: 0.0,
-        c_decode: 0.0,
-        c_attn: 0.0,
-        c_ctx: 0.0,
-    });
-    let mut transfer = TransferProfile::spec_defaults(&gpu);
-    transfer.chunk_overhead_us = 0.0;
-    SimSetup {
-        engine,
-        offload,
-        step_model,
-        transfer,
-        layers: card.layers,
-        sample_interval_ns: 1_000 * MS,
-        reference_mode: false,
-    }
-}
-
-fn lmcache_cpu(chunk: u32, gib: u64) -> OffloadConfig {
-    OffloadConfig::LmCache(LmCacheConfig {
-        chunk_size: chunk,
-        cpu_bytes: Some(gib << 30),
-        ..Default::default()
-    })
-}
+use crate::trace::{Request, Run};
 
 #[test]
 fn one_request_prefill_then_decode_steps() {
     let t = trace(vec![req(0, 0, vec![Run::new(1, 0, 100)], 3)]);
-    let r = simulate(&t, &setup(EngineFlags::default(), OffloadConfig::None));
+    let r = run(&t, EngineFlags::default());
     let s = &r.reqs[0];
     // Step 1 computes the prompt and samples token 1; steps 2 and 3 decode tokens 2 and 3.
     assert_eq!(r.stats.steps, 3);
@@ -86,7 +24,7 @@ fn one_request_prefill_then_decode_steps() {
 #[test]
 fn chunked_prefill_splits_a_long_prompt_by_the_token_budget() {
     let t = trace(vec![req(0, 0, vec![Run::new(1, 0, 20_000)], 1)]);
-    let r = simulate(&t, &setup(EngineFlags::default(), OffloadConfig::None));
+    let r = run(&t, EngineFlags::default());
     // 8192 + 8192 + 3616: the first token comes at the end of the third step.
     assert_eq!(r.stats.steps, 3);
     assert_eq!(r.reqs[0].first_token_ns, Some(30 * MS));
@@ -104,7 +42,7 @@ fn decodes_ride_along_a_prefill_in_the_same_step() {
         max_num_batched_tokens: Some(8192),
         ..Default::default()
     };
-    let r = simulate(&t, &setup(f, OffloadConfig::None));
+    let r = run(&t, f);
     // Step at 10 ms: request 0 decodes (1 token), request 1 gets 8191 tokens; at 20 ms request 0
     // decodes again and request 1 computes its last 1809 tokens.
     assert_eq!(r.reqs[1].first_token_ns, Some(30 * MS));
@@ -119,7 +57,7 @@ fn gpu_prefix_cache_hits_full_blocks_up_to_prompt_minus_one() {
         req(1, 50, vec![Run::new(1, 0, 100)], 1),
         req(2, 100, vec![Run::new(1, 0, 96)], 1),
     ]);
-    let r = simulate(&t, &setup(EngineFlags::default(), OffloadConfig::None));
+    let r = run(&t, EngineFlags::default());
     // 100 tokens: 6 full blocks (96 tokens) are cached and all are within prompt - 1.
     assert_eq!(r.reqs[1].origin.gpu, 96);
     assert_eq!(r.reqs[1].origin.computed, 4);
@@ -215,7 +153,7 @@ fn preemption_recomputes_the_last_running_request() {
         num_gpu_blocks: Some(10),
         ..Default::default()
     };
-    let r = simulate(&t, &setup(f, OffloadConfig::None));
+    let r = run(&t, f);
     assert!(r.reqs[1].preemptions >= 1, "{:?}", r.reqs[1].preemptions);
     assert_eq!(r.reqs[0].preemptions, 0);
     assert!(r.reqs.iter().all(|s| s.num_output == 60));
@@ -229,18 +167,11 @@ fn closed_loop_clients_send_after_completion_plus_think_time() {
         .map(|i| req(i, 0, vec![Run::new(10 + i, 0, 50)], 2))
         .collect();
     for r in &mut reqs {
-        r.pool = Some(0);
         r.session = Some(r.id % 2);
         r.think_ns = 5 * MS;
     }
-    let mut t = trace(reqs);
-    t.meta.pools.push(Pool {
-        id: 0,
-        clients: 2,
-        sessions_per_client: 1,
-        early_stop: false,
-    });
-    let r = simulate(&t, &setup(EngineFlags::default(), OffloadConfig::None));
+    let t = pooled(reqs, 2);
+    let r = run(&t, EngineFlags::default());
     // Requests 0 and 1 start together and finish at 20 ms; 2 and 3 are sent at 25 ms.
     assert_eq!(r.reqs[0].finish_ns, Some(20 * MS));
     assert_eq!(r.reqs[2].arrival_ns, 25 * MS);
@@ -257,18 +188,9 @@ fn rounds_are_barriers() {
         req(1, 0, vec![Run::new(2, 0, 50)], 1),
         req(2, 0, vec![Run::new(3, 0, 50)], 1),
     ];
-    for r in &mut reqs {
-        r.pool = Some(0);
-    }
     reqs[2].round = 1;
-    let mut t = trace(reqs);
-    t.meta.pools.push(Pool {
-        id: 0,
-        clients: 2,
-        sessions_per_client: 1,
-        early_stop: false,
-    });
-    let r = simulate(&t, &setup(EngineFlags::default(), OffloadConfig::None));
+    let t = pooled(reqs, 2);
+    let r = run(&t, EngineFlags::default());
     assert_eq!(r.reqs[0].finish_ns, Some(100 * MS));
     assert_eq!(r.reqs[2].arrival_ns, 100 * MS);
 }

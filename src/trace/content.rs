@@ -325,46 +325,34 @@ pub fn shareable_prefixes(trace: &super::Trace) -> Vec<u32> {
 #[cfg(test)]
 mod shareable_tests {
     use super::*;
-    use crate::trace::{Measured, Request, Trace, TraceMeta};
+    use crate::trace::Request;
 
+    /// A request at 0 whose answer is the content `1000 + id`.
     fn req(id: u64, prompt: Vec<Run>, out: u32) -> Request {
-        Request {
-            id,
-            arrival_ns: 0,
-            input_len: prompt.iter().map(|r| r.len).sum(),
-            output_len: out,
-            prompt,
-            output_content: 1000 + id,
-            session: None,
-            pool: None,
-            round: 0,
-            think_ns: 0,
-            measured: Measured::default(),
-        }
+        let mut r = crate::testkit::req(id, 0, prompt, out);
+        r.output_content = 1000 + id;
+        r
     }
 
     #[test]
     fn shareable_looks_both_ways_and_through_answers() {
-        let t = Trace {
-            meta: TraceMeta::new("t"),
-            requests: vec![
-                req(0, vec![Run::new(1, 0, 100)], 10),
-                // Shares 60 tokens with request 0 (which therefore shares 60 with a later one).
-                req(1, vec![Run::new(1, 0, 60), Run::new(2, 0, 5)], 10),
-                // A next turn: request 1's prompt and answer, then more.
-                req(
-                    2,
-                    vec![
-                        Run::new(1, 0, 60),
-                        Run::new(2, 0, 5),
-                        Run::new(1001, 0, 10),
-                        Run::new(3, 0, 7),
-                    ],
-                    1,
-                ),
-                req(3, vec![Run::new(9, 0, 50)], 5),
-            ],
-        };
+        let t = crate::testkit::trace(vec![
+            req(0, vec![Run::new(1, 0, 100)], 10),
+            // Shares 60 tokens with request 0 (which therefore shares 60 with a later one).
+            req(1, vec![Run::new(1, 0, 60), Run::new(2, 0, 5)], 10),
+            // A next turn: request 1's prompt and answer, then more.
+            req(
+                2,
+                vec![
+                    Run::new(1, 0, 60),
+                    Run::new(2, 0, 5),
+                    Run::new(1001, 0, 10),
+                    Run::new(3, 0, 7),
+                ],
+                1,
+            ),
+            req(3, vec![Run::new(9, 0, 50)], 5),
+        ]);
         assert_eq!(shareable_prefixes(&t), vec![60, 75, 75, 0]);
     }
 }

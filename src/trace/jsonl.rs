@@ -10,7 +10,7 @@
 
 use super::{Measured, Request, Run, Trace, TraceMeta};
 use crate::error::{Error, InputError, Result};
-use crate::util::json::{Obj, as_u64, parse_object, show};
+use crate::util::json::{Obj, as_u64, nonblank_lines, parse_object, show};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 
@@ -61,12 +61,8 @@ pub fn read_from(r: impl BufRead, name: &str) -> Result<Trace> {
     let mut meta: Option<TraceMeta> = None;
     let mut requests = Vec::new();
     let mut lines = Vec::new();
-    for (i, line) in r.lines().enumerate() {
-        let lineno = i as u64 + 1;
-        let line = line.map_err(|e| Error::io(format!("{name}:{lineno}"), e))?;
-        if line.trim().is_empty() {
-            continue;
-        }
+    for line in nonblank_lines(r, name) {
+        let (lineno, line) = line?;
         let map = parse_object(&line, name, lineno)?;
         match &meta {
             None => {
@@ -182,7 +178,7 @@ mod tests {
             early_stop: true,
         });
         meta.params.insert("seed".into(), serde_json::json!(7));
-        let mut a = crate::trace::tests::req(0, vec![Run::new(1, 0, 10), Run::new(2, 5, 3)]);
+        let mut a = crate::testkit::numbered(0, vec![Run::new(1, 0, 10), Run::new(2, 5, 3)]);
         a.session = Some(4);
         a.pool = Some(0);
         a.round = 1;
@@ -194,7 +190,7 @@ mod tests {
             itl_mean_ns: None,
             error: Some("timeout".into()),
         };
-        let b = crate::trace::tests::req(1, vec![Run::new(u64::MAX, u32::MAX - 1, 1)]);
+        let b = crate::testkit::numbered(1, vec![Run::new(u64::MAX, u32::MAX - 1, 1)]);
         Trace {
             meta,
             requests: vec![a, b],

@@ -34,6 +34,15 @@ use std::collections::{BTreeMap, HashMap};
 /// Version of the canonical trace format written into every file.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// Content ids with this bit set name generated tokens (a request's output); importers keep the
+/// ids they take from a source below it.
+pub const OUTPUT_CONTENT_BIT: u64 = 1 << 63;
+
+/// The content id of request `id`'s generated tokens.
+pub fn output_content(id: u64) -> u64 {
+    OUTPUT_CONTENT_BIT | id
+}
+
 /// A run of consecutive tokens of one piece of content: tokens `(content, offset..offset+len)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(from = "(u64, u32, u32)", into = "(u64, u32, u32)")]
@@ -130,6 +139,33 @@ pub struct Request {
     pub measured: Measured,
 }
 
+impl Request {
+    /// An open-loop request `id` sent at `arrival_ns` with prompt `prompt` (canonical runs) and
+    /// `output_len` tokens to generate: `input_len` is the runs' total (saturating at
+    /// `u32::MAX`, which [`Trace::validate`] then refuses), the answer is the content
+    /// [`output_content`]`(id)`, and no session, pool, round, think time or measurement.
+    ///
+    /// Importers, generators and tests all build requests this way; callers set the closed-loop
+    /// fields and [`Measured`] by assignment afterwards, so that adding a field to [`Request`]
+    /// means changing one constructor rather than every literal.
+    pub fn new(id: u64, arrival_ns: u64, prompt: Vec<Run>, output_len: u32) -> Request {
+        let input_len = prompt.iter().fold(0u32, |n, r| n.saturating_add(r.len));
+        Request {
+            id,
+            arrival_ns,
+            input_len,
+            output_len,
+            prompt,
+            output_content: output_content(id),
+            session: None,
+            pool: None,
+            round: 0,
+            think_ns: 0,
+            measured: Measured::default(),
+        }
+    }
+}
+
 fn is_zero_u32(v: &u32) -> bool {
     *v == 0
 }
@@ -153,6 +189,19 @@ pub struct Pool {
     /// after its request in flight, abandoning unfinished sessions.
     #[serde(default)]
     pub early_stop: bool,
+}
+
+impl Pool {
+    /// Pool `id` of `clients` clients, each finishing a session before it takes the next, with
+    /// no early stop: the closed loop of every tool but vLLM multi-turn.
+    pub fn new(id: u32, clients: u32) -> Pool {
+        Pool {
+            id,
+            clients,
+            sessions_per_client: 1,
+            early_stop: false,
+        }
+    }
 }
 
 fn one() -> u32 {
@@ -336,32 +385,14 @@ fn is_parquet(path: &std::path::Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    pub(crate) fn req(id: u64, runs: Vec<Run>) -> Request {
-        Request {
-            id,
-            arrival_ns: id * 1000,
-            input_len: runs.iter().map(|r| r.len).sum(),
-            output_len: 4,
-            prompt: runs,
-            output_content: 1_000_000 + id,
-            session: None,
-            pool: None,
-            round: 0,
-            think_ns: 0,
-            measured: Measured::default(),
-        }
-    }
+    use crate::testkit::{numbered, trace};
 
     #[test]
     fn validate_reports_position_and_field() {
-        let mut t = Trace {
-            meta: TraceMeta::new("test"),
-            requests: vec![
-                req(0, vec![Run::new(1, 0, 10)]),
-                req(1, vec![Run::new(2, 0, 5)]),
-            ],
-        };
+        let mut t = trace(vec![
+            numbered(0, vec![Run::new(1, 0, 10)]),
+            numbered(1, vec![Run::new(2, 0, 5)]),
+        ]);
         t.validate("t.jsonl").unwrap();
         t.requests[1].input_len = 6;
         let e = t.validate("t.jsonl").unwrap_err().to_string();

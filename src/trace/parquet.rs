@@ -19,19 +19,16 @@
 
 use super::{Measured, Request, Run, Trace, TraceMeta};
 use crate::error::{Error, InputError, Result};
+use crate::util::parquet::{BATCH, write_rows};
 use arrow_array::builder::{ListBuilder, StringBuilder, UInt32Builder, UInt64Builder};
 use arrow_array::{Array, ArrayRef, ListArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 const META_KEY: &str = "kvreplay.trace";
-const BATCH: usize = 65_536;
 
 fn list_of(t: DataType) -> DataType {
     DataType::List(Arc::new(Field::new("item", t, true)))
@@ -63,24 +60,9 @@ fn schema(meta_json: String) -> Schema {
 
 /// Writes `trace` to `path` as Parquet (Snappy-compressed).
 pub fn write(trace: &Trace, path: &Path) -> Result<()> {
-    let name = path.display().to_string();
     let meta_json =
         serde_json::to_string(&trace.meta).map_err(|e| Error::Invariant(e.to_string()))?;
-    let schema = Arc::new(schema(meta_json));
-    let file = std::fs::File::create(path).map_err(|e| Error::io(&name, e))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_created_by("kvreplay".to_string())
-        .build();
-    let perr = |e: parquet::errors::ParquetError| Error::io(&name, std::io::Error::other(e));
-    let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(perr)?;
-    for chunk in trace.requests.chunks(BATCH) {
-        let batch = to_batch(chunk, schema.clone())
-            .map_err(|e| Error::Invariant(format!("building a Parquet batch: {e}")))?;
-        w.write(&batch).map_err(perr)?;
-    }
-    w.close().map_err(perr)?;
-    Ok(())
+    write_rows(path, Arc::new(schema(meta_json)), &trace.requests, to_batch)
 }
 
 fn to_batch(
@@ -356,7 +338,7 @@ mod tests {
         });
         let mut reqs: Vec<Request> = (0..70_000u64)
             .map(|i| {
-                let mut r = crate::trace::tests::req(
+                let mut r = crate::testkit::numbered(
                     i,
                     vec![
                         Run::new(i % 5, 0, 7),

@@ -20,6 +20,22 @@ pub struct Obj<'a> {
     pub path: &'a str,
 }
 
+/// The lines of a JSON Lines input that are not blank, each with its 1-based number (blank lines
+/// are counted, so numbers match the file); a read error names `name:line`.
+pub fn nonblank_lines<'a>(
+    input: impl std::io::BufRead + 'a,
+    name: &'a str,
+) -> impl Iterator<Item = crate::error::Result<(u64, String)>> + 'a {
+    input.lines().enumerate().filter_map(move |(i, line)| {
+        let lineno = i as u64 + 1;
+        match line {
+            Err(e) => Some(Err(crate::error::Error::io(format!("{name}:{lineno}"), e))),
+            Ok(l) if l.trim().is_empty() => None,
+            Ok(l) => Some(Ok((lineno, l))),
+        }
+    })
+}
+
 /// Parses one line as a JSON object.
 pub fn parse_object(text: &str, file: &str, line: u64) -> Result<Map<String, Value>, InputError> {
     match serde_json::from_str::<Value>(text) {

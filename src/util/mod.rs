@@ -1,8 +1,10 @@
-//! Small shared pieces: JSON field access, seeded randomness, distributions, percentiles.
+//! Small shared pieces: JSON field access, seeded randomness, distributions, percentiles,
+//! Parquet writing.
 
 pub mod hashindex;
 pub mod idhash;
 pub mod json;
+pub mod parquet;
 pub mod rng;
 pub mod stats;
 pub mod time;

@@ -130,14 +130,8 @@ pub fn generate(p: &Params, seed: u64) -> Result<Trace> {
         r.session = Some((i % clients) as u64);
         requests.push(r);
     }
-    let pool = Pool {
-        id: 0,
-        clients,
-        sessions_per_client: 1,
-        early_stop: false,
-    };
     Ok(Trace {
-        meta: meta("llmperf", p, seed, vec![pool]),
+        meta: meta("llmperf", p, seed, vec![Pool::new(0, clients)]),
         requests,
     })
 }
@@ -145,18 +139,14 @@ pub fn generate(p: &Params, seed: u64) -> Result<Trace> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        p: Params,
-    }
+    use crate::trace::generate::testutil::{
+        assert_clap_defaults, assert_refused, assert_seeded, assert_serde_defaults, parse_flags,
+    };
 
     #[test]
     fn clap_defaults_equal_default() {
-        assert_eq!(Cli::try_parse_from(["x"]).unwrap().p, Params::default());
-        let c = Cli::try_parse_from([
+        assert_clap_defaults::<Params>();
+        let p: Params = parse_flags(&[
             "x",
             "--mean-input-tokens",
             "128",
@@ -164,10 +154,9 @@ mod tests {
             "1",
         ])
         .unwrap();
-        assert_eq!(c.p.mean_input_tokens, 128);
-        assert_eq!(c.p.num_concurrent_requests, 1);
-        let d: Params = serde_json::from_str("{}").unwrap();
-        assert_eq!(d, Params::default());
+        assert_eq!(p.mean_input_tokens, 128);
+        assert_eq!(p.num_concurrent_requests, 1);
+        assert_serde_defaults::<Params>();
         assert!(serde_json::from_str::<Params>(r#"{"bogus": 1}"#).is_err());
     }
 
@@ -256,66 +245,52 @@ mod tests {
     #[test]
     fn deterministic_per_seed() {
         let p = Params::default();
-        assert_eq!(generate(&p, 7).unwrap(), generate(&p, 7).unwrap());
-        assert_ne!(
-            generate(&p, 7).unwrap().requests,
-            generate(&p, 8).unwrap().requests
-        );
+        assert_seeded(generate, &p, 7, 8);
     }
 
     #[test]
     fn bad_params_are_named() {
-        let e = generate(
-            &Params {
-                max_num_completed_requests: 0,
-                ..Default::default()
-            },
-            0,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains(
-                "max_num_completed_requests (--max-num-completed-requests): must be at least 1"
+        let cases = [
+            (
+                Params {
+                    max_num_completed_requests: 0,
+                    ..Default::default()
+                },
+                "max_num_completed_requests (--max-num-completed-requests): must be at least 1",
             ),
-            "{e}"
-        );
-        let e = generate(
-            &Params {
-                num_concurrent_requests: 0,
-                ..Default::default()
-            },
-            0,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("--num-concurrent-requests"), "{e}");
-        // A mean far below the header with no deviation can never reach it.
-        let e = generate(
-            &Params {
-                mean_input_tokens: 3,
-                stddev_input_tokens: 0,
-                ..Default::default()
-            },
-            0,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("mean_input_tokens (--mean-input-tokens) and stddev_input_tokens"),
-            "{e}"
-        );
-        let e = generate(
-            &Params {
-                mean_output_tokens: 0,
-                stddev_output_tokens: 0,
-                ..Default::default()
-            },
-            0,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("--mean-output-tokens"), "{e}");
+            (
+                Params {
+                    num_concurrent_requests: 0,
+                    ..Default::default()
+                },
+                "--num-concurrent-requests",
+            ),
+            // A mean far below the header with no deviation can never reach it.
+            (
+                Params {
+                    mean_input_tokens: 3,
+                    stddev_input_tokens: 0,
+                    ..Default::default()
+                },
+                "mean_input_tokens (--mean-input-tokens) and stddev_input_tokens",
+            ),
+            (
+                Params {
+                    mean_output_tokens: 0,
+                    stddev_output_tokens: 0,
+                    ..Default::default()
+                },
+                "--mean-output-tokens",
+            ),
+            (
+                Params {
+                    max_num_completed_requests: u32::MAX,
+                    ..Default::default()
+                },
+                "at most",
+            ),
+        ];
+        assert_refused(generate, cases);
         let e = generate(
             &Params {
                 mean_input_tokens: u32::MAX,
@@ -328,15 +303,5 @@ mod tests {
         if let Err(e) = e {
             assert!(e.to_string().contains("mean_input_tokens"), "{e}");
         }
-        let e = generate(
-            &Params {
-                max_num_completed_requests: u32::MAX,
-                ..Default::default()
-            },
-            0,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("at most"), "{e}");
     }
 }

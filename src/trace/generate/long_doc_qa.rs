@@ -161,12 +161,7 @@ pub fn generate(p: &Params, seed: u64) -> Result<Trace> {
         let content = if miss { ids.fresh() } else { docs[d as usize] };
         push(content, 1)?;
     }
-    let pool = Pool {
-        id: 0,
-        clients: p.max_inflight_requests,
-        sessions_per_client: 1,
-        early_stop: false,
-    };
+    let pool = Pool::new(0, p.max_inflight_requests);
     Ok(Trace {
         meta: meta("long-doc-qa", p, seed, vec![pool]),
         requests,
@@ -176,13 +171,9 @@ pub fn generate(p: &Params, seed: u64) -> Result<Trace> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        p: Params,
-    }
+    use crate::trace::generate::testutil::{
+        assert_clap_defaults, assert_refused, assert_serde_defaults, parse_flags,
+    };
 
     fn small(mode: RepeatMode) -> Params {
         Params {
@@ -208,15 +199,12 @@ mod tests {
 
     #[test]
     fn clap_defaults_equal_default() {
-        assert_eq!(Cli::try_parse_from(["x"]).unwrap().p, Params::default());
-        let c =
-            Cli::try_parse_from(["x", "--repeat-mode", "tile", "--hit-miss-ratio", "3:1"]).unwrap();
-        assert_eq!(c.p.repeat_mode, RepeatMode::Tile);
-        assert_eq!(c.p.hit_miss_ratio.as_deref(), Some("3:1"));
-        assert_eq!(
-            serde_json::from_str::<Params>("{}").unwrap(),
-            Params::default()
-        );
+        assert_clap_defaults::<Params>();
+        let p: Params =
+            parse_flags(&["x", "--repeat-mode", "tile", "--hit-miss-ratio", "3:1"]).unwrap();
+        assert_eq!(p.repeat_mode, RepeatMode::Tile);
+        assert_eq!(p.hit_miss_ratio.as_deref(), Some("3:1"));
+        assert_serde_defaults::<Params>();
         let p: Params = serde_json::from_str(r#"{"repeat_mode": "interleave"}"#).unwrap();
         assert_eq!(p.repeat_mode, RepeatMode::Interleave);
     }
@@ -352,7 +340,7 @@ mod tests {
 
     #[test]
     fn bad_params_are_named() {
-        for (p, want) in [
+        let cases = [
             (
                 Params {
                     num_documents: 0,
@@ -417,9 +405,7 @@ mod tests {
                 },
                 "at most",
             ),
-        ] {
-            let e = generate(&p, 0).unwrap_err().to_string();
-            assert!(e.contains(want), "{e}");
-        }
+        ];
+        assert_refused(generate, cases);
     }
 }

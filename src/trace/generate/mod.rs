@@ -25,8 +25,7 @@ pub mod long_doc_qa;
 pub mod multi_turn;
 pub mod random;
 
-use super::import::output_content;
-use super::{Measured, Pool, Request, Run, Trace, TraceMeta};
+use super::{Pool, Request, Run, Trace, TraceMeta};
 use crate::error::{Error, InputError, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -185,28 +184,16 @@ impl Ids {
     }
 }
 
-/// A request with prompt `prompt` (canonical runs) and `output_len` tokens to generate; open loop
-/// at time 0 until the caller sets pacing fields.
+/// [`Request::new`] at time 0 (open loop until the caller sets pacing fields), refusing a prompt
+/// of more than `u32::MAX` tokens with an error instead of a wrong `input_len`.
 pub(crate) fn request(id: u64, prompt: Vec<Run>, output_len: u32) -> Result<Request> {
     let sum: u64 = prompt.iter().map(|r| r.len as u64).sum();
-    let input_len = u32::try_from(sum).map_err(|_| {
-        Error::Config(format!(
+    if u32::try_from(sum).is_err() {
+        return Err(Error::Config(format!(
             "request {id}: a prompt of {sum} tokens is longer than 4294967295"
-        ))
-    })?;
-    Ok(Request {
-        id,
-        arrival_ns: 0,
-        input_len,
-        output_len,
-        prompt,
-        output_content: output_content(id),
-        session: None,
-        pool: None,
-        round: 0,
-        think_ns: 0,
-        measured: Measured::default(),
-    })
+        )));
+    }
+    Ok(Request::new(id, 0, prompt, output_len))
 }
 
 /// Trace metadata: source `gen:<name>`, the parameters as JSON (nulls left out) plus `seed`.
@@ -220,17 +207,78 @@ pub(crate) fn meta(name: &str, params: &impl Serialize, seed: u64, pools: Vec<Po
     m
 }
 
+/// Helpers shared by the generators' tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
+pub(crate) mod testutil {
+    use crate::error::Result;
+    use crate::trace::Trace;
+    use serde::de::DeserializeOwned;
+    use serde_json::{Map, Value};
+    use std::fmt::Debug;
 
-    fn obj(v: Value) -> Map<String, Value> {
+    /// Parses `args` (the first is the program name) as a generator's flags, the way the
+    /// `kvreplay trace gen` subcommand flattens them.
+    pub(crate) fn parse_flags<P: clap::Args + clap::FromArgMatches>(
+        args: &[&str],
+    ) -> std::result::Result<P, clap::Error> {
+        let matches = P::augment_args(clap::Command::new("x")).try_get_matches_from(args)?;
+        P::from_arg_matches(&matches)
+    }
+
+    /// Asserts that a generator run with no flags gets `P::default()`.
+    pub(crate) fn assert_clap_defaults<P>()
+    where
+        P: clap::Args + clap::FromArgMatches + Default + PartialEq + Debug,
+    {
+        assert_eq!(parse_flags::<P>(&["x"]).unwrap(), P::default());
+    }
+
+    /// Asserts that a study workload with no parameters (`{}`) gets `P::default()`.
+    pub(crate) fn assert_serde_defaults<P: DeserializeOwned + Default + PartialEq + Debug>() {
+        assert_eq!(serde_json::from_str::<P>("{}").unwrap(), P::default());
+    }
+
+    /// The object `v` (a `json!({...})` literal) as a map.
+    pub(crate) fn obj(v: Value) -> Map<String, Value> {
         match v {
             Value::Object(m) => m,
             _ => unreachable!(),
         }
     }
+
+    /// Asserts that `generate` gives `p` the same trace twice at seed `a` and other requests at
+    /// seed `b`.
+    pub(crate) fn assert_seeded<P>(
+        generate: impl Fn(&P, u64) -> Result<Trace>,
+        p: &P,
+        a: u64,
+        b: u64,
+    ) {
+        assert_eq!(generate(p, a).unwrap(), generate(p, a).unwrap());
+        assert_ne!(
+            generate(p, a).unwrap().requests,
+            generate(p, b).unwrap().requests
+        );
+    }
+
+    /// Asserts that `generate` (seed 0) refuses every parameter set of `cases` with an error
+    /// containing the text beside it.
+    pub(crate) fn assert_refused<'a, P>(
+        generate: impl Fn(&P, u64) -> Result<Trace>,
+        cases: impl IntoIterator<Item = (P, &'a str)>,
+    ) {
+        for (p, want) in cases {
+            let e = generate(&p, 0).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::obj;
+    use super::*;
+    use serde_json::json;
 
     #[test]
     fn study_kinds_map_to_generators() {

@@ -37,7 +37,7 @@
 
 use super::{Ids, MAX_RUNS, bad, check_requests, meta, request};
 use crate::error::{Error, InputError, Result};
-use crate::trace::import::output_content;
+use crate::trace::output_content;
 use crate::trace::{Pool, Run, Trace, content};
 use crate::util::json::{Obj, kind, show};
 use crate::util::rng::Rng;
@@ -647,21 +647,10 @@ fn generate_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use crate::trace::generate::testutil::{
+        assert_refused, assert_seeded, assert_serde_defaults, obj, parse_flags,
+    };
     use serde_json::json;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        p: Params,
-    }
-
-    fn obj(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => unreachable!(),
-        }
-    }
 
     fn config(turns: Value, common: i64, prefix: Value, tokens: Value, out: Value) -> Value {
         json!({
@@ -692,15 +681,18 @@ mod tests {
 
     #[test]
     fn clap_and_serde_defaults() {
-        let c = Cli::try_parse_from(["x", "--config", "gen.json"]).unwrap();
+        let p: Params = parse_flags(&["x", "--config", "gen.json"]).unwrap();
         assert_eq!(
-            c.p,
+            p,
             Params {
                 config: ConfigSource::Path("gen.json".into()),
                 ..Default::default()
             }
         );
-        assert!(Cli::try_parse_from(["x"]).is_err(), "--config is required");
+        assert!(
+            parse_flags::<Params>(&["x"]).is_err(),
+            "--config is required"
+        );
         let p: Params = serde_json::from_str(r#"{"config": "gen.json"}"#).unwrap();
         assert_eq!(p.config, ConfigSource::Path("gen.json".into()));
         let p: Params =
@@ -709,10 +701,7 @@ mod tests {
         assert_eq!(p.max_active_conversations, None);
         assert!(serde_json::from_str::<Params>(r#"{"config": 3}"#).is_err());
         assert!(serde_json::from_str::<Params>(r#"{"clients": 3}"#).is_err());
-        assert_eq!(
-            serde_json::from_str::<Params>("{}").unwrap(),
-            Params::default()
-        );
+        assert_serde_defaults::<Params>();
     }
 
     #[test]
@@ -934,11 +923,7 @@ mod tests {
             json!({"distribution": "poisson", "alpha": 30}),
         );
         let p = params(cfg);
-        assert_eq!(generate(&p, 5).unwrap(), generate(&p, 5).unwrap());
-        assert_ne!(
-            generate(&p, 5).unwrap().requests,
-            generate(&p, 6).unwrap().requests
-        );
+        assert_seeded(generate, &p, 5, 6);
     }
 
     #[test]
@@ -1124,10 +1109,7 @@ mod tests {
                 "/nonexistent/gen.json",
             ),
         ];
-        for (p, want) in cases {
-            let e = generate(&p, 0).unwrap_err().to_string();
-            assert!(e.contains(want), "{e}");
-        }
+        assert_refused(generate, cases);
         // Huge draws are refused with the field, never a panic or an allocation storm.
         let huge = [
             (
@@ -1209,10 +1191,7 @@ mod tests {
                 "prefix_num_tokens",
             ),
         ];
-        for (c, want) in huge {
-            let e = generate(&params(c), 0).unwrap_err().to_string();
-            assert!(e.contains(want), "{e}");
-        }
+        assert_refused(generate, huge.map(|(c, want)| (params(c), want)));
     }
 
     #[test]

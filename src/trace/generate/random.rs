@@ -240,12 +240,7 @@ pub fn generate(p: &Params, seed: u64) -> Result<Trace> {
 
     let mut ids = Ids::new();
     let prefix_id = ids.fresh();
-    let pool = p.max_concurrency.map(|c| Pool {
-        id: 0,
-        clients: c,
-        sessions_per_client: 1,
-        early_stop: false,
-    });
+    let pool = p.max_concurrency.map(|c| Pool::new(0, c));
     let mut requests = Vec::with_capacity(n);
     for i in 0..n {
         let mut prompt = Vec::with_capacity(2);
@@ -270,26 +265,19 @@ pub fn generate(p: &Params, seed: u64) -> Result<Trace> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        p: Params,
-    }
+    use crate::trace::generate::testutil::{
+        assert_clap_defaults, assert_refused, assert_seeded, assert_serde_defaults, parse_flags,
+    };
 
     #[test]
     fn clap_defaults_equal_default() {
-        assert_eq!(Cli::try_parse_from(["x"]).unwrap().p, Params::default());
-        let c =
-            Cli::try_parse_from(["x", "--request-rate", "2.5", "--max-concurrency", "4"]).unwrap();
-        assert_eq!(c.p.request_rate, RequestRate(2.5));
-        assert_eq!(c.p.max_concurrency, Some(4));
-        assert!(Cli::try_parse_from(["x", "--request-rate", "fast"]).is_err());
-        assert_eq!(
-            serde_json::from_str::<Params>("{}").unwrap(),
-            Params::default()
-        );
+        assert_clap_defaults::<Params>();
+        let p: Params =
+            parse_flags(&["x", "--request-rate", "2.5", "--max-concurrency", "4"]).unwrap();
+        assert_eq!(p.request_rate, RequestRate(2.5));
+        assert_eq!(p.max_concurrency, Some(4));
+        assert!(parse_flags::<Params>(&["x", "--request-rate", "fast"]).is_err());
+        assert_serde_defaults::<Params>();
         let p: Params = serde_json::from_str(r#"{"request_rate": "inf"}"#).unwrap();
         assert_eq!(p.request_rate, RequestRate::INF);
         let p: Params = serde_json::from_str(r#"{"request_rate": 4}"#).unwrap();
@@ -451,16 +439,12 @@ mod tests {
             request_rate: RequestRate(10.0),
             ..Default::default()
         };
-        assert_eq!(generate(&p, 1).unwrap(), generate(&p, 1).unwrap());
-        assert_ne!(
-            generate(&p, 1).unwrap().requests,
-            generate(&p, 2).unwrap().requests
-        );
+        assert_seeded(generate, &p, 1, 2);
     }
 
     #[test]
     fn bad_params_are_named() {
-        for (p, want) in [
+        let cases = [
             (
                 Params {
                     random_range_ratio: 1.0,
@@ -546,10 +530,8 @@ mod tests {
                 },
                 "--random-input-len",
             ),
-        ] {
-            let e = generate(&p, 0).unwrap_err().to_string();
-            assert!(e.contains(want), "{e}");
-        }
+        ];
+        assert_refused(generate, cases);
         // A prefix alone is a valid prompt (bodies may be empty).
         let t = generate(
             &Params {

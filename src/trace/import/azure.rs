@@ -6,9 +6,9 @@
 //! made relative to the earliest timestamp in the file, which is kept in the trace's parameters.
 
 use super::csvutil::{CsvTable, parse_u32_field};
-use super::{ImportOptions, ImportReport, Tally, output_content, sort_by_arrival};
+use super::{ImportOptions, ImportReport, Tally, sort_by_arrival};
 use crate::error::{InputError, Result};
-use crate::trace::{Measured, Request, Run, Trace, TraceMeta};
+use crate::trace::{Request, Run, Trace, TraceMeta};
 use crate::util::time::parse_datetime_ns;
 use std::io::BufRead;
 
@@ -56,19 +56,7 @@ pub fn import(
     let start = rows.iter().map(|r| r.1).min().unwrap_or(0);
     let mut requests: Vec<Request> = rows
         .into_iter()
-        .map(|(id, t, c, g)| Request {
-            id,
-            arrival_ns: (t - start) as u64,
-            input_len: c,
-            output_len: g,
-            prompt: vec![Run::new(id, 0, c)],
-            output_content: output_content(id),
-            session: None,
-            pool: None,
-            round: 0,
-            think_ns: 0,
-            measured: Measured::default(),
-        })
+        .map(|(id, t, c, g)| Request::new(id, (t - start) as u64, vec![Run::new(id, 0, c)], g))
         .collect();
     sort_by_arrival(&mut requests);
     let mut meta = TraceMeta::new("import:azure");
@@ -81,7 +69,7 @@ pub fn import(
 mod tests {
     use super::*;
     use crate::trace::import::Format;
-    use crate::trace::import::testutil::{shared_trace, temp_file};
+    use crate::trace::import::testutil::{import_file, shared_trace, temp_file};
     use crate::trace::stats::reuse_fraction;
 
     #[test]
@@ -92,7 +80,7 @@ mod tests {
              2023-11-16 18:17:04.0319600,3180,8\n\
              2023-11-16 18:17:03.9799600,4808,10\n",
         );
-        let (t, rep) = super::super::import(Format::Azure, &p, &ImportOptions::default()).unwrap();
+        let (t, rep) = import_file(Format::Azure, &p, false).unwrap();
         assert_eq!((rep.read, rep.imported), (2, 2));
         assert_eq!(t.requests[0].id, 1);
         assert_eq!(t.requests[0].arrival_ns, 0);
@@ -112,7 +100,7 @@ mod tests {
              5,2024-05-12 00:00:02+00:00,0\n\
              5,2024-05-12 00:00:02+00:00\n",
         );
-        let (t, rep) = super::super::import(Format::Azure, &p, &ImportOptions::default()).unwrap();
+        let (t, rep) = import_file(Format::Azure, &p, false).unwrap();
         assert_eq!(t.requests.len(), 1);
         assert_eq!(t.requests[0].input_len, 100);
         assert_eq!((rep.read, rep.imported, rep.skipped_total()), (5, 1, 4));
@@ -139,7 +127,7 @@ mod tests {
             rep.examples[3]
         );
         let missing = temp_file("c.csv", "TIMESTAMP,Tokens\n");
-        let e = super::super::import(Format::Azure, &missing, &ImportOptions::default())
+        let e = import_file(Format::Azure, &missing, false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("ContextTokens: column missing"), "{e}");
@@ -152,7 +140,7 @@ mod tests {
             "u.csv",
             "TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-10 00:00:0\u{43a}1,5,5\n",
         );
-        let (t, rep) = super::super::import(Format::Azure, &p, &ImportOptions::default()).unwrap();
+        let (t, rep) = import_file(Format::Azure, &p, false).unwrap();
         assert_eq!((t.requests.len(), rep.skipped_total()), (0, 1));
         assert!(
             rep.examples[0]
@@ -167,12 +155,7 @@ mod tests {
             ("AzureLLMInferenceTrace_code.csv", 8_819),
             ("AzureLLMInferenceTrace_conv.csv", 19_366),
         ] {
-            let strict = ImportOptions {
-                strict: true,
-                ..Default::default()
-            };
-            let (t, rep) =
-                super::super::import(Format::Azure, &shared_trace(file), &strict).unwrap();
+            let (t, rep) = import_file(Format::Azure, &shared_trace(file), true).unwrap();
             assert_eq!((rep.read, rep.imported), (rows, rows), "{file}");
             assert_eq!(t.requests[0].arrival_ns, 0);
             assert!(

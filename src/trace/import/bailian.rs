@@ -16,7 +16,7 @@ use super::mooncake::parse_hashed;
 use super::{ImportOptions, ImportReport, Tally, counts_json, sort_by_arrival};
 use crate::error::{Error, InputError, Result};
 use crate::trace::{Trace, TraceMeta};
-use crate::util::json::{Obj, parse_object, show};
+use crate::util::json::{Obj, nonblank_lines, parse_object, show};
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 
@@ -40,12 +40,8 @@ pub fn import(
     // chat_id -> the chat_id of its conversation's first turn.
     let mut roots: HashMap<u64, u64> = HashMap::new();
     let mut types: BTreeMap<String, u64> = BTreeMap::new();
-    for (i, line) in input.lines().enumerate() {
-        let lineno = i as u64 + 1;
-        let line = line.map_err(|e| Error::io(format!("{name}:{lineno}"), e))?;
-        if line.trim().is_empty() {
-            continue;
-        }
+    for line in nonblank_lines(input, name) {
+        let (lineno, line) = line?;
         let id = tally.report.read;
         let parsed = parse_object(&line, name, lineno).and_then(|m| {
             let o = Obj::new(&m, name, lineno);
@@ -93,15 +89,7 @@ mod tests {
     use super::*;
     use crate::trace::Run;
     use crate::trace::import::Format;
-    use crate::trace::import::testutil::temp_file;
-
-    fn import_file(p: &std::path::Path, strict: bool) -> Result<(Trace, ImportReport)> {
-        let opts = ImportOptions {
-            strict,
-            ..Default::default()
-        };
-        super::super::import(Format::Bailian, p, &opts)
-    }
+    use crate::trace::import::testutil::{import_file, temp_file};
 
     const GOOD: &str = "\
 {\"chat_id\": 0, \"parent_chat_id\": -1, \"timestamp\": 0.0, \"input_length\": 40, \"output_length\": 12, \"type\": \"text\", \"turn\": 1, \"hash_ids\": [0, 1, 2]}
@@ -116,7 +104,7 @@ mod tests {
     #[test]
     fn maps_fields_blocks_and_sessions() {
         let p = temp_file("qwen_traceA_blksz_16.jsonl", GOOD);
-        let (t, rep) = import_file(&p, true).unwrap();
+        let (t, rep) = import_file(Format::Bailian, &p, true).unwrap();
         assert_eq!((rep.read, rep.imported, rep.skipped_total()), (6, 6, 0));
         assert_eq!(t.meta.source, "import:bailian");
         assert_eq!(t.meta.block_size, Some(16));
@@ -170,7 +158,7 @@ mod tests {
              {\"chat_id\": 6, \"parent_chat_id\": -1, \"timestamp\": 1.0, \"input_length\": 20, \"output_length\": 5, \"type\": 7, \"turn\": 1, \"hash_ids\": [0, 1]}\n\
              [1, 2]\n",
         );
-        let (t, rep) = import_file(&p, false).unwrap();
+        let (t, rep) = import_file(Format::Bailian, &p, false).unwrap();
         assert_eq!(t.requests.len(), 1);
         assert_eq!((rep.read, rep.imported, rep.skipped_total()), (8, 1, 7));
         assert_eq!(rep.skipped.get("parent_chat_id"), Some(&2));
@@ -190,7 +178,9 @@ mod tests {
                 format!("{name}:6: parent_chat_id: expected -1 or a chat_id, found -2"),
             ]
         );
-        let e = import_file(&p, true).unwrap_err().to_string();
+        let e = import_file(Format::Bailian, &p, true)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             format!("{name}:2: parent_chat_id: expected -1 or a chat_id, found \"root\"")

@@ -15,10 +15,10 @@
 //! `Log Type` values among the imported requests are kept in the parameters.
 
 use super::csvutil::{CsvTable, parse_f64_field, parse_u32_field};
-use super::{ImportOptions, ImportReport, Tally, counts_json, output_content, sort_by_arrival};
+use super::{ImportOptions, ImportReport, Tally, counts_json, sort_by_arrival};
 use crate::error::{InputError, Result};
 use crate::trace::content::mix;
-use crate::trace::{Measured, Request, Run, Trace, TraceMeta};
+use crate::trace::{Request, Run, Trace, TraceMeta};
 use std::collections::BTreeMap;
 use std::io::BufRead;
 
@@ -126,19 +126,10 @@ pub fn import(
         }
         // 0 <= start <= t < MAX_SECONDS, so the difference fits in u64 nanoseconds.
         let arrival_ns = ((row.t - start) * 1e9).round() as u64;
-        requests.push(Request {
-            id: row.id,
-            arrival_ns,
-            input_len: row.input_len,
-            output_len: row.output_len,
-            prompt: vec![Run::new(row.id, 0, row.input_len)],
-            output_content: output_content(row.id),
-            session: row.session,
-            pool: None,
-            round: 0,
-            think_ns: 0,
-            measured: Measured::default(),
-        });
+        let prompt = vec![Run::new(row.id, 0, row.input_len)];
+        let mut r = Request::new(row.id, arrival_ns, prompt, row.output_len);
+        r.session = row.session;
+        requests.push(r);
     }
     sort_by_arrival(&mut requests);
     let mut meta = TraceMeta::new("import:burstgpt");
@@ -175,15 +166,8 @@ pub fn session_id(s: &str) -> u64 {
 mod tests {
     use super::*;
     use crate::trace::import::Format;
-    use crate::trace::import::testutil::temp_file;
-
-    fn import_file(p: &std::path::Path, strict: bool) -> Result<(Trace, ImportReport)> {
-        let opts = ImportOptions {
-            strict,
-            ..Default::default()
-        };
-        super::super::import(Format::Burstgpt, p, &opts)
-    }
+    use crate::trace::import::testutil::{import_file, temp_file};
+    use crate::trace::output_content;
 
     #[test]
     fn v1_rows_map_to_requests_relative_to_the_earliest_time() {
@@ -196,7 +180,7 @@ mod tests {
              118,ChatGPT,266,0,266,API log\n\
              118,GPT-4,12,7,19,API log\n",
         );
-        let (t, rep) = import_file(&p, true).unwrap();
+        let (t, rep) = import_file(Format::Burstgpt, &p, true).unwrap();
         assert_eq!((rep.read, rep.imported, rep.skipped_total()), (5, 4, 1));
         assert_eq!(rep.skipped.get(FAILED), Some(&1));
         assert!(rep.examples.is_empty());
@@ -236,7 +220,7 @@ mod tests {
              19440113.0,42,2.0,ChatGPT,50,6,56,Conversation log\n\
              19440109.0,,0.4,ChatGPT,80,0,80,API log\n",
         );
-        let (t, rep) = import_file(&p, true).unwrap();
+        let (t, rep) = import_file(Format::Burstgpt, &p, true).unwrap();
         assert_eq!((rep.read, rep.imported), (5, 4));
         assert_eq!(rep.skipped.get(FAILED), Some(&1));
         // The failed row at 19440109.0 is the earliest timestamp in the file.
@@ -258,7 +242,7 @@ mod tests {
             "reordered.csv",
             "Log Type,Response tokens,Timestamp,Request tokens\nAPI log,9,3,7\n",
         );
-        let (t, _) = import_file(&q, true).unwrap();
+        let (t, _) = import_file(Format::Burstgpt, &q, true).unwrap();
         assert_eq!((t.requests[0].input_len, t.requests[0].output_len), (7, 9));
     }
 
@@ -276,7 +260,7 @@ mod tests {
              soon,ChatGPT,472,18,490,API log\n\
              11,ChatGPT,4,0,4,API log\n",
         );
-        let (t, rep) = import_file(&p, false).unwrap();
+        let (t, rep) = import_file(Format::Burstgpt, &p, false).unwrap();
         assert_eq!(t.requests.len(), 1);
         assert_eq!((rep.read, rep.imported, rep.skipped_total()), (8, 1, 7));
         assert_eq!(rep.skipped.get("Request tokens"), Some(&2));
@@ -300,7 +284,9 @@ mod tests {
                 format!("{name}:7: 3 fields, the header has 6"),
             ]
         );
-        let e = import_file(&p, true).unwrap_err().to_string();
+        let e = import_file(Format::Burstgpt, &p, true)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             format!("{name}:3: Request tokens: expected a non-negative integer, found \"many\"")
@@ -310,11 +296,13 @@ mod tests {
             "fails.csv",
             "Timestamp,Request tokens,Response tokens\n1,5,0\n2,5,3\n",
         );
-        let (t, rep) = import_file(&f, true).unwrap();
+        let (t, rep) = import_file(Format::Burstgpt, &f, true).unwrap();
         assert_eq!((t.requests.len(), rep.read), (1, 2));
         assert_eq!(t.requests[0].arrival_ns, 1_000_000_000);
         let missing = temp_file("m.csv", "Timestamp,Model,Request tokens\n1,x,2\n");
-        let e = import_file(&missing, false).unwrap_err().to_string();
+        let e = import_file(Format::Burstgpt, &missing, false)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with(&format!(
                 "{}:1: Response tokens: column missing",
@@ -330,7 +318,7 @@ mod tests {
             "odd.csv",
             "Timestamp,Request tokens,Response tokens\n0,1,1\n1e308,1,1\nNaN,1,1\ninf,1,1\n",
         );
-        let (t, rep) = import_file(&p, false).unwrap();
+        let (t, rep) = import_file(Format::Burstgpt, &p, false).unwrap();
         assert_eq!((rep.imported, rep.skipped_total()), (1, 3));
         assert_eq!(t.requests[0].arrival_ns, 0);
         assert!(

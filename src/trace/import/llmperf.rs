@@ -13,9 +13,7 @@
 //! holds no content information, so every prompt is unique content: request `i`'s prompt is the
 //! single run `(i, 0, number_input_tokens)`.
 
-use super::{
-    ImportOptions, ImportReport, Tally, output_content, read_json_document, sort_by_arrival,
-};
+use super::{ImportOptions, ImportReport, Tally, read_json_document, sort_by_arrival};
 use crate::error::{Error, InputError, Result};
 use crate::trace::{Measured, Pool, Request, Run, Trace, TraceMeta};
 use crate::util::json::{Obj, kind, seconds_to_ns, show};
@@ -78,12 +76,7 @@ pub fn import(
     let mut meta = TraceMeta::new("import:llmperf");
     match opts.clients {
         Some(n) => {
-            meta.pools.push(Pool {
-                id: 0,
-                clients: n,
-                sessions_per_client: 1,
-                early_stop: false,
-            });
+            meta.pools.push(Pool::new(0, n));
             meta.params.insert("clients".into(), serde_json::json!(n));
         }
         None => {
@@ -168,25 +161,17 @@ fn record(
         Some(n) if n > 0 => (Some(0), Some(id % n as u64)),
         _ => (None, None),
     };
-    Ok(Some(Request {
-        id,
-        arrival_ns: 0,
-        input_len,
-        output_len,
-        prompt: vec![Run::new(id, 0, input_len)],
-        output_content: output_content(id),
-        session,
-        pool,
-        round: 0,
-        think_ns: 0,
-        measured: Measured {
-            ttft_ns: Some(ttft_ns),
-            e2e_ns: Some(e2e_ns),
-            itl_ns: Vec::new(),
-            itl_mean_ns,
-            error: None,
-        },
-    }))
+    let mut r = Request::new(id, 0, vec![Run::new(id, 0, input_len)], output_len);
+    r.session = session;
+    r.pool = pool;
+    r.measured = Measured {
+        ttft_ns: Some(ttft_ns),
+        e2e_ns: Some(e2e_ns),
+        itl_ns: Vec::new(),
+        itl_mean_ns,
+        error: None,
+    };
+    Ok(Some(r))
 }
 
 #[cfg(test)]

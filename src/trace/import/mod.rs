@@ -20,14 +20,8 @@ use std::fmt;
 use std::io::BufRead;
 use std::path::Path;
 
-/// Content ids with this bit set name generated tokens (a request's output); importers keep the
-/// ids they take from a source below it.
-pub const OUTPUT_CONTENT_BIT: u64 = 1 << 63;
-
-/// The content id of request `id`'s generated tokens.
-pub fn output_content(id: u64) -> u64 {
-    OUTPUT_CONTENT_BIT | id
-}
+// Defined beside `Request`; re-exported so that the importers' paths keep working.
+pub use super::{OUTPUT_CONTENT_BIT, output_content};
 
 /// The formats `kvreplay trace import --format` accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -200,6 +194,27 @@ pub fn import_from(
     Ok((trace, report))
 }
 
+/// One fuzzing input: imports `data` as `format` with `strict` off and on (and for llmperf open
+/// loop and with `clients = Some(3)`), ignoring the results. Any `Err` is fine; a panic is a
+/// finding. Each target under `fuzz/fuzz_targets/` (cargo-fuzz wants one file per target) is a
+/// call to this, so that every format is fuzzed the same way.
+pub fn fuzz_one(format: Format, data: &[u8]) {
+    let clients: &[Option<u32>] = match format {
+        Format::Llmperf => &[None, Some(3)],
+        _ => &[None],
+    };
+    for strict in [false, true] {
+        for &clients in clients {
+            let opts = ImportOptions {
+                strict,
+                clients,
+                ..Default::default()
+            };
+            let _ = import_from(format, &mut &data[..], "fuzz", &opts);
+        }
+    }
+}
+
 /// The file's name without its folders (traces must not embed machine paths).
 pub fn file_name(path: &Path) -> String {
     path.file_name()
@@ -276,7 +291,19 @@ pub fn open(path: &Path) -> Result<std::io::BufReader<std::fs::File>> {
 /// Test helpers shared by the importers' tests.
 #[cfg(test)]
 pub(crate) mod testutil {
-    use std::path::PathBuf;
+    use super::{Format, ImportOptions, ImportReport};
+    use crate::error::Result;
+    use crate::trace::Trace;
+    use std::path::{Path, PathBuf};
+
+    /// Imports the file at `p` as `format`, `strict` or not, other options at their defaults.
+    pub fn import_file(format: Format, p: &Path, strict: bool) -> Result<(Trace, ImportReport)> {
+        let opts = ImportOptions {
+            strict,
+            ..Default::default()
+        };
+        super::import(format, p, &opts)
+    }
 
     /// `../shared/traces/NAME`, when the shared materials sit beside the checkout.
     pub fn shared_trace(name: &str) -> PathBuf {

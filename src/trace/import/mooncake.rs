@@ -7,10 +7,10 @@
 //! exactly the blocks whose ids agree, and a partial block shares its tokens with a longer block
 //! of the same id up to its own length.
 
-use super::{ImportOptions, ImportReport, Tally, output_content, sort_by_arrival};
-use crate::error::{Error, InputError, Result};
-use crate::trace::{Measured, Request, Run, Trace, TraceMeta};
-use crate::util::json::{Obj, parse_object};
+use super::{ImportOptions, ImportReport, Tally, sort_by_arrival};
+use crate::error::{InputError, Result};
+use crate::trace::{Request, Run, Trace, TraceMeta};
+use crate::util::json::{Obj, nonblank_lines, parse_object};
 use std::io::BufRead;
 
 /// Mooncake's block size in tokens.
@@ -25,12 +25,8 @@ pub fn import(
     let block = opts.block_size.unwrap_or(BLOCK);
     let mut tally = Tally::new(opts);
     let mut requests = Vec::new();
-    for (i, line) in input.lines().enumerate() {
-        let lineno = i as u64 + 1;
-        let line = line.map_err(|e| Error::io(format!("{name}:{lineno}"), e))?;
-        if line.trim().is_empty() {
-            continue;
-        }
+    for line in nonblank_lines(input, name) {
+        let (lineno, line) = line?;
         let id = tally.report.read;
         let parsed = parse_object(&line, name, lineno)
             .and_then(|m| parse_hashed(&Obj::new(&m, name, lineno), id, block, "timestamp", 1e6));
@@ -91,26 +87,14 @@ pub fn parse_hashed(
         let len = (input_len - k as u32 * block).min(block);
         prompt.push(Run::new(*h, 0, len));
     }
-    Ok(Request {
-        id,
-        arrival_ns: arrival_ns as u64,
-        input_len,
-        output_len,
-        prompt,
-        output_content: output_content(id),
-        session: None,
-        pool: None,
-        round: 0,
-        think_ns: 0,
-        measured: Measured::default(),
-    })
+    Ok(Request::new(id, arrival_ns as u64, prompt, output_len))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::trace::import::Format;
-    use crate::trace::import::testutil::{shared_trace, temp_file};
+    use crate::trace::import::testutil::{import_file, shared_trace, temp_file};
     use crate::trace::stats::reuse_fraction;
 
     #[test]
@@ -121,8 +105,7 @@ mod tests {
              {\"timestamp\": 3000, \"input_length\": 600, \"output_length\": 2, \"hash_ids\": [7, 10]}\n\
              {\"timestamp\": 1500, \"input_length\": 1024, \"output_length\": 2, \"hash_ids\": [7, 8]}\n",
         );
-        let (t, rep) =
-            super::super::import(Format::Mooncake, &p, &ImportOptions::default()).unwrap();
+        let (t, rep) = import_file(Format::Mooncake, &p, false).unwrap();
         assert_eq!((rep.read, rep.imported, rep.skipped_total()), (3, 3, 0));
         // Sorted by arrival: line 3 (1.5 s) comes before line 2 (3 s).
         let ids: Vec<u64> = t.requests.iter().map(|r| r.id).collect();
@@ -150,8 +133,7 @@ mod tests {
              not json\n\
              {\"timestamp\": 1, \"input_length\": 10, \"output_length\": 5}\n",
         );
-        let (t, rep) =
-            super::super::import(Format::Mooncake, &p, &ImportOptions::default()).unwrap();
+        let (t, rep) = import_file(Format::Mooncake, &p, false).unwrap();
         assert_eq!(t.requests.len(), 1);
         assert_eq!((rep.read, rep.imported, rep.skipped_total()), (5, 1, 4));
         assert_eq!(rep.skipped.get("hash_ids"), Some(&2));
@@ -167,11 +149,7 @@ mod tests {
                 .to_string()
                 .contains(":3: hash_ids: 1 ids for input_length 600, expected 2")
         );
-        let strict = ImportOptions {
-            strict: true,
-            ..Default::default()
-        };
-        let e = super::super::import(Format::Mooncake, &p, &strict)
+        let e = import_file(Format::Mooncake, &p, true)
             .unwrap_err()
             .to_string();
         assert_eq!(
@@ -187,15 +165,7 @@ mod tests {
             ("mooncake_synthetic_trace.jsonl", 3_993, 0.651),
         ] {
             let p = shared_trace(file);
-            let (t, rep) = super::super::import(
-                Format::Mooncake,
-                &p,
-                &ImportOptions {
-                    strict: true,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+            let (t, rep) = import_file(Format::Mooncake, &p, true).unwrap();
             assert_eq!(rep.imported, n);
             assert_eq!(t.requests.len(), n as usize);
             let f = reuse_fraction(&t, 512);

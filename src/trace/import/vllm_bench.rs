@@ -14,9 +14,7 @@
 //! the parameters under `summary`. The file holds no content information, so every prompt is
 //! unique content: request `i`'s prompt is the single run `(i, 0, input_lens[i])`.
 
-use super::{
-    ImportOptions, ImportReport, Tally, output_content, read_json_document, sort_by_arrival,
-};
+use super::{ImportOptions, ImportReport, Tally, read_json_document, sort_by_arrival};
 use crate::error::{InputError, Result};
 use crate::trace::{Measured, Request, Run, Trace, TraceMeta};
 use crate::util::json::{as_u64, kind, seconds_to_ns, show};
@@ -306,40 +304,23 @@ fn record(
         Some(l) => secs_at(l, "latencies", i, name)?,
         None => itl_ns.iter().fold(ttft_ns, |acc, g| acc.saturating_add(*g)),
     };
-    Ok(Some(Request {
-        id,
-        arrival_ns,
-        input_len,
-        output_len,
-        prompt: vec![Run::new(id, 0, input_len)],
-        output_content: output_content(id),
-        session: None,
-        pool: None,
-        round: 0,
-        think_ns: 0,
-        measured: Measured {
-            ttft_ns: Some(ttft_ns),
-            e2e_ns: Some(e2e_ns),
-            itl_ns,
-            itl_mean_ns: None,
-            error: None,
-        },
-    }))
+    let mut r = Request::new(id, arrival_ns, vec![Run::new(id, 0, input_len)], output_len);
+    r.measured = Measured {
+        ttft_ns: Some(ttft_ns),
+        e2e_ns: Some(e2e_ns),
+        itl_ns,
+        itl_mean_ns: None,
+        error: None,
+    };
+    Ok(Some(r))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::trace::import::Format;
-    use crate::trace::import::testutil::temp_file;
-
-    fn import_file(p: &std::path::Path, strict: bool) -> Result<(Trace, ImportReport)> {
-        let opts = ImportOptions {
-            strict,
-            ..Default::default()
-        };
-        super::super::import(Format::VllmBench, p, &opts)
-    }
+    use crate::trace::import::testutil::{import_file, temp_file};
+    use crate::trace::output_content;
 
     /// A `--save-detailed` result of the current format (abbreviated: no generated_texts).
     const DETAILED: &str = r#"{"date": "20260301-101500", "endpoint_type": "vllm", "backend": "vllm", "label": null, "model_id": "Qwen/Qwen3-8B", "tokenizer_id": "Qwen/Qwen3-8B", "num_prompts": 4, "request_rate": "inf", "burstiness": 1.0, "max_concurrency": 2, "duration": 2.5, "completed": 3, "failed": 1, "total_input_tokens": 390, "request_goodput": null, "mean_ttft_ms": 120.5, "p99_itl_ms": 31.0,
@@ -354,7 +335,7 @@ mod tests {
     #[test]
     fn maps_requests_times_and_measurements() {
         let p = temp_file("result.json", DETAILED);
-        let (t, rep) = import_file(&p, true).unwrap();
+        let (t, rep) = import_file(Format::VllmBench, &p, true).unwrap();
         assert_eq!((rep.read, rep.imported, rep.skipped_total()), (4, 3, 1));
         assert_eq!(rep.skipped.get(FAILED), Some(&1));
         assert_eq!(t.meta.source, "import:vllm-bench");
@@ -393,7 +374,7 @@ mod tests {
                "input_lens": [20, 30], "output_lens": [4, 2], "ttfts": [0.5, 0.25],
                "itls": [[0.125, 0.125, 0.25], [0.5]], "generated_texts": ["abcd", "ef"], "errors": ["", ""]}"#,
         );
-        let (t, rep) = import_file(&p, true).unwrap();
+        let (t, rep) = import_file(Format::VllmBench, &p, true).unwrap();
         assert_eq!(rep.imported, 2);
         assert!(t.requests.iter().all(|r| r.arrival_ns == 0));
         assert_eq!(t.requests[0].measured.e2e_ns, Some(1_000_000_000));
@@ -418,7 +399,7 @@ mod tests {
                 "itls": [[0.1], [0.1], [0.1], [0.1], [0.1, null], 0.1, [0.1]],
                 "errors": ["", "", "", "", "", "", ""]}"#,
         );
-        let (t, rep) = import_file(&p, false).unwrap();
+        let (t, rep) = import_file(Format::VllmBench, &p, false).unwrap();
         assert_eq!(t.requests.len(), 1);
         assert_eq!((rep.read, rep.imported, rep.skipped_total()), (7, 1, 6));
         assert_eq!(rep.skipped.get("itls[4]"), Some(&1));
@@ -434,7 +415,9 @@ mod tests {
                 format!("{name}:6: itls[5]: expected an array of seconds, found 0.1"),
             ]
         );
-        let e = import_file(&p, true).unwrap_err().to_string();
+        let e = import_file(Format::VllmBench, &p, true)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             format!("{name}:2: output_lens[1]: expected a token count, found \"two\"")
@@ -470,7 +453,9 @@ mod tests {
         ];
         for (text, want) in cases {
             let p = temp_file("f.json", text);
-            let e = import_file(&p, false).unwrap_err().to_string();
+            let e = import_file(Format::VllmBench, &p, false)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(want), "{text}: {e}");
         }
     }
@@ -481,7 +466,7 @@ mod tests {
             "x.json",
             r#"{"input_lens": [1, 1, 1], "output_lens": [1, 1, 1], "ttfts": [0, 0, 1e300], "itls": [[1e9, 1e9], [], []], "start_times": [-1e308, 1e308, "x"]}"#,
         );
-        let (t, rep) = import_file(&p, false).unwrap();
+        let (t, rep) = import_file(Format::VllmBench, &p, false).unwrap();
         assert_eq!((rep.imported, rep.skipped_total()), (1, 2));
         assert_eq!(
             t.requests[0].measured.e2e_ns,

@@ -1,0 +1,126 @@
+//! A minimal RESP2 client for the timing loops of the Redis calibration.
+//!
+//! The measured operation must cost the server, the link and nothing else: a command is written
+//! as a small header followed by the value slice itself (no copy into a command buffer), and a
+//! reply is read straight into a reused buffer. Connection set-up, errors and housekeeping use
+//! the `redis` crate; only the timed SET and GET go through here.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// One connection.
+#[derive(Debug)]
+pub struct Resp {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+    line: Vec<u8>,
+}
+
+fn proto(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+impl Resp {
+    /// Connects, authenticates (`password`) and selects `db`.
+    pub fn connect(addr: SocketAddr, password: Option<&str>, db: i64) -> io::Result<Resp> {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let mut c = Resp {
+            w: s.try_clone()?,
+            r: BufReader::with_capacity(1 << 16, s),
+            line: Vec::new(),
+        };
+        if let Some(pw) = password {
+            c.command(&[b"AUTH", pw.as_bytes()], None)?;
+            c.simple()?;
+        }
+        if db != 0 {
+            c.command(&[b"SELECT", db.to_string().as_bytes()], None)?;
+            c.simple()?;
+        }
+        Ok(c)
+    }
+
+    /// Writes a command whose last argument may be a large value sent without copying.
+    fn command(&mut self, args: &[&[u8]], value: Option<&[u8]>) -> io::Result<()> {
+        let n = args.len() + usize::from(value.is_some());
+        let mut head = Vec::with_capacity(64);
+        head.extend_from_slice(format!("*{n}\r\n").as_bytes());
+        for a in args {
+            head.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            head.extend_from_slice(a);
+            head.extend_from_slice(b"\r\n");
+        }
+        match value {
+            Some(v) => {
+                head.extend_from_slice(format!("${}\r\n", v.len()).as_bytes());
+                if v.len() <= 16 * 1024 {
+                    head.extend_from_slice(v);
+                    head.extend_from_slice(b"\r\n");
+                    self.w.write_all(&head)
+                } else {
+                    self.w.write_all(&head)?;
+                    self.w.write_all(v)?;
+                    self.w.write_all(b"\r\n")
+                }
+            }
+            None => self.w.write_all(&head),
+        }
+    }
+
+    fn read_line(&mut self) -> io::Result<()> {
+        self.line.clear();
+        self.r.read_until(b'\n', &mut self.line)?;
+        if self.line.len() < 3 || !self.line.ends_with(b"\r\n") {
+            return Err(proto("connection closed or malformed reply".into()));
+        }
+        if self.line[0] == b'-' {
+            let msg = String::from_utf8_lossy(&self.line[1..self.line.len() - 2]).into_owned();
+            return Err(io::Error::other(msg));
+        }
+        Ok(())
+    }
+
+    fn simple(&mut self) -> io::Result<()> {
+        self.read_line()?;
+        if self.line[0] == b'+' || self.line[0] == b':' {
+            Ok(())
+        } else {
+            Err(proto(format!(
+                "unexpected reply {:?}",
+                String::from_utf8_lossy(&self.line)
+            )))
+        }
+    }
+
+    /// SET key value.
+    pub fn set(&mut self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        self.command(&[b"SET", key], Some(value))?;
+        self.simple()
+    }
+
+    /// GET key into `buf` (resized to the value); returns false for a missing key.
+    pub fn get(&mut self, key: &[u8], buf: &mut Vec<u8>) -> io::Result<bool> {
+        self.command(&[b"GET", key], None)?;
+        self.read_line()?;
+        if self.line[0] != b'$' {
+            return Err(proto(format!(
+                "unexpected reply {:?}",
+                String::from_utf8_lossy(&self.line)
+            )));
+        }
+        let len: i64 = std::str::from_utf8(&self.line[1..self.line.len() - 2])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| proto("bad bulk length".into()))?;
+        if len < 0 {
+            return Ok(false);
+        }
+        buf.resize(len as usize + 2, 0);
+        self.r.read_exact(buf)?;
+        buf.truncate(len as usize);
+        Ok(true)
+    }
+}

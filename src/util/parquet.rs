@@ -1,0 +1,39 @@
+//! Writing Parquet files the same way everywhere: Snappy-compressed, created by `kvreplay`, no
+//! timestamps (identical rows give identical bytes), row groups of [`BATCH`] rows.
+
+use crate::error::{Error, Result};
+use arrow_array::RecordBatch;
+use arrow_schema::{ArrowError, Schema};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Rows per record batch, written and read.
+pub const BATCH: usize = 65_536;
+
+/// Writes `rows` to `path` with `schema`, turning each slice of at most [`BATCH`] rows into a
+/// record batch with `to_batch`. Errors name the file.
+pub fn write_rows<T>(
+    path: &Path,
+    schema: Arc<Schema>,
+    rows: &[T],
+    to_batch: impl Fn(&[T], Arc<Schema>) -> std::result::Result<RecordBatch, ArrowError>,
+) -> Result<()> {
+    let name = path.display().to_string();
+    let file = std::fs::File::create(path).map_err(|e| Error::io(&name, e))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_created_by("kvreplay".to_string())
+        .build();
+    let perr = |e: parquet::errors::ParquetError| Error::io(&name, std::io::Error::other(e));
+    let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(perr)?;
+    for chunk in rows.chunks(BATCH) {
+        let batch = to_batch(chunk, schema.clone())
+            .map_err(|e| Error::Invariant(format!("building a Parquet batch: {e}")))?;
+        w.write(&batch).map_err(perr)?;
+    }
+    w.close().map_err(perr)?;
+    Ok(())
+}
