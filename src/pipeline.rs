@@ -4,7 +4,7 @@ use crate::config::RunConfig;
 use crate::error::Result;
 use crate::metrics::record::{RequestRecord, records};
 use crate::metrics::summary::RunSummary;
-use crate::sim::{SimResult, simulate};
+use crate::sim::{SimResult, SimSetup, simulate};
 use crate::trace::Trace;
 use std::borrow::Cow;
 
@@ -19,6 +19,28 @@ pub struct RunOutput {
     pub records: Vec<RequestRecord>,
     /// Aggregates.
     pub summary: RunSummary,
+    /// The resolved setup (engine settings, cost parameters with their provenance).
+    pub setup: SimSetup,
+    /// The GPU profile's provenance ("spec, not measured: ..." or a calibration record).
+    pub gpu_provenance: String,
+}
+
+impl RunOutput {
+    /// Which inputs of the prediction were measured and which are spec defaults, in words.
+    pub fn provenance(&self) -> serde_json::Value {
+        let (measured, spec): (Vec<_>, Vec<_>) = self
+            .setup
+            .transfer
+            .provenance
+            .iter()
+            .partition(|(_, v)| v.starts_with("measured"));
+        serde_json::json!({
+            "step_time": self.gpu_provenance,
+            "fitted_step_time": self.setup.step_model.fitted.is_some(),
+            "transfer_measured": measured.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+            "transfer_spec": spec.into_iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        })
+    }
 }
 
 /// Open-loop arrivals compressed by `factor` (a rate multiplier); closed-loop requests and think
@@ -36,7 +58,7 @@ pub fn scale_arrivals(trace: &Trace, factor: f64) -> Cow<'_, Trace> {
 
 /// Simulates `trace` under `cfg`.
 pub fn run(trace: &Trace, cfg: &RunConfig) -> Result<RunOutput> {
-    let (setup, _, _) = cfg.setup()?;
+    let (setup, _, gpu) = cfg.setup()?;
     let trace = scale_arrivals(trace, cfg.qps_scale).into_owned();
     let result = simulate(&trace, &setup);
     let records = records(&trace, &result);
@@ -46,6 +68,8 @@ pub fn run(trace: &Trace, cfg: &RunConfig) -> Result<RunOutput> {
         result,
         records,
         summary,
+        setup,
+        gpu_provenance: gpu.provenance,
     })
 }
 

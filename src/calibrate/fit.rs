@@ -64,6 +64,38 @@ fn inverse(a: &[Vec<f64>]) -> Option<Vec<Vec<f64>>> {
     )
 }
 
+/// Fits `y ~ x` minimising relative rather than absolute residuals (each row weighted by
+/// `1 / y`), so that a 4 KiB point counts as much as a 32 MiB one.
+pub fn relative_ls(names: &[&str], x: &[Vec<f64>], y: &[f64]) -> Option<LinearFit> {
+    if y.iter().any(|v| *v <= 0.0) {
+        return None;
+    }
+    let xw: Vec<Vec<f64>> = x
+        .iter()
+        .zip(y)
+        .map(|(r, yv)| r.iter().map(|v| v / yv).collect())
+        .collect();
+    let ones = vec![1.0; y.len()];
+    let mut f = ols(names, &xw, &ones)?;
+    // Report residuals on the original scale.
+    let pred = |r: &Vec<f64>| r.iter().zip(&f.coef).map(|(a, b)| a * b).sum::<f64>();
+    let resid: Vec<f64> = x.iter().zip(y).map(|(r, yv)| yv - pred(r)).collect();
+    f.rmse = (resid.iter().map(|e| e * e).sum::<f64>() / y.len() as f64).sqrt();
+    f.max_rel_error = resid
+        .iter()
+        .zip(y)
+        .map(|(e, yv)| (e / yv).abs())
+        .fold(0.0, f64::max);
+    let mean = y.iter().sum::<f64>() / y.len() as f64;
+    let sst: f64 = y.iter().map(|v| (v - mean).powi(2)).sum();
+    f.r2 = if sst > 0.0 {
+        1.0 - resid.iter().map(|e| e * e).sum::<f64>() / sst
+    } else {
+        1.0
+    };
+    Some(f)
+}
+
 /// Fits `y ~ x` (rows of features); `None` when there are no more rows than features or the
 /// features are collinear.
 pub fn ols(names: &[&str], x: &[Vec<f64>], y: &[f64]) -> Option<LinearFit> {
@@ -165,6 +197,28 @@ mod tests {
         // The true value lies within the interval.
         assert!((f.get("round_trips").unwrap() - 2.0).abs() <= f.ci("round_trips").unwrap() * 1.5);
         assert!(f.r2 > 0.99 && f.n == 16);
+    }
+
+    #[test]
+    fn relative_fit_keeps_small_points_accurate() {
+        // 50 us + bytes / 0.4 GB/s with 2 % multiplicative noise over sizes 4 KiB .. 32 MiB: the
+        // intercept comes back positive and near 50 us, which plain least squares loses to the
+        // largest point's noise.
+        let mut rng = Rng::new(11);
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            for b in [4096.0, 65536.0, 1048576.0, 8388608.0, 33554432.0] {
+                x.push(vec![1.0, b]);
+                y.push((50e-6 + b / 0.4e9) * (1.0 + 0.02 * rng.std_normal()));
+            }
+        }
+        let f = relative_ls(&["a", "s_per_byte"], &x, &y).unwrap();
+        assert!((f.get("a").unwrap() / 50e-6 - 1.0).abs() < 0.1, "{f:?}");
+        assert!(
+            (1.0 / f.get("s_per_byte").unwrap() / 0.4e9 - 1.0).abs() < 0.05,
+            "{f:?}"
+        );
+        assert!(f.max_rel_error < 0.1);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! Every key it writes carries a `kvreplay-calibrate:<pid>:` prefix and is deleted at the end,
 //! also when a measurement fails.
 
-use super::fit::{LinearFit, ols};
+use super::fit::{LinearFit, relative_ls};
 use super::profile::{Section, now_utc};
 use super::resp::Resp;
 use crate::error::{Error, Result};
@@ -464,7 +464,7 @@ pub fn fit_op(points: &[Point], op: &str) -> Option<LinearFit> {
         .filter(|p| !with_rtt || p.via_rtt_ms.is_some())
         .map(|p| p.mean_ms / 1e3)
         .collect();
-    ols(&names, &x, &y)
+    relative_ls(&names, &x, &y)
 }
 
 /// Measured versus predicted (no-delay time + 2 round trips x RTT) for every proxy point.
@@ -496,14 +496,27 @@ pub fn calibrate_redis(o: &RedisOptions) -> Result<Section> {
     let get = fit_op(&points, "chunk_get");
     let put = fit_op(&points, "chunk_put");
     let mut params = BTreeMap::new();
-    if let Some(f) = &get {
-        if let Some(spb) = f.get("s_per_byte").filter(|v| *v > 0.0) {
-            params.insert("remote_gbps".to_string(), 1.0 / spb / 1e9);
-        }
-        // A chunk get is two operations: per-operation overhead (server + client + the link's
-        // own round trip) is half the intercept.
-        if let Some(a) = f.get("a_s").filter(|v| *v > 0.0) {
-            params.insert("remote_op_us".to_string(), a / 2.0 * 1e6);
+    // Per-operation overhead from the fit's intercept (a chunk get is two operations); the
+    // bandwidth at the size that matters, a real chunk: the largest size measured directly at
+    // concurrency 1, net of that overhead. Loopback throughput is not linear in size (large
+    // values are slower per byte), so a single slope would misprice chunks; the fit and its
+    // error stay in the profile.
+    let op_s = get
+        .as_ref()
+        .and_then(|f| f.get("a_s"))
+        .filter(|a| *a > 0.0)
+        .map(|a| a / 2.0);
+    if let Some(op) = op_s {
+        params.insert("remote_op_us".to_string(), op * 1e6);
+    }
+    if let Some(p) = points
+        .iter()
+        .filter(|p| p.op == "chunk_get" && p.concurrency == 1 && p.via_rtt_ms.is_none())
+        .max_by_key(|p| p.bytes)
+    {
+        let net = p.mean_ms / 1e3 - 2.0 * op_s.unwrap_or(0.0);
+        if net > 0.0 {
+            params.insert("remote_gbps".to_string(), p.bytes as f64 / net / 1e9);
         }
     }
     let direct: Vec<&Point> = points.iter().filter(|p| p.via_rtt_ms.is_none()).collect();

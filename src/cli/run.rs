@@ -37,10 +37,44 @@ pub fn run(trace_path: &Path, args: &SimArgs, out: &Option<PathBuf>) -> Result<(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
     );
+    let prov = o.provenance();
+    config["provenance"] = prov.clone();
     let summary = kvreplay::report::write_run(&dir, &o.trace, &o.result, &config)?;
     print!("{}", kvreplay::report::print_summary(&summary));
+    print_provenance(&prov);
     println!("wrote {}", dir.display());
     Ok(())
+}
+
+/// Says which inputs were measured and which are spec defaults.
+pub fn print_provenance(p: &serde_json::Value) {
+    println!(
+        "inputs       step time: {}",
+        p["step_time"].as_str().unwrap_or("?")
+    );
+    let measured: Vec<&String> = p["transfer_measured"]
+        .as_object()
+        .map(|m| m.keys().collect())
+        .unwrap_or_default();
+    let spec: Vec<&str> = p["transfer_spec"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    if measured.is_empty() {
+        println!(
+            "             transfer costs: all spec defaults (calibrate and pass --profile to measure them)"
+        );
+    } else {
+        println!(
+            "             transfer costs measured: {}; spec defaults: {}",
+            measured
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            spec.join(", ")
+        );
+    }
 }
 
 fn secs(x: Option<f64>) -> String {
@@ -133,7 +167,9 @@ pub fn compare(
         );
         let sub = dir.join(v.label.replace([':', '/'], "_"));
         std::fs::create_dir_all(&sub).with_context(|| format!("creating {}", sub.display()))?;
-        kvreplay::report::write_run(&sub, &o.trace, &o.result, &cfg.to_json())?;
+        let mut config = cfg.to_json();
+        config["provenance"] = o.provenance();
+        kvreplay::report::write_run(&sub, &o.trace, &o.result, &config)?;
         json_rows
             .push(serde_json::json!({"variant": v.label, "config": cfg.to_json(), "summary": s}));
     }
