@@ -24,3 +24,4 @@ pub(crate) mod testkit;
 pub mod tiers;
 pub mod trace;
 pub mod util;
+pub mod validate;

@@ -47,6 +47,20 @@ enum Command {
     },
     /// List the configuration keys accepted by --set, --config and studies.
     Keys,
+    /// Predict every run of validation studies and compare with what was measured.
+    Validate {
+        /// Study files (the format of shared/validation).
+        studies: Vec<PathBuf>,
+        /// Write the comparison as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write one row per study, run and metric as Parquet.
+        #[arg(long)]
+        parquet: Option<PathBuf>,
+        /// Do not fit the open GPU parameters on fit runs.
+        #[arg(long)]
+        no_fit: bool,
+    },
     /// Measure transfer paths and write them into a transfer profile (`run --profile`).
     #[command(subcommand)]
     Calibrate(cli::calibrate::CalibrateCommand),
@@ -198,6 +212,12 @@ fn run(cli: Cli) -> Result<()> {
             ..
         } => run_bench(mooncake, generated, repeats),
         Command::Calibrate(c) => cli::calibrate::calibrate(c),
+        Command::Validate {
+            studies,
+            json,
+            parquet,
+            no_fit,
+        } => cli::validate::validate(&studies, json, parquet, no_fit),
         Command::Netdelay {
             listen,
             upstream,

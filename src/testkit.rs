@@ -66,6 +66,7 @@ pub fn setup(flags: EngineFlags, offload: OffloadConfig) -> SimSetup {
         layers: card.layers,
         sample_interval_ns: 10 * MS,
         reference_mode: false,
+        request_overhead_ns: 0,
     }
 }
 

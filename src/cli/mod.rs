@@ -3,3 +3,4 @@
 pub mod calibrate;
 pub mod run;
 pub mod sim_args;
+pub mod validate;

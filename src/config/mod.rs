@@ -111,6 +111,34 @@ pub const KEYS: &[(&str, &str)] = &[
         "qps_scale",
         "multiply open-loop arrival rates (divide arrival times) by this",
     ),
+    (
+        "kv_offloading_backend",
+        "vLLM native offload: `native` sets tier native",
+    ),
+    (
+        "request_overhead_ms",
+        "server time per request before scheduling: HTTP, tokenization (0)",
+    ),
+    (
+        "gpu_compute_efficiency",
+        "override the GPU profile's fraction of peak FLOP/s",
+    ),
+    (
+        "gpu_memory_efficiency",
+        "override the GPU profile's fraction of HBM bandwidth",
+    ),
+    (
+        "gpu_step_overhead_us",
+        "override the GPU profile's fixed time per step",
+    ),
+    (
+        "gpu_per_seq_overhead_us",
+        "override the GPU profile's time per sequence per step",
+    ),
+    (
+        "step_c0_s | step_c_prefill_s | step_c_decode_s | step_c_attn_s | step_c_ctx_s",
+        "fitted step time (s): c0 + c_prefill x prefill tokens + c_decode x decoding sequences + c_attn x prefill attention pairs + c_ctx x decode context tokens; any of them replaces the roofline",
+    ),
 ];
 
 /// The LMCache settings an `lmcache_config.yaml` key or an `LMCACHE_*` variable may set (as
@@ -152,6 +180,10 @@ pub struct RunConfig {
     pub fitted: Option<Fitted>,
     /// Arrival-rate multiplier for open-loop traces.
     pub qps_scale: f64,
+    /// GPU profile fields overridden by key (`gpu_compute_efficiency`, ...).
+    pub gpu_overrides: Map<String, Value>,
+    /// Server time per request before it reaches the scheduler, ms.
+    pub request_overhead_ms: f64,
 }
 
 impl Default for RunConfig {
@@ -167,6 +199,8 @@ impl Default for RunConfig {
             transfer_profile: None,
             fitted: None,
             qps_scale: 1.0,
+            gpu_overrides: Map::new(),
+            request_overhead_ms: 0.0,
         }
     }
 }
@@ -339,6 +373,36 @@ impl RunConfig {
             }
             "transfer_profile" => self.transfer_profile = Some(as_str(key, v)?.to_string()),
             "qps_scale" => self.qps_scale = as_pos_f64(key, v)?,
+            "request_overhead_ms" => self.request_overhead_ms = as_nonneg_f64(key, v)?,
+            "gpu_compute_efficiency" | "gpu_memory_efficiency" => {
+                let x = as_pos_f64(key, v)?;
+                if x > 1.0 {
+                    return Err(bad(key, v, "a fraction in (0, 1]"));
+                }
+                self.gpu_overrides.insert(key.into(), Value::from(x));
+            }
+            "gpu_step_overhead_us" | "gpu_per_seq_overhead_us" => {
+                self.gpu_overrides
+                    .insert(key.into(), Value::from(as_nonneg_f64(key, v)?));
+            }
+            "step_c0_s" | "step_c_prefill_s" | "step_c_decode_s" | "step_c_attn_s"
+            | "step_c_ctx_s" => {
+                let x = as_nonneg_f64(key, v)?;
+                let f = self.fitted.get_or_insert(Fitted {
+                    c0: 0.0,
+                    c_prefill: 0.0,
+                    c_decode: 0.0,
+                    c_attn: 0.0,
+                    c_ctx: 0.0,
+                });
+                match key {
+                    "step_c0_s" => f.c0 = x,
+                    "step_c_prefill_s" => f.c_prefill = x,
+                    "step_c_decode_s" => f.c_decode = x,
+                    "step_c_attn_s" => f.c_attn = x,
+                    _ => f.c_ctx = x,
+                }
+            }
             _ => {
                 let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
                 return Err(Error::Config(format!(
@@ -348,6 +412,13 @@ impl RunConfig {
             }
         }
         Ok(())
+    }
+
+    /// Whether `key` is a configuration key (as opposed to, say, a workload parameter).
+    pub fn is_key(key: &str) -> bool {
+        KEYS.iter()
+            .flat_map(|(k, _)| k.split(" | "))
+            .any(|k| k == key)
     }
 
     /// Applies every key of a JSON object in order.
@@ -513,7 +584,27 @@ impl RunConfig {
     /// Resolves the model, GPU, engine, cost and offload into a simulation setup.
     pub fn setup(&self) -> Result<(SimSetup, ModelCard, GpuProfile)> {
         let card = crate::model::lookup(&self.model)?;
-        let gpu = GpuProfile::lookup(&self.gpu)?;
+        let mut gpu = GpuProfile::lookup(&self.gpu)?;
+        for (k, v) in &self.gpu_overrides {
+            let x = v.as_f64().unwrap_or_default();
+            match k.as_str() {
+                "gpu_compute_efficiency" => gpu.compute_efficiency = x,
+                "gpu_memory_efficiency" => gpu.memory_efficiency = x,
+                "gpu_step_overhead_us" => gpu.step_overhead_us = x,
+                _ => gpu.per_seq_overhead_us = x,
+            }
+        }
+        if !self.gpu_overrides.is_empty() {
+            gpu.provenance = format!(
+                "{}; overridden: {}",
+                gpu.provenance,
+                self.gpu_overrides
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         let engine = EngineConfig::resolve(&card, &gpu, &self.engine)?;
         let mut step_model = StepModel::roofline(&card, &gpu, engine.tp);
         step_model.fitted = self.fitted;
@@ -529,6 +620,7 @@ impl RunConfig {
             layers: card.layers,
             sample_interval_ns: 1_000_000_000,
             reference_mode: false,
+            request_overhead_ns: (self.request_overhead_ms * 1e6).round() as u64,
         };
         Ok((setup, card, gpu))
     }
@@ -546,6 +638,8 @@ impl RunConfig {
             "transfer_profile": self.transfer_profile,
             "fitted": self.fitted,
             "qps_scale": self.qps_scale,
+            "gpu_overrides": self.gpu_overrides,
+            "request_overhead_ms": self.request_overhead_ms,
         })
     }
 }
@@ -597,6 +691,27 @@ mod tests {
             panic!()
         };
         assert_eq!((l.chunk_size, l.cpu_bytes), (1024, Some(20u64 << 30)));
+    }
+
+    #[test]
+    fn every_listed_key_is_accepted_and_gpu_overrides_apply() {
+        for (k, _) in KEYS {
+            for key in k.split(" | ") {
+                assert!(RunConfig::is_key(key), "{key}");
+            }
+        }
+        assert!(!RunConfig::is_key("random_input_len"));
+        let mut c = RunConfig::default();
+        c.set("gpu_compute_efficiency", &json!(0.3)).unwrap();
+        c.set("step_c0_s", &json!(0.02)).unwrap();
+        let (setup, _, gpu) = c.setup().unwrap();
+        assert_eq!(gpu.compute_efficiency, 0.3);
+        assert!(
+            gpu.provenance
+                .contains("overridden: gpu_compute_efficiency=0.3")
+        );
+        assert_eq!(setup.step_model.fitted.unwrap().c0, 0.02);
+        assert!(c.set("gpu_memory_efficiency", &json!(1.5)).is_err());
     }
 
     #[test]

@@ -147,6 +147,28 @@ impl GpuProfile {
         )))
     }
 
+    /// The shipped profile whose name or an alias appears in free text (a study's "gpu" field
+    /// such as "unknown; ... e.g. H100 80GB"), longest match first.
+    pub fn find_in_text(text: &str) -> Option<GpuProfile> {
+        let t = key(text);
+        let mut best: Option<(usize, GpuProfile)> = None;
+        for s in SHIPPED {
+            let Ok((p, aliases)) = GpuProfile::from_json_str(s, "shipped") else {
+                continue;
+            };
+            for a in aliases.iter().chain(std::iter::once(&p.name)) {
+                let k = key(a);
+                if !k.is_empty()
+                    && t.contains(&k)
+                    && best.as_ref().is_none_or(|(l, _)| k.len() > *l)
+                {
+                    best = Some((k.len(), p.clone()));
+                }
+            }
+        }
+        best.map(|(_, p)| p)
+    }
+
     /// Device memory in bytes.
     pub fn memory_bytes(&self) -> f64 {
         self.memory_gib * (1u64 << 30) as f64
@@ -176,6 +198,17 @@ mod tests {
         }
         let e = GpuProfile::lookup("B200").unwrap_err().to_string();
         assert!(e.contains("unknown GPU \"B200\""), "{e}");
+    }
+
+    #[test]
+    fn finds_a_gpu_named_in_free_text() {
+        let f = |t: &str| GpuProfile::find_in_text(t).map(|p| p.name);
+        assert_eq!(
+            f("unknown; the output implies at least 70 GiB, e.g. H100 80GB").as_deref(),
+            Some("H100 80GB SXM")
+        );
+        assert_eq!(f("RTX 4090 24GB").as_deref(), Some("RTX 4090 24GB"));
+        assert_eq!(f("unknown (one NVIDIA GPU)"), None);
     }
 
     #[test]

@@ -181,12 +181,17 @@ impl<'t> Engine<'t> {
         self.pool.evictions
     }
 
-    /// A request reaches the engine at `now`. Returns false (and records why) when it can never
-    /// run: longer than `max_model_len`, or needing more KV blocks than the GPU has.
-    pub fn submit(&mut self, idx: u32, now: u64) -> bool {
+    /// The client sends a request at `now` (its TTFT and E2E count from here).
+    pub fn mark_sent(&mut self, idx: u32, now: u64) {
+        self.reqs[idx as usize].arrival_ns = now;
+    }
+
+    /// A request reaches the engine's scheduler (after the server's own per-request work).
+    /// Returns false (and records why) when it can never run: longer than `max_model_len`, or
+    /// needing more KV blocks than the GPU has.
+    pub fn submit(&mut self, idx: u32) -> bool {
         let bs = self.cfg.block_size as u64;
         let r = &mut self.reqs[idx as usize];
-        r.arrival_ns = now;
         let total = r.prompt_len as u64 + r.output_len as u64;
         if total > self.cfg.max_model_len as u64 {
             r.phase = Phase::Rejected;

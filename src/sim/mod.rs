@@ -4,7 +4,7 @@
 //! # Ordering
 //! Time is integer nanoseconds. Events at the same time are handled in phase order, then in the
 //! order they were scheduled: step completions (requests finish, blocks are freed), client
-//! wake-ups, request sends. Only after every event at a time has been handled does an idle engine
+//! wake-ups, request sends, requests reaching the scheduler. Only after every event at a time has been handled does an idle engine
 //! start its next step, so a request sent at time t is seen by a step starting at t.
 
 pub mod clients;
@@ -37,6 +37,8 @@ pub struct SimSetup {
     pub sample_interval_ns: u64,
     /// Run without the engine's exactness-preserving shortcuts (for equivalence tests).
     pub reference_mode: bool,
+    /// The server's own time per request before the scheduler sees it (HTTP, tokenization).
+    pub request_overhead_ns: u64,
 }
 
 /// A GPU KV usage sample.
@@ -80,6 +82,7 @@ enum Event {
     StepEnd,
     ClientReady { pool: u32, client: u32 },
     Send { req: u32 },
+    Submit { req: u32 },
     Wake,
 }
 
@@ -88,7 +91,8 @@ fn phase(e: &Event) -> u8 {
         Event::StepEnd => 0,
         Event::ClientReady { .. } => 1,
         Event::Send { .. } => 2,
-        Event::Wake => 3,
+        Event::Submit { .. } => 3,
+        Event::Wake => 4,
     }
 }
 
@@ -200,7 +204,17 @@ pub fn simulate(trace: &Trace, setup: &SimSetup) -> SimResult {
                 Event::Wake => {}
                 Event::Send { req } => {
                     start_ns.get_or_insert(t);
-                    if !engine.submit(req, t) {
+                    engine.mark_sent(req, t);
+                    if setup.request_overhead_ns == 0 {
+                        if !engine.submit(req) {
+                            complete(req, t, &mut pools, &mut sender, &mut q);
+                        }
+                    } else {
+                        q.push(t + setup.request_overhead_ns, Event::Submit { req });
+                    }
+                }
+                Event::Submit { req } => {
+                    if !engine.submit(req) {
                         complete(req, t, &mut pools, &mut sender, &mut q);
                     }
                 }

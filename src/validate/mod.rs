@@ -1,0 +1,575 @@
+//! `kvreplay validate`: predict every run of a study and compare with what was measured.
+//!
+//! For each run: the study's setup with the run's `set` applied (configuration keys go to the
+//! run configuration, `case` selects a workload variant, other keys override workload
+//! parameters), the workload generated as the study's tool would, simulated, and each measured
+//! metric computed with its definition ([`crate::metrics::summary`]'s named metrics). The
+//! parameters a study leaves open (the GPU's compute and memory efficiency and its per-step
+//! overhead, which spec sheets do not give) may be fitted on the study's `fit` runs only; `check`
+//! runs are never used for fitting, and their errors are the ones reported per study.
+
+pub mod optimize;
+pub mod output;
+pub mod study;
+
+pub use output::{render, write_parquet};
+
+use crate::config::RunConfig;
+use crate::cost::GpuProfile;
+use crate::error::{Error, Result};
+use crate::metrics::record::records;
+use crate::metrics::summary::RunSummary;
+use crate::sim::simulate;
+use crate::trace::Trace;
+use crate::trace::generate::from_study;
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use study::{Role, Study, StudyRun, set_dotted};
+
+/// How to validate.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Fit the open parameters on `fit` runs.
+    pub fit: bool,
+    /// Most simulations-sets the fit may evaluate.
+    pub max_evals: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            fit: true,
+            max_evals: 120,
+        }
+    }
+}
+
+/// One metric of one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricRow {
+    /// Metric name as the study writes it.
+    pub metric: String,
+    /// kvreplay's prediction (`None`: the name is not computable).
+    pub predicted: Option<f64>,
+    /// The study's measurement.
+    pub measured: f64,
+    /// (predicted - measured) / measured.
+    pub error: Option<f64>,
+}
+
+/// One run's comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunResult {
+    /// Position in the study (0-based).
+    pub index: usize,
+    /// Fit or check.
+    pub role: Role,
+    /// The run's `set`.
+    pub set: Map<String, Value>,
+    /// Its metrics.
+    pub metrics: Vec<MetricRow>,
+}
+
+/// What the fit did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FitReport {
+    /// Parameter -> fitted value.
+    pub params: BTreeMap<String, f64>,
+    /// Indices of the runs used.
+    pub runs: Vec<usize>,
+    /// Mean squared log error over the fit runs' metrics, before and after.
+    pub objective_before: f64,
+    /// After fitting.
+    pub objective_after: f64,
+    /// Evaluations (sets of simulations).
+    pub evaluations: usize,
+}
+
+/// One study's comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StudyResult {
+    /// Study name.
+    pub study: String,
+    /// Its file.
+    pub file: String,
+    /// The GPU profile used and why.
+    pub gpu: String,
+    /// Assumptions and remarks.
+    pub notes: Vec<String>,
+    /// The fit, when one was made.
+    pub fitted: Option<FitReport>,
+    /// Every run.
+    pub runs: Vec<RunResult>,
+    /// Median |relative error| over all check-run metrics.
+    pub check_median_rel_error: Option<f64>,
+    /// Largest |relative error| over all check-run metrics.
+    pub check_max_rel_error: Option<f64>,
+}
+
+/// A run made ready to simulate.
+struct Prepared {
+    cfg: RunConfig,
+    trace: Trace,
+    /// With `warmup_repeat`, the first request index of the measured copy.
+    measured_from: usize,
+    /// With `warmup_repeat`, how far the measured copy's rounds were shifted.
+    round_shift: u32,
+}
+
+/// The GPU profile a study's `gpu` text names, or H100 80GB when it names none.
+fn resolve_gpu(text: &str) -> (String, String) {
+    if let Ok(p) = GpuProfile::lookup(text) {
+        return (p.name.clone(), format!("{} (as stated)", p.name));
+    }
+    match GpuProfile::find_in_text(text) {
+        Some(p) => (p.name.clone(), format!("{} (named in {text:?})", p.name)),
+        None => (
+            "H100".into(),
+            format!("H100 80GB SXM assumed: the study says {text:?}"),
+        ),
+    }
+}
+
+fn prepare(
+    study: &Study,
+    run: &StudyRun,
+    gpu: &str,
+    overrides: &Map<String, Value>,
+) -> Result<Prepared> {
+    let mut cfg = RunConfig::default();
+    let ctx = |e: Error| Error::Config(format!("{}: runs[{}]: {e}", study.file, run.index));
+    cfg.set("model", &json!(study.model)).map_err(ctx)?;
+    cfg.set("gpu", &json!(gpu)).map_err(ctx)?;
+    cfg.set("tp", &json!(study.tp)).map_err(ctx)?;
+    for (k, v) in &study.lmcache {
+        // LMCache keys in a study are those of an lmcache_config.yaml.
+        match k.as_str() {
+            "remote_url"
+            | "chunk_size"
+            | "local_cpu"
+            | "max_local_cpu_size"
+            | "max_local_cpu_size_gb"
+            | "local_disk"
+            | "max_local_disk_size"
+            | "max_local_disk_size_gb"
+            | "remote_serde"
+            | "save_unfull_chunk"
+            | "enable_async_loading"
+            | "use_layerwise"
+            | "save_decode_cache" => {
+                cfg.set(k, v).map_err(ctx)?;
+            }
+            _ => {}
+        }
+    }
+    let mut workload = study.workload.clone();
+    let mut warmup_repeat = false;
+    if let Some(Value::String(c)) = run.set.get("case") {
+        for (path, v) in &study.cases[c].overrides {
+            set_dotted(&mut workload, path, v.clone());
+        }
+    }
+    for (k, v) in &run.set {
+        match k.as_str() {
+            "case" => {}
+            "warmup_repeat" => warmup_repeat = v.as_bool().unwrap_or(false),
+            _ if RunConfig::is_key(k) => cfg.set(k, v).map_err(ctx)?,
+            _ => set_dotted(&mut workload, k, v.clone()),
+        }
+    }
+    // With LMCache configured but no tier named, the study's setup describes the tier.
+    for (k, v) in overrides {
+        cfg.set(k, v).map_err(ctx)?;
+    }
+    let seed = workload.get("seed").and_then(Value::as_u64).unwrap_or(0);
+    let trace = from_study(&study.kind, &workload, seed, &study.file)?;
+    if !warmup_repeat {
+        return Ok(Prepared {
+            cfg,
+            trace,
+            measured_from: 0,
+            round_shift: 0,
+        });
+    }
+    // The identical workload ran once, unmeasured, right before: simulate it alone to know when
+    // it ends, then append a second copy after it (open loop: shifted by that end; closed loop:
+    // in later rounds of the same pools, so the pools' barrier orders them).
+    let (setup, _, _) = cfg.setup()?;
+    let first_end = simulate(&trace, &setup).end_ns;
+    let n = trace.requests.len();
+    let max_id = trace.requests.iter().map(|r| r.id).max().unwrap_or(0);
+    let max_round = trace.requests.iter().map(|r| r.round).max().unwrap_or(0);
+    let max_session = trace
+        .requests
+        .iter()
+        .filter_map(|r| r.session)
+        .max()
+        .unwrap_or(0);
+    let mut combined = trace.clone();
+    for r in &trace.requests {
+        let mut c = r.clone();
+        c.id = max_id + 1 + r.id;
+        if c.pool.is_some() {
+            c.round = r.round + max_round + 1;
+        } else {
+            c.arrival_ns = first_end + r.arrival_ns;
+        }
+        c.session = r.session.map(|s| s + max_session + 1);
+        combined.requests.push(c);
+    }
+    Ok(Prepared {
+        cfg,
+        trace: combined,
+        measured_from: n,
+        round_shift: max_round + 1,
+    })
+}
+
+/// Simulates a prepared run and computes `names`.
+fn predict(p: &Prepared, names: &[String]) -> Result<BTreeMap<String, Option<f64>>> {
+    let (setup, _, _) = p.cfg.setup()?;
+    let mut result = simulate(&p.trace, &setup);
+    let mut recs = records(&p.trace, &result);
+    if p.measured_from > 0 {
+        recs.drain(..p.measured_from);
+        result.reqs.drain(..p.measured_from);
+        for (r, q) in recs.iter_mut().zip(&p.trace.requests[p.measured_from..]) {
+            if q.pool.is_some() {
+                r.round -= p.round_shift;
+            }
+        }
+        let first = recs
+            .iter()
+            .filter_map(|r| r.arrival_s)
+            .fold(f64::INFINITY, f64::min);
+        result.start_ns = (first * 1e9).round() as u64;
+    }
+    let summary = RunSummary::new(&recs, &result);
+    Ok(names
+        .iter()
+        .map(|n| (n.clone(), summary.metric(&recs, n)))
+        .collect())
+}
+
+fn rel(pred: Option<f64>, meas: f64) -> Option<f64> {
+    pred.filter(|p| p.is_finite()).map(|p| (p - meas) / meas)
+}
+
+/// The fit's objective: mean squared log error over the fit runs' computable metrics.
+fn objective(preds: &[BTreeMap<String, Option<f64>>], runs: &[&StudyRun]) -> f64 {
+    let mut s = 0.0;
+    let mut n = 0usize;
+    for (p, r) in preds.iter().zip(runs) {
+        for (name, meas) in &r.measured {
+            if let Some(Some(v)) = p.get(name)
+                && *v > 0.0
+                && *meas > 0.0
+            {
+                s += (v / meas).ln().powi(2);
+                n += 1;
+            }
+        }
+    }
+    if n == 0 { f64::INFINITY } else { s / n as f64 }
+}
+
+/// The continuous parameters the fit may move, in log space: the GPU's compute efficiency,
+/// memory efficiency and per-step overhead (us), and the server's per-request overhead (ms).
+const FIT_KEYS: [&str; 4] = [
+    "gpu_compute_efficiency",
+    "gpu_memory_efficiency",
+    "gpu_step_overhead_us",
+    "request_overhead_ms",
+];
+
+fn fit_overrides(z: &[f64], base: &Map<String, Value>) -> Map<String, Value> {
+    let mut m = base.clone();
+    m.insert(FIT_KEYS[0].into(), json!(z[0].exp().clamp(0.01, 1.0)));
+    m.insert(FIT_KEYS[1].into(), json!(z[1].exp().clamp(0.01, 1.0)));
+    m.insert(FIT_KEYS[2].into(), json!(z[2].exp().clamp(1.0, 1e6)));
+    // A server spends milliseconds per request, not seconds: bound it so that the fit cannot
+    // explain queueing away as overhead.
+    m.insert(FIT_KEYS[3].into(), json!(z[3].exp().clamp(0.001, 50.0)));
+    m
+}
+
+/// Fits the continuous parameters on `fit_runs` with `base` keys fixed.
+fn fit(
+    study: &Study,
+    gpu: &str,
+    fit_runs: &[&StudyRun],
+    base: &Map<String, Value>,
+    opts: &Options,
+) -> Result<(Map<String, Value>, FitReport)> {
+    let names_of = |r: &StudyRun| r.measured.keys().cloned().collect::<Vec<_>>();
+    let profile = GpuProfile::lookup(gpu)?;
+    let z0 = [
+        profile.compute_efficiency.ln(),
+        profile.memory_efficiency.ln(),
+        profile.step_overhead_us.max(1.0).ln(),
+        1.0f64.ln(),
+    ];
+    let eval = |z: &[f64]| -> f64 {
+        let ov = fit_overrides(z, base);
+        let preds: Result<Vec<_>> = fit_runs
+            .par_iter()
+            .map(|r| prepare(study, r, gpu, &ov).and_then(|p| predict(&p, &names_of(r))))
+            .collect();
+        preds
+            .map(|p| objective(&p, fit_runs))
+            .unwrap_or(f64::INFINITY)
+    };
+    let before = eval(&z0);
+    if !before.is_finite() {
+        // Surface the real error (a broken input) rather than fitting nothing.
+        for r in fit_runs {
+            predict(&prepare(study, r, gpu, base)?, &names_of(r))?;
+        }
+    }
+    let (z, after, evals) =
+        optimize::nelder_mead(eval, &z0, &[0.7, 0.7, 1.0, 1.5], opts.max_evals, 1e-4);
+    let ov = fit_overrides(&z, base);
+    let report = FitReport {
+        params: ov
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_f64()
+                        .unwrap_or_else(|| f64::from(u8::from(v == &json!(true)))),
+                )
+            })
+            .collect(),
+        runs: fit_runs.iter().map(|r| r.index).collect(),
+        objective_before: before,
+        objective_after: after,
+        evaluations: evals,
+    };
+    Ok((ov, report))
+}
+
+/// Validates one study.
+pub fn validate_study(study: &Study, opts: &Options) -> Result<StudyResult> {
+    let (gpu, gpu_note) = resolve_gpu(&study.gpu);
+    let mut notes = Vec::new();
+    for (name, c) in &study.cases {
+        if let Some(n) = &c.note
+            && study
+                .runs
+                .iter()
+                .any(|r| r.set.get("case") == Some(&json!(name)))
+        {
+            notes.push(format!("case {name:?}: {n}"));
+        }
+    }
+    let names_of = |r: &StudyRun| r.measured.keys().cloned().collect::<Vec<_>>();
+    let fit_runs: Vec<&StudyRun> = study.runs.iter().filter(|r| r.role == Role::Fit).collect();
+    let mut overrides = Map::new();
+    let mut fitted = None;
+    if opts.fit && !fit_runs.is_empty() {
+        // Discrete choices the study leaves open are fitted too: LMCache's save_unfull_chunk
+        // (its default changed across versions) when the study configures LMCache without it.
+        let mut choices = vec![Map::new()];
+        if !study.lmcache.is_empty() && !study.lmcache.contains_key("save_unfull_chunk") {
+            choices = [false, true]
+                .iter()
+                .map(|b| {
+                    let mut m = Map::new();
+                    m.insert("save_unfull_chunk".into(), json!(b));
+                    m
+                })
+                .collect();
+        }
+        let mut best: Option<(Map<String, Value>, FitReport)> = None;
+        for base in &choices {
+            let (ov, rep) = fit(study, &gpu, &fit_runs, base, opts)?;
+            if best
+                .as_ref()
+                .is_none_or(|(_, b)| rep.objective_after < b.objective_after)
+            {
+                best = Some((ov, rep));
+            }
+        }
+        if let Some((ov, rep)) = best {
+            if choices.len() > 1 {
+                notes.push(format!(
+                    "save_unfull_chunk is not stated: fitted on the fit runs as {}",
+                    ov.get("save_unfull_chunk")
+                        .map(|v| v.to_string())
+                        .unwrap_or_default()
+                ));
+            }
+            overrides = ov;
+            fitted = Some(rep);
+        }
+    }
+    let runs: Vec<RunResult> = study
+        .runs
+        .par_iter()
+        .map(|r| -> Result<RunResult> {
+            let p = prepare(study, r, &gpu, &overrides)?;
+            let preds = predict(&p, &names_of(r))?;
+            Ok(RunResult {
+                index: r.index,
+                role: r.role,
+                set: r.set.clone(),
+                metrics: r
+                    .measured
+                    .iter()
+                    .map(|(name, meas)| {
+                        let pred = preds.get(name).copied().flatten();
+                        MetricRow {
+                            metric: name.clone(),
+                            predicted: pred,
+                            measured: *meas,
+                            error: rel(pred, *meas),
+                        }
+                    })
+                    .collect(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    for r in &runs {
+        for m in r.metrics.iter().filter(|m| m.predicted.is_none()) {
+            notes.push(format!(
+                "runs[{}]: metric {:?} is not computable by name",
+                r.index, m.metric
+            ));
+        }
+    }
+    let mut errs: Vec<f64> = runs
+        .iter()
+        .filter(|r| r.role == Role::Check)
+        .flat_map(|r| r.metrics.iter().filter_map(|m| m.error.map(f64::abs)))
+        .collect();
+    errs.sort_by(f64::total_cmp);
+    Ok(StudyResult {
+        study: study.name.clone(),
+        file: study.file.clone(),
+        gpu: gpu_note,
+        notes,
+        fitted,
+        runs,
+        check_median_rel_error: crate::util::stats::quantile_sorted(&errs, 0.5),
+        check_max_rel_error: errs.last().copied(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(name: &str) -> std::path::PathBuf {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/validation")
+            .join(name)
+    }
+
+    #[test]
+    fn predicts_every_metric_of_every_shipped_study() {
+        for f in [
+            "cache-miss-random.json",
+            "lmcache-network-rtt.json",
+            "long-doc-qa.json",
+            "multi-turn-prefill.json",
+        ] {
+            let s = Study::read(&shared(f)).unwrap();
+            let r = validate_study(
+                &s,
+                &Options {
+                    fit: false,
+                    max_evals: 0,
+                },
+            )
+            .unwrap();
+            assert_eq!(r.runs.len(), s.runs.len());
+            for run in &r.runs {
+                for m in &run.metrics {
+                    assert!(
+                        m.predicted.is_some_and(|p| p > 0.0),
+                        "{f} runs[{}] {}: {:?}",
+                        run.index,
+                        m.metric,
+                        m.predicted
+                    );
+                }
+            }
+            assert!(r.check_median_rel_error.is_some() && r.fitted.is_none());
+        }
+    }
+
+    #[test]
+    fn fitting_uses_fit_runs_only_and_does_not_hurt_them() {
+        let s = Study::read(&shared("lmcache-network-rtt.json")).unwrap();
+        let r = validate_study(
+            &s,
+            &Options {
+                fit: true,
+                max_evals: 40,
+            },
+        )
+        .unwrap();
+        let f = r.fitted.as_ref().unwrap();
+        assert_eq!(f.runs, vec![0, 3]);
+        assert!(f.objective_after <= f.objective_before);
+        assert!(r.gpu.contains("assumed"));
+        // A check run's measurements never enter the fit: changing them changes no fitted value.
+        let mut s2 = s.clone();
+        for run in s2.runs.iter_mut().filter(|r| r.role == Role::Check) {
+            for v in run.measured.values_mut() {
+                *v *= 3.0;
+            }
+        }
+        let r2 = validate_study(
+            &s2,
+            &Options {
+                fit: true,
+                max_evals: 40,
+            },
+        )
+        .unwrap();
+        assert_eq!(r2.fitted.as_ref().unwrap().params, f.params);
+    }
+
+    #[test]
+    fn warmup_repeat_measures_the_second_copy_only() {
+        let text = std::fs::read_to_string(shared("long-doc-qa.json")).unwrap();
+        let mut v: Value = serde_json::from_str(&text).unwrap();
+        v["runs"][1]["set"]["warmup_repeat"] = json!(true);
+        let s = Study::parse(&v.to_string(), "ldq.json").unwrap();
+        let cold = validate_study(
+            &Study::read(&shared("long-doc-qa.json")).unwrap(),
+            &Options {
+                fit: false,
+                max_evals: 0,
+            },
+        )
+        .unwrap();
+        let warm = validate_study(
+            &s,
+            &Options {
+                fit: false,
+                max_evals: 0,
+            },
+        )
+        .unwrap();
+        let ttft = |r: &StudyResult| {
+            r.runs[1]
+                .metrics
+                .iter()
+                .find(|m| m.metric == "warmup_ttft_mean_s")
+                .unwrap()
+                .predicted
+                .unwrap()
+        };
+        // After an identical unmeasured pass with a 66 GiB CPU tier, even the "warmup" round hits.
+        assert!(
+            ttft(&warm) < ttft(&cold) / 2.0,
+            "{} vs {}",
+            ttft(&warm),
+            ttft(&cold)
+        );
+    }
+}
