@@ -15,4 +15,19 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/d
     }
 fi
 
+# The GPU kernels' compile check needs libnvrtc (no GPU): install NVIDIA's NVRTC wheel into
+# target/nvrtc once. Offline or without pip the check prints that it is skipped.
+NVRTC_LIB="$PWD/target/nvrtc/nvidia/cuda_nvrtc/lib"
+if ! ls "$NVRTC_LIB"/libnvrtc.so* >/dev/null 2>&1; then
+    if command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1; then
+        echo "installing NVRTC into target/nvrtc (for the GPU kernel compile check)"
+        python3 -m pip install --quiet --disable-pip-version-check --timeout 20 --retries 1 \
+            --target target/nvrtc nvidia-cuda-nvrtc-cu12 >/dev/null 2>&1 ||
+            echo "could not install nvidia-cuda-nvrtc-cu12 (offline?): the kernel compile check will be skipped"
+    else
+        echo "python3/pip not found: the GPU kernel compile check will be skipped"
+    fi
+fi
+export LD_LIBRARY_PATH="$NVRTC_LIB:${LD_LIBRARY_PATH:-}"
+
 cargo test --all-targets --locked

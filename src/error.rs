@@ -68,12 +68,13 @@ pub enum Error {
     #[error("{0}")]
     Input(#[from] InputError),
     /// A file could not be opened, read or written.
-    #[error("{path}: {source}")]
+    // The OS error is part of the message, not a separate cause, so that it prints once.
+    #[error("{path}: {err}")]
     Io {
         /// The path involved.
         path: String,
         /// The OS error.
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// A configuration or flag value that cannot be used.
     #[error("invalid configuration: {0}")]
@@ -85,10 +86,10 @@ pub enum Error {
 
 impl Error {
     /// Wraps an I/O error with the path it concerns.
-    pub fn io(path: impl Into<String>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<String>, err: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            err,
         }
     }
 }

@@ -13,12 +13,18 @@ pub mod config;
 pub mod cost;
 pub mod engine;
 pub mod error;
+pub mod gpu;
+pub mod interval;
+pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod netdelay;
 pub mod pipeline;
+pub mod plan;
+pub mod plot;
 pub mod report;
 pub mod sim;
+pub mod sweep;
 #[cfg(test)]
 pub(crate) mod testkit;
 pub mod tiers;

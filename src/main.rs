@@ -26,10 +26,20 @@ enum Command {
         trace: PathBuf,
         #[command(flatten)]
         sim: SimArgs,
+        /// Also give 95 % intervals from the measured spread of the transfer profile's inputs.
+        #[arg(long)]
+        interval: bool,
+        /// Simulations for --interval.
+        #[arg(long, default_value_t = 32)]
+        samples: u32,
         /// Output folder (default output/<trace name>).
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Replay a trace against a live server (`live`), compare with a prediction
+    /// (`live-compare`), fit the server's step time (`live-fit`).
+    #[command(flatten)]
+    Live(cli::live::LiveCommand),
     /// The same trace under several offload configurations side by side. With no --trace: the
     /// embedded default workload (long_doc_qa on Llama-3.1-8B / H100).
     Compare {
@@ -47,6 +57,47 @@ enum Command {
     },
     /// List the configuration keys accepted by --set, --config and studies.
     Keys,
+    /// Capacity planning: max rate under SLOs, smallest tier for a target, chunk size for an RTT.
+    #[command(subcommand)]
+    Plan(cli::plan::PlanCommand),
+    /// Run a trace under a grid of configurations in parallel; one Parquet row per point.
+    Sweep {
+        /// A kvreplay trace (.parquet or .jsonl).
+        #[arg(long)]
+        trace: PathBuf,
+        /// A JSON or YAML file of grid axes: {KEY: [V1, V2], ...}.
+        #[arg(long = "grid")]
+        grid_file: Option<PathBuf>,
+        /// Run only points K, K+N, ... (0 <= K < N), e.g. from a Slurm or Kubernetes array index.
+        #[arg(long)]
+        shard: Option<String>,
+        /// Metric to sort the printed summary by.
+        #[arg(long, default_value = "ttft_p99_s")]
+        sort_by: String,
+        /// Engine and cache settings shared by every point; here `--set KEY=V1,V2,...` adds a grid
+        /// axis (keys as in `kvreplay keys`).
+        #[command(flatten)]
+        base: SimArgs,
+        /// Output folder (default output/sweep-<trace name>).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// One self-contained HTML page (tables and plots) for a run, compare or sweep folder, or a
+    /// `validate --json` file.
+    Report {
+        /// The folder (or validation JSON file) to report on.
+        input: PathBuf,
+        /// Output HTML file (default: DIR/report.html, or the JSON file's name with .html).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// For sweeps over qps_scale or request_rate: an SLO such as `ttft_p99_s<=2`, to mark
+        /// the points that meet it and the largest sustainable rate.
+        #[arg(long)]
+        slo: Option<String>,
+        /// Also write every plot into this folder as PNG and SVG.
+        #[arg(long)]
+        plots: Option<PathBuf>,
+    },
     /// Predict every run of validation studies and compare with what was measured.
     Validate {
         /// Study files (the format of shared/validation).
@@ -57,6 +108,9 @@ enum Command {
         /// Write one row per study, run and metric as Parquet.
         #[arg(long)]
         parquet: Option<PathBuf>,
+        /// Plot predicted vs measured to FILE.png and FILE.svg.
+        #[arg(long)]
+        plot: Option<PathBuf>,
         /// Do not fit the open GPU parameters on fit runs.
         #[arg(long)]
         no_fit: bool,
@@ -183,7 +237,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Trace(t) => run_trace(t),
-        Command::Run { trace, sim, output } => cli::run::run(&trace, &sim, &output),
+        Command::Run {
+            trace,
+            sim,
+            interval,
+            samples,
+            output,
+        } => cli::run::run(&trace, &sim, &output, interval.then_some(samples)),
+        Command::Live(c) => cli::live::run(c),
         Command::Compare {
             trace,
             variants,
@@ -212,12 +273,40 @@ fn run(cli: Cli) -> Result<()> {
             ..
         } => run_bench(mooncake, generated, repeats),
         Command::Calibrate(c) => cli::calibrate::calibrate(c),
+        Command::Plan(p) => cli::plan::plan(p),
+        Command::Sweep {
+            trace,
+            grid_file,
+            shard,
+            sort_by,
+            mut base,
+            output,
+        } => {
+            let out = output.unwrap_or_else(|| cli::sweep::default_out(&trace));
+            let grid = std::mem::take(&mut base.set);
+            cli::sweep::sweep(
+                &trace,
+                &grid,
+                grid_file.as_deref(),
+                &base,
+                shard.as_deref(),
+                &sort_by,
+                &out,
+            )
+        }
+        Command::Report {
+            input,
+            output,
+            slo,
+            plots,
+        } => cli::report::report(&input, output, slo.as_deref(), plots),
         Command::Validate {
             studies,
             json,
             parquet,
+            plot,
             no_fit,
-        } => cli::validate::validate(&studies, json, parquet, no_fit),
+        } => cli::validate::validate(&studies, json, parquet, plot, no_fit),
         Command::Netdelay {
             listen,
             upstream,

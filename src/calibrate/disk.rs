@@ -793,6 +793,7 @@ fn run(o: &DiskOptions, w: &WriteFn) -> Result<Section> {
         points: Value::Array(points),
         fit,
         params,
+        spread: Default::default(),
     })
 }
 
@@ -1165,7 +1166,7 @@ mod tests {
             s.contains("MiB written; need about") && s.contains("files were removed"),
             "{s}"
         );
-        let Error::Io { source, .. } = e else {
+        let Error::Io { err: source, .. } = e else {
             panic!("{e:?}")
         };
         assert_eq!(source.kind(), io::ErrorKind::StorageFull);

@@ -213,6 +213,7 @@ fn run(sizes: &[usize], threads: &[usize], target: Duration, quick: bool) -> Res
         points: Value::Array(points),
         fit,
         params: BTreeMap::from([("host_memcpy_gbps".to_string(), round3(host))]),
+        spread: Default::default(),
     })
 }
 

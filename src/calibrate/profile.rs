@@ -78,6 +78,10 @@ pub struct Section {
     pub fit: Value,
     /// Transfer-profile parameters this calibration determines.
     pub params: BTreeMap<String, f64>,
+    /// Relative standard deviation of each parameter (measurement spread and fit error), for
+    /// prediction intervals.
+    #[serde(default)]
+    pub spread: BTreeMap<String, f64>,
 }
 
 /// A whole profile file.
@@ -93,6 +97,9 @@ pub struct ProfileFile {
     pub params: BTreeMap<String, f64>,
     /// For each parameter, the section and time it came from.
     pub param_sources: BTreeMap<String, String>,
+    /// Relative standard deviation per parameter, where the calibration could tell.
+    #[serde(default)]
+    pub param_spread: BTreeMap<String, f64>,
 }
 
 /// Now as `YYYY-MM-DDTHH:MM:SSZ`.
@@ -129,6 +136,7 @@ impl ProfileFile {
             sections: BTreeMap::new(),
             params: BTreeMap::new(),
             param_sources: BTreeMap::new(),
+            param_spread: BTreeMap::new(),
         }
     }
 
@@ -171,6 +179,10 @@ impl ProfileFile {
             self.params.insert(k.clone(), *v);
             self.param_sources
                 .insert(k.clone(), format!("{name} calibration, {}", s.when));
+            match s.spread.get(k) {
+                Some(sp) => self.param_spread.insert(k.clone(), *sp),
+                None => self.param_spread.remove(k),
+            };
         }
         self.sections.insert(name.to_string(), s);
         self.machine = Machine::this();
@@ -215,6 +227,7 @@ mod tests {
             points: serde_json::json!([1, 2]),
             fit: Value::Null,
             params: BTreeMap::from([("remote_gbps".to_string(), v)]),
+            spread: BTreeMap::from([("remote_gbps".to_string(), 0.05)]),
         };
         p.set_section("redis", sec(0.4));
         p.write(&path).unwrap();
@@ -222,6 +235,7 @@ mod tests {
         assert_eq!(q, p);
         q.set_section("redis", sec(0.5));
         assert_eq!(q.params["remote_gbps"], 0.5);
+        assert_eq!(q.param_spread["remote_gbps"], 0.05);
         assert!(q.param_sources["remote_gbps"].starts_with("redis calibration, 20"));
         assert!(!dir.join("sub/p.json.tmp").exists());
         std::fs::write(&path, "{\"kvreplay_profile\": 7}").unwrap();

@@ -496,6 +496,7 @@ pub fn calibrate_redis(o: &RedisOptions) -> Result<Section> {
     let get = fit_op(&points, "chunk_get");
     let put = fit_op(&points, "chunk_put");
     let mut params = BTreeMap::new();
+    let mut spread = BTreeMap::new();
     // Per-operation overhead from the fit's intercept (a chunk get is two operations); the
     // bandwidth at the size that matters, a real chunk: the largest size measured directly at
     // concurrency 1, net of that overhead. Loopback throughput is not linear in size (large
@@ -508,6 +509,10 @@ pub fn calibrate_redis(o: &RedisOptions) -> Result<Section> {
         .map(|a| a / 2.0);
     if let Some(op) = op_s {
         params.insert("remote_op_us".to_string(), op * 1e6);
+        // The intercept's standard error, relative.
+        if let Some(ci) = get.as_ref().and_then(|f| f.ci("a_s")) {
+            spread.insert("remote_op_us".to_string(), (ci / 1.96) / (2.0 * op));
+        }
     }
     if let Some(p) = points
         .iter()
@@ -517,6 +522,11 @@ pub fn calibrate_redis(o: &RedisOptions) -> Result<Section> {
         let net = p.mean_ms / 1e3 - 2.0 * op_s.unwrap_or(0.0);
         if net > 0.0 {
             params.insert("remote_gbps".to_string(), p.bytes as f64 / net / 1e9);
+            // The spread of chunk-sized transfers: a normal's p90 - p50 is 1.28 sigma.
+            spread.insert(
+                "remote_gbps".to_string(),
+                ((p.p90_ms - p.p50_ms) / 1.2816 / p.mean_ms).max(0.0),
+            );
         }
     }
     let direct: Vec<&Point> = points.iter().filter(|p| p.via_rtt_ms.is_none()).collect();
@@ -550,6 +560,7 @@ pub fn calibrate_redis(o: &RedisOptions) -> Result<Section> {
             "proxy_overhead": proxy_overhead,
         }),
         params,
+        spread,
     })
 }
 

@@ -44,6 +44,21 @@ pub enum CalibrateCommand {
         #[arg(short, long, default_value = "output/profile.json")]
         output: PathBuf,
     },
+    /// GPU KV copies: our gather/scatter kernels (GPU and pinned host) against memcpy baselines.
+    Gpu {
+        /// Model whose KV shapes are copied (shipped card id or config.json path).
+        #[arg(long, default_value = "meta-llama/Llama-3.1-8B")]
+        model: String,
+        /// Tokens per chunk, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "64,256,1024")]
+        chunk_sizes: Vec<u32>,
+        /// Fewer runs per point, FlashAttention layout only.
+        #[arg(long)]
+        quick: bool,
+        /// Profile to write or update.
+        #[arg(short, long, default_value = "output/profile.json")]
+        output: PathBuf,
+    },
     /// Host memory: memcpy bandwidth by size and threads.
     Host {
         /// A reduced set of points.
@@ -162,6 +177,27 @@ pub fn calibrate(cmd: CalibrateCommand) -> Result<()> {
             };
             let s = kvreplay::calibrate::disk::calibrate_disk(&o)?;
             save(&output, "disk", s)
+        }
+        CalibrateCommand::Gpu {
+            model,
+            chunk_sizes,
+            quick,
+            output,
+        } => {
+            if let Some(why) = kvreplay::gpu::calibrate::unavailable_reason() {
+                anyhow::bail!(why);
+            }
+            let o = kvreplay::gpu::calibrate::GpuCalibOptions {
+                model,
+                chunk_sizes,
+                quick,
+                ..Default::default()
+            };
+            let s = kvreplay::gpu::calibrate::calibrate_gpu(&o)?;
+            for line in kvreplay::gpu::calibrate::summary_lines(&s) {
+                println!("{line}");
+            }
+            save(&output, "gpu", s)
         }
         CalibrateCommand::Host { quick, output } => {
             let s = kvreplay::calibrate::host::calibrate_host(quick)?;

@@ -22,7 +22,12 @@ fn stem(p: &Path) -> String {
 }
 
 /// `kvreplay run`.
-pub fn run(trace_path: &Path, args: &SimArgs, out: &Option<PathBuf>) -> Result<()> {
+pub fn run(
+    trace_path: &Path,
+    args: &SimArgs,
+    out: &Option<PathBuf>,
+    interval_samples: Option<u32>,
+) -> Result<()> {
     let t = trace::read(trace_path)?;
     let (cfg, notes) = args.run_config()?;
     for n in notes {
@@ -42,6 +47,24 @@ pub fn run(trace_path: &Path, args: &SimArgs, out: &Option<PathBuf>) -> Result<(
     let summary = kvreplay::report::write_run(&dir, &o.trace, &o.result, &config)?;
     print!("{}", kvreplay::report::print_summary(&summary));
     print_provenance(&prov);
+    if let Some(n) = interval_samples {
+        let r = kvreplay::interval::intervals(&t, &cfg, n, 0)?;
+        println!("intervals    {}", r.method);
+        for m in [
+            "ttft_mean_s",
+            "ttft_p99_s",
+            "tpot_mean_s",
+            "e2e_p99_s",
+            "output_tps",
+        ] {
+            if let Some(i) = r.metrics.get(m) {
+                println!("  {m:<14} {:>12.4}  [{:.4}, {:.4}]", i.value, i.lo, i.hi);
+            }
+        }
+        let f = dir.join("intervals.json");
+        std::fs::write(&f, serde_json::to_string_pretty(&r)? + "\n")
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
     println!("wrote {}", dir.display());
     Ok(())
 }

@@ -9,6 +9,7 @@ pub fn validate(
     studies: &[PathBuf],
     json: Option<PathBuf>,
     parquet: Option<PathBuf>,
+    plot: Option<PathBuf>,
     no_fit: bool,
 ) -> Result<()> {
     anyhow::ensure!(!studies.is_empty(), "give at least one study file");
@@ -28,6 +29,12 @@ pub fn validate(
         std::fs::write(&j, serde_json::to_string_pretty(&v)? + "\n")
             .with_context(|| format!("writing {}", j.display()))?;
         println!("wrote {}", j.display());
+    }
+    if let Some(base) = plot {
+        let fig =
+            kvreplay::plot::predicted_vs_measured(&kvreplay::plot::validation_points(&results))?;
+        let (png, svg) = fig.write(&base)?;
+        println!("wrote {} and {}", png.display(), svg.display());
     }
     if let Some(pq) = parquet {
         validate::write_parquet(&results, &pq)?;

@@ -41,6 +41,8 @@ pub struct TransferProfile {
     pub block_copy_us: f64,
     /// Where each parameter came from: "spec" (a default) or a measurement record.
     pub provenance: BTreeMap<String, String>,
+    /// Relative standard deviation of measured parameters (for prediction intervals).
+    pub spread: BTreeMap<String, f64>,
 }
 
 /// Parameter names, in the order they are printed.
@@ -82,6 +84,7 @@ impl TransferProfile {
                 .iter()
                 .map(|p| (p.to_string(), format!("spec ({})", gpu.name)))
                 .collect(),
+            spread: BTreeMap::new(),
         }
     }
 
@@ -118,10 +121,23 @@ impl TransferProfile {
             p.provenance
                 .insert(k.clone(), format!("measured ({source})"));
         }
+        if top.get("param_spread").is_some() {
+            let sp = top.object("param_spread", "param_spread.")?;
+            for k in sp.map.keys() {
+                let v = sp.f64(k)?;
+                if v < 0.0 || p.slot(k).is_none() {
+                    return Err(sp
+                        .err(k, "expected a known parameter with a spread >= 0")
+                        .into());
+                }
+                p.spread.insert(k.clone(), v);
+            }
+        }
         Ok(p)
     }
 
-    fn slot(&mut self, name: &str) -> Option<&mut f64> {
+    /// The parameter named `name`, mutable (for profile overrides and interval sampling).
+    pub fn slot(&mut self, name: &str) -> Option<&mut f64> {
         Some(match name {
             "h2d_gbps" => &mut self.h2d_gbps,
             "d2h_gbps" => &mut self.d2h_gbps,

@@ -1,0 +1,173 @@
+//! `kvreplay plan ...`.
+
+use super::sim_args::SimArgs;
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use kvreplay::plan::{self, Plan, Target};
+use std::path::PathBuf;
+
+/// A capacity question.
+#[derive(Subcommand, Debug)]
+pub enum PlanCommand {
+    /// Highest request rate (the trace's arrivals compressed) at which every SLO holds.
+    Rate {
+        /// A kvreplay trace with open-loop arrivals.
+        #[arg(long)]
+        trace: PathBuf,
+        /// An SLO, repeatable: ttft_p99=2s, tpot_p99=50ms, e2e_p90=10s ...
+        #[arg(long = "slo", required = true)]
+        slos: Vec<String>,
+        #[command(flatten)]
+        sim: SimArgs,
+        /// Write the answer and its evidence as JSON.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Smallest CPU (or, with --disk, disk) tier that reaches every target.
+    TierSize {
+        /// A kvreplay trace.
+        #[arg(long)]
+        trace: PathBuf,
+        /// A target, repeatable: hit_rate_total=0.8, ttft_p99=1s ...
+        #[arg(long = "target", required = true)]
+        targets: Vec<String>,
+        /// Size the disk tier (behind the configured CPU tier) instead of the CPU tier.
+        #[arg(long)]
+        disk: bool,
+        /// Answer to within this many GiB.
+        #[arg(long, default_value_t = 1.0)]
+        resolution_gib: f64,
+        #[command(flatten)]
+        sim: SimArgs,
+        /// Write the answer and its evidence as JSON.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Chunk size that minimises a metric with the remote store at a given RTT.
+    Chunk {
+        /// A kvreplay trace.
+        #[arg(long = "trace")]
+        trace: PathBuf,
+        /// Round-trip time to the remote store, ms.
+        #[arg(long = "at-rtt-ms")]
+        at_rtt_ms: f64,
+        /// Chunk sizes to compare.
+        #[arg(long, value_delimiter = ',', default_value = "64,128,256,512,1024")]
+        candidates: Vec<u32>,
+        /// Metric to minimise.
+        #[arg(long, default_value = "ttft_mean_s")]
+        metric: String,
+        #[command(flatten)]
+        sim: SimArgs,
+        /// Write the answer and its evidence as JSON.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn show(p: &Plan, output: Option<PathBuf>) -> Result<()> {
+    println!("question: {}", p.question);
+    let mut names: Vec<&String> = p.evidence.iter().flat_map(|e| e.metrics.keys()).collect();
+    names.sort();
+    names.dedup();
+    let shown = [
+        "ttft_p99_s",
+        "tpot_p99_s",
+        "ttft_mean_s",
+        "e2e_p90_s",
+        "hit_rate_total",
+        "output_tps",
+    ];
+    let cols: Vec<&str> = shown
+        .iter()
+        .copied()
+        .filter(|c| names.iter().any(|n| n == c))
+        .collect();
+    print!("{:>12} {:>5}", "probe", "ok");
+    for c in &cols {
+        print!(" {c:>14}");
+    }
+    println!();
+    for e in &p.evidence {
+        print!("{:>12.4} {:>5}", e.x, if e.ok { "yes" } else { "no" });
+        for c in &cols {
+            print!(
+                " {:>14}",
+                e.metrics
+                    .get(*c)
+                    .map(|v| format!("{v:.4}"))
+                    .unwrap_or_else(|| "-".into())
+            );
+        }
+        println!();
+    }
+    println!("answer: {}", p.answer_text);
+    if let Some(o) = output {
+        std::fs::write(&o, serde_json::to_string_pretty(p)? + "\n")
+            .with_context(|| format!("writing {}", o.display()))?;
+        println!("wrote {}", o.display());
+    }
+    Ok(())
+}
+
+fn targets(list: &[String]) -> Result<Vec<Target>> {
+    list.iter()
+        .map(|s| Target::parse(s).map_err(Into::into))
+        .collect()
+}
+
+/// Answers a capacity question.
+pub fn plan(cmd: PlanCommand) -> Result<()> {
+    match cmd {
+        PlanCommand::Rate {
+            trace,
+            slos,
+            sim,
+            output,
+        } => {
+            let t = kvreplay::trace::read(&trace)?;
+            let (cfg, _) = sim.run_config()?;
+            show(&plan::max_rate(&t, &cfg, &targets(&slos)?)?, output)
+        }
+        PlanCommand::TierSize {
+            trace,
+            targets: ts,
+            disk,
+            resolution_gib,
+            sim,
+            output,
+        } => {
+            anyhow::ensure!(resolution_gib > 0.0, "--resolution-gib must be positive");
+            let t = kvreplay::trace::read(&trace)?;
+            let (mut cfg, _) = sim.run_config()?;
+            let key = if disk {
+                cfg.set("tier", &serde_json::json!("disk"))?;
+                "max_local_disk_size_gb"
+            } else {
+                if cfg.effective_tier() == kvreplay::config::Tier::None {
+                    cfg.set("tier", &serde_json::json!("cpu"))?;
+                }
+                "max_local_cpu_size_gb"
+            };
+            show(
+                &plan::smallest_tier(&t, &cfg, key, &targets(&ts)?, resolution_gib)?,
+                output,
+            )
+        }
+        PlanCommand::Chunk {
+            trace,
+            at_rtt_ms,
+            candidates,
+            metric,
+            sim,
+            output,
+        } => {
+            let t = kvreplay::trace::read(&trace)?;
+            let (cfg, _) = sim.run_config()?;
+            show(
+                &plan::best_chunk(&t, &cfg, at_rtt_ms, &candidates, &metric)?,
+                output,
+            )
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! `kvreplay plan`: answers to capacity questions, each with the points it searched.
+//!
+//! - [`max_rate`]: the highest request rate (the trace's arrivals compressed by a factor) at which
+//!   every SLO holds: bracket by doubling or halving, then bisect in log space.
+//! - [`smallest_tier`]: the smallest CPU (or disk) tier that reaches a target (a hit rate, a
+//!   latency): bracket by doubling, then bisect to `resolution_gib`. LRU is a stack algorithm, so
+//!   hits grow monotonically with size.
+//! - [`best_chunk`]: the chunk size that minimises a metric for a remote store at a given RTT.
+//!
+//! Every search is deterministic: the same trace, configuration and targets give the same points.
+
+use crate::config::RunConfig;
+use crate::error::{Error, Result};
+use crate::pipeline::run;
+use crate::sweep::point_metrics;
+use crate::trace::Trace;
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+/// A condition on a named metric.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Target {
+    /// Named metric (`ttft_p99_s`, `hit_rate_total`, ...).
+    pub metric: String,
+    /// Threshold, in the metric's unit.
+    pub threshold: f64,
+    /// True when the metric must be at least the threshold (rates, hit rates); false when at
+    /// most (latencies).
+    pub at_least: bool,
+}
+
+impl Target {
+    /// Parses `ttft_p99=2s`, `tpot_p99=50ms`, `hit_rate_total=0.8`, `output_tps=1000`.
+    pub fn parse(s: &str) -> Result<Target> {
+        let bad = |why: &str| {
+            Error::Config(format!(
+                "{s:?}: {why} (e.g. ttft_p99=2s, tpot_p99=50ms, hit_rate_total=0.8)"
+            ))
+        };
+        let (name, val) = s
+            .split_once('=')
+            .ok_or_else(|| bad("expected METRIC=VALUE"))?;
+        let (name, val) = (name.trim(), val.trim());
+        let (num, scale, is_time) = if let Some(v) = val.strip_suffix("ms") {
+            (v, 1e-3, true)
+        } else if let Some(v) = val.strip_suffix("us") {
+            (v, 1e-6, true)
+        } else if let Some(v) = val.strip_suffix('s') {
+            (v, 1.0, true)
+        } else {
+            (val, 1.0, false)
+        };
+        let x: f64 = num
+            .trim()
+            .parse()
+            .map_err(|_| bad("the value is not a number"))?;
+        if !x.is_finite() || x < 0.0 {
+            return Err(bad("the value must be a non-negative number"));
+        }
+        let metric = if is_time && !name.ends_with("_s") && !name.ends_with("_ms") {
+            format!("{name}_s")
+        } else {
+            name.to_string()
+        };
+        let at_least = metric.starts_with("hit_rate")
+            || metric.ends_with("_tps")
+            || metric.contains("throughput")
+            || metric.ends_with("per_min");
+        Ok(Target {
+            metric,
+            threshold: x * scale,
+            at_least,
+        })
+    }
+
+    /// Whether `metrics` satisfy the target (a missing metric does not).
+    pub fn met(&self, metrics: &BTreeMap<String, f64>) -> bool {
+        match metrics.get(&self.metric) {
+            Some(v) if self.at_least => *v >= self.threshold,
+            Some(v) => *v <= self.threshold,
+            None => false,
+        }
+    }
+}
+
+/// One evaluated point of a search.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Probe {
+    /// The searched quantity (arrival-rate factor, GiB, chunk tokens).
+    pub x: f64,
+    /// What the simulation gave.
+    pub metrics: BTreeMap<String, f64>,
+    /// Whether every target held.
+    pub ok: bool,
+}
+
+/// A search's answer and its evidence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// What was asked.
+    pub question: String,
+    /// The answer (`None`: no searched point satisfied the targets).
+    pub answer: Option<f64>,
+    /// The answer in words.
+    pub answer_text: String,
+    /// Every point evaluated, in search order.
+    pub evidence: Vec<Probe>,
+}
+
+fn evaluate(
+    trace: &Trace,
+    cfg: &RunConfig,
+    targets: &[Target],
+    x: f64,
+    set: &str,
+) -> Result<Probe> {
+    let mut c = cfg.clone();
+    c.set(set, &json!(x))?;
+    let out = run(trace, &c)?;
+    let metrics = point_metrics(&out);
+    let ok = targets.iter().all(|t| t.met(&metrics));
+    Ok(Probe { x, metrics, ok })
+}
+
+/// Finds a point where the targets hold and, next to it, one where they fail, by doubling or
+/// halving from `start` within `limits`. `ok_below`: the targets hold for small `x` (arrival
+/// rate) rather than large `x` (tier size). Returns `(ok, fail)`: `ok` is `None` when no point in
+/// the limits holds, `fail` is `None` when every point towards the limit holds.
+fn bracket(
+    eval: &dyn Fn(f64) -> Result<Probe>,
+    start: f64,
+    ok_below: bool,
+    limits: (f64, f64),
+    evidence: &mut Vec<Probe>,
+) -> Result<(Option<f64>, Option<f64>)> {
+    let within = |x: f64| (limits.0..=limits.1).contains(&x);
+    let (towards_fail, towards_ok) = if ok_below { (2.0, 0.5) } else { (0.5, 2.0) };
+    let mut probe = |x: f64| -> Result<bool> {
+        let p = eval(x)?;
+        let ok = p.ok;
+        evidence.push(p);
+        Ok(ok)
+    };
+    if probe(start)? {
+        let mut ok = start;
+        loop {
+            let x = ok * towards_fail;
+            if !within(x) {
+                return Ok((Some(ok), None));
+            }
+            if !probe(x)? {
+                return Ok((Some(ok), Some(x)));
+            }
+            ok = x;
+        }
+    }
+    let mut fail = start;
+    loop {
+        let x = fail * towards_ok;
+        if !within(x) {
+            return Ok((None, Some(fail)));
+        }
+        if probe(x)? {
+            return Ok((Some(x), Some(fail)));
+        }
+        fail = x;
+    }
+}
+
+/// The open-loop request rate of a trace, requests per second.
+pub fn base_rate(trace: &Trace) -> Option<f64> {
+    let open: Vec<u64> = trace
+        .requests
+        .iter()
+        .filter(|r| r.pool.is_none())
+        .map(|r| r.arrival_ns)
+        .collect();
+    let (a, b) = (open.iter().min()?, open.iter().max()?);
+    (b > a).then(|| open.len() as f64 / ((b - a) as f64 / 1e9))
+}
+
+/// The highest arrival rate at which every SLO holds.
+pub fn max_rate(trace: &Trace, cfg: &RunConfig, slos: &[Target]) -> Result<Plan> {
+    if slos.is_empty() {
+        return Err(Error::Config(
+            "give at least one SLO, e.g. --slo ttft_p99=2s".into(),
+        ));
+    }
+    let rate = base_rate(trace).ok_or_else(|| {
+        Error::Config("the trace has no open-loop arrival rate to scale (closed-loop clients set their own pace)".into())
+    })?;
+    let mut evidence = Vec::new();
+    let eval = |x: f64| evaluate(trace, cfg, slos, x, "qps_scale");
+    let best = match bracket(&eval, 1.0, true, (1.0 / 1024.0, 4096.0), &mut evidence)? {
+        (Some(mut ok), Some(mut fail)) => {
+            // Bisect in log space: rates span decades.
+            for _ in 0..8 {
+                let mid = (ok * fail).sqrt();
+                let p = eval(mid)?;
+                let pass = p.ok;
+                evidence.push(p);
+                if pass { ok = mid } else { fail = mid }
+            }
+            Some(ok)
+        }
+        (ok, _) => ok,
+    };
+    let answer = best.map(|s| s * rate);
+    Ok(Plan {
+        question: format!(
+            "highest request rate meeting {}",
+            slos.iter()
+                .map(|t| format!(
+                    "{} {} {}",
+                    t.metric,
+                    if t.at_least { ">=" } else { "<=" },
+                    t.threshold
+                ))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ),
+        answer,
+        answer_text: match best {
+            Some(s) => format!(
+                "{:.3} req/s ({s:.3} x the trace's {rate:.3} req/s)",
+                s * rate
+            ),
+            None => "the SLOs fail even at 1/1024 of the trace's rate".into(),
+        },
+        evidence,
+    })
+}
+
+/// The smallest tier (`key`: `max_local_cpu_size_gb` or `max_local_disk_size_gb`) reaching
+/// every target, to within `resolution_gib`.
+pub fn smallest_tier(
+    trace: &Trace,
+    cfg: &RunConfig,
+    key: &str,
+    targets: &[Target],
+    resolution_gib: f64,
+) -> Result<Plan> {
+    if targets.is_empty() {
+        return Err(Error::Config(
+            "give at least one target, e.g. --target hit_rate_total=0.8".into(),
+        ));
+    }
+    let mut evidence = Vec::new();
+    let eval = |x: f64| evaluate(trace, cfg, targets, x, key);
+    // Targets hold from some size up: find the smallest, then bisect linearly between the largest
+    // failing size and it, to the resolution.
+    let best = match bracket(&eval, 1.0, false, (1.0 / 16.0, 16_384.0), &mut evidence)? {
+        (Some(mut ok), fail) => {
+            let mut fail = fail.unwrap_or(0.0);
+            while ok - fail > resolution_gib {
+                let mid = ((fail + ok) / 2.0 / resolution_gib).ceil() * resolution_gib;
+                if mid >= ok || mid <= fail {
+                    break;
+                }
+                let p = eval(mid)?;
+                let pass = p.ok;
+                evidence.push(p);
+                if pass { ok = mid } else { fail = mid }
+            }
+            Some(ok)
+        }
+        (None, _) => None,
+    };
+    Ok(Plan {
+        question: format!(
+            "smallest {key} meeting {}",
+            targets
+                .iter()
+                .map(|t| format!(
+                    "{} {} {}",
+                    t.metric,
+                    if t.at_least { ">=" } else { "<=" },
+                    t.threshold
+                ))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ),
+        answer: best,
+        answer_text: match best {
+            Some(g) => format!("{g} GiB"),
+            None => "not reached even with 16 TiB".into(),
+        },
+        evidence,
+    })
+}
+
+/// The chunk size among `candidates` minimising `metric` with a remote store `rtt_ms` away.
+pub fn best_chunk(
+    trace: &Trace,
+    cfg: &RunConfig,
+    rtt_ms: f64,
+    candidates: &[u32],
+    metric: &str,
+) -> Result<Plan> {
+    if candidates.is_empty() {
+        return Err(Error::Config(
+            "give at least one candidate chunk size".into(),
+        ));
+    }
+    let mut c = cfg.clone();
+    if !matches!(c.effective_tier(), crate::config::Tier::Remote) {
+        c.set("tier", &json!("remote"))?;
+    }
+    c.set("rtt_ms", &json!(rtt_ms))?;
+    let evidence: Vec<Probe> = candidates
+        .par_iter()
+        .map(|&k| {
+            let mut p = evaluate(trace, &c, &[], k as f64, "chunk_size")?;
+            p.ok = p.metrics.contains_key(metric);
+            Ok(p)
+        })
+        .collect::<Result<_>>()?;
+    let best = evidence
+        .iter()
+        .filter_map(|p| p.metrics.get(metric).map(|v| (p.x, *v)))
+        .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.total_cmp(&b.0)));
+    Ok(Plan {
+        question: format!("chunk size minimising {metric} with the remote store {rtt_ms} ms away"),
+        answer: best.map(|b| b.0),
+        answer_text: match best {
+            Some((k, v)) => format!("chunk_size {k} ({metric} = {v:.4})"),
+            None => format!("{metric} is undefined for every candidate"),
+        },
+        evidence,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::generate::random;
+
+    fn trace(rate: f64, n: u32, prefix: u32) -> Trace {
+        random::generate(
+            &random::Params {
+                num_prompts: n,
+                random_input_len: 1024,
+                random_output_len: 32,
+                random_prefix_len: prefix,
+                request_rate: random::RequestRate(rate),
+                ..Default::default()
+            },
+            1,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn targets_parse_with_units_and_directions() {
+        let t = Target::parse("ttft_p99=2s").unwrap();
+        assert_eq!(
+            (t.metric.as_str(), t.threshold, t.at_least),
+            ("ttft_p99_s", 2.0, false)
+        );
+        let t = Target::parse("tpot_p99=50ms").unwrap();
+        assert_eq!((t.metric.as_str(), t.threshold), ("tpot_p99_s", 0.05));
+        let t = Target::parse("hit_rate_total=0.8").unwrap();
+        assert!(t.at_least && t.threshold == 0.8);
+        assert!(Target::parse("ttft_p99").is_err() && Target::parse("ttft=fast").is_err());
+    }
+
+    #[test]
+    fn max_rate_lies_between_a_passing_and_a_failing_probe() {
+        let t = trace(4.0, 120, 0);
+        let cfg = RunConfig::default();
+        let slo = [Target::parse("ttft_p99=200ms").unwrap()];
+        let p = max_rate(&t, &cfg, &slo).unwrap();
+        let ans = p.answer.unwrap() / base_rate(&t).unwrap();
+        assert!(p.evidence.iter().any(|e| e.ok && (e.x - ans).abs() < 1e-12));
+        // Monotone evidence: every probe above the answer failed, every probe at or below passed.
+        for e in &p.evidence {
+            assert_eq!(e.ok, e.x <= ans + 1e-12, "{:?}", (e.x, e.ok, ans));
+        }
+        // Deterministic.
+        assert_eq!(max_rate(&t, &cfg, &slo).unwrap(), p);
+    }
+
+    #[test]
+    fn smallest_cpu_tier_meets_its_hit_target_and_half_of_it_does_not() {
+        // A shared 1024-token prefix on every prompt: a small CPU tier already serves it.
+        let t = trace(2.0, 60, 1024);
+        let mut cfg = RunConfig::default();
+        cfg.set("tier", &json!("cpu")).unwrap();
+        cfg.set("enable_prefix_caching", &json!(false)).unwrap();
+        let target = [Target::parse("hit_rate_cpu=0.3").unwrap()];
+        let p = smallest_tier(&t, &cfg, "max_local_cpu_size_gb", &target, 0.25).unwrap();
+        let g = p.answer.unwrap();
+        assert!(p.evidence.iter().any(|e| e.x == g && e.ok));
+        assert!(p.evidence.iter().filter(|e| e.x < g).all(|e| !e.ok));
+    }
+}
