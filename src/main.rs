@@ -156,6 +156,10 @@ enum Command {
         /// Also simulate a generated trace of this many requests.
         #[arg(long)]
         generated: Option<u32>,
+        /// Also time a sweep of this many configurations of the --mooncake trace (CPU tier size x
+        /// chunk size), on all cores.
+        #[arg(long)]
+        sweep: Option<usize>,
         /// Repeats per figure (the best is reported).
         #[arg(long, default_value_t = 3)]
         repeats: u32,
@@ -269,9 +273,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             mooncake,
             generated,
+            sweep,
             repeats,
             ..
-        } => run_bench(mooncake, generated, repeats),
+        } => run_bench(mooncake, generated, sweep, repeats),
         Command::Calibrate(c) => cli::calibrate::calibrate(c),
         Command::Plan(p) => cli::plan::plan(p),
         Command::Sweep {
@@ -421,7 +426,12 @@ fn run_trace(cmd: TraceCommand) -> Result<()> {
     }
 }
 
-fn run_bench(mooncake: Option<PathBuf>, generated: Option<u32>, repeats: u32) -> Result<()> {
+fn run_bench(
+    mooncake: Option<PathBuf>,
+    generated: Option<u32>,
+    sweep: Option<usize>,
+    repeats: u32,
+) -> Result<()> {
     use kvreplay::bench::measure;
     use kvreplay::config::RunConfig;
     let mut cfg = RunConfig::default();
@@ -455,6 +465,30 @@ fn run_bench(mooncake: Option<PathBuf>, generated: Option<u32>, repeats: u32) ->
             &cfg,
             repeats,
         )?);
+        if let Some(n) = sweep {
+            let chunks = [64, 128, 256, 512, 1024];
+            let sizes = n.div_ceil(chunks.len()).max(1);
+            let mut grid = kvreplay::sweep::Grid::default();
+            grid.add(
+                "max_local_cpu_size_gb",
+                (1..=sizes).map(|i| serde_json::json!(i * 8)).collect(),
+            )?;
+            grid.add(
+                "chunk_size",
+                chunks.iter().map(|c| serde_json::json!(c)).collect(),
+            )?;
+            let t0 = std::time::Instant::now();
+            let all = kvreplay::sweep::Shard::ALL;
+            let pts = kvreplay::sweep::run_grid(&t, &cfg, &grid, all, &|_, _| {})?;
+            let s = t0.elapsed().as_secs_f64();
+            println!(
+                "sweep of {} configurations of the mooncake trace on {} threads: {:.2} s ({:.3} s each)",
+                pts.len(),
+                rayon::current_num_threads(),
+                s,
+                s / pts.len() as f64
+            );
+        }
     }
     if let Some(n) = generated {
         let p = kvreplay::trace::generate::random::Params {
