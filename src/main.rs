@@ -111,6 +111,12 @@ enum Command {
         /// Plot predicted vs measured to FILE.png and FILE.svg.
         #[arg(long)]
         plot: Option<PathBuf>,
+        /// Compare a `kvreplay live` result folder (with --against) instead of studies.
+        #[arg(long, requires = "against")]
+        live: Option<PathBuf>,
+        /// The `kvreplay run` folder predicting the same trace.
+        #[arg(long, requires = "live")]
+        against: Option<PathBuf>,
         /// Do not fit the open GPU parameters on fit runs.
         #[arg(long)]
         no_fit: bool,
@@ -306,11 +312,26 @@ fn run(cli: Cli) -> Result<()> {
             plots,
         } => cli::report::report(&input, output, slo.as_deref(), plots),
         Command::Validate {
+            live: Some(live),
+            against: Some(against),
+            json,
+            ..
+        } => {
+            let c = kvreplay::live::compare_live(&live, &against)?;
+            print!("{}", cli::live::compare_table(&c));
+            if let Some(p) = json {
+                std::fs::write(&p, serde_json::to_string_pretty(&c)? + "\n")
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+            Ok(())
+        }
+        Command::Validate {
             studies,
             json,
             parquet,
             plot,
             no_fit,
+            ..
         } => cli::validate::validate(&studies, json, parquet, plot, no_fit),
         Command::Netdelay {
             listen,

@@ -7,7 +7,7 @@
 //! proportional to blocks plus runs, not to tokens.
 
 use super::Run;
-use std::collections::HashMap;
+use crate::util::idhash::MixMap;
 
 /// True when no run is empty and no two adjacent runs continue the same content.
 pub fn is_canonical(runs: &[Run]) -> bool {
@@ -111,7 +111,7 @@ pub fn block_hashes(runs: &[Run], block: u32, partial: bool, out: &mut Vec<u64>)
 /// token reach the same edge, and an edge is split where they part.
 #[derive(Debug, Default)]
 pub struct PrefixTrie {
-    edges: HashMap<(u32, u64, u32), (u32, u32)>,
+    edges: MixMap<(u32, u64, u32), (u32, u32)>,
     nodes: u32,
 }
 
