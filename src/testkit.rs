@@ -112,3 +112,15 @@ pub fn mixed() -> (Trace, SimResult) {
     let r = run(&t, f);
     (t, r)
 }
+
+/// A file of the shared materials beside the checkout: `shared("validation/long-doc-qa.json")`.
+pub fn shared(rel: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(rel)
+}
+
+/// A study of `../shared/validation`.
+pub fn shared_study(name: &str) -> std::path::PathBuf {
+    shared(&format!("validation/{name}"))
+}

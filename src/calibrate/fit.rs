@@ -64,36 +64,42 @@ fn inverse(a: &[Vec<f64>]) -> Option<Vec<Vec<f64>>> {
     )
 }
 
+/// Fits `y ~ x` with row weights `w` (each row's residual counts `w` times); residual
+/// statistics are reported on the original, unweighted scale.
+pub fn weighted_ls(names: &[&str], x: &[Vec<f64>], y: &[f64], w: &[f64]) -> Option<LinearFit> {
+    if w.len() != y.len() {
+        return None;
+    }
+    let xw: Vec<Vec<f64>> = x
+        .iter()
+        .zip(w)
+        .map(|(r, w)| r.iter().map(|v| v * w).collect())
+        .collect();
+    let yw: Vec<f64> = y.iter().zip(w).map(|(y, w)| y * w).collect();
+    let mut f = ols(names, &xw, &yw)?;
+    let pred = |r: &Vec<f64>| r.iter().zip(&f.coef).map(|(a, b)| a * b).sum::<f64>();
+    let resid: Vec<f64> = x.iter().zip(y).map(|(r, yv)| yv - pred(r)).collect();
+    let sse: f64 = resid.iter().map(|e| e * e).sum();
+    f.rmse = (sse / y.len() as f64).sqrt();
+    f.max_rel_error = resid
+        .iter()
+        .zip(y)
+        .map(|(e, yv)| if *yv != 0.0 { (e / yv).abs() } else { 0.0 })
+        .fold(0.0, f64::max);
+    let mean = y.iter().sum::<f64>() / y.len() as f64;
+    let sst: f64 = y.iter().map(|v| (v - mean).powi(2)).sum();
+    f.r2 = if sst > 0.0 { 1.0 - sse / sst } else { 1.0 };
+    Some(f)
+}
+
 /// Fits `y ~ x` minimising relative rather than absolute residuals (each row weighted by
 /// `1 / y`), so that a 4 KiB point counts as much as a 32 MiB one.
 pub fn relative_ls(names: &[&str], x: &[Vec<f64>], y: &[f64]) -> Option<LinearFit> {
     if y.iter().any(|v| *v <= 0.0) {
         return None;
     }
-    let xw: Vec<Vec<f64>> = x
-        .iter()
-        .zip(y)
-        .map(|(r, yv)| r.iter().map(|v| v / yv).collect())
-        .collect();
-    let ones = vec![1.0; y.len()];
-    let mut f = ols(names, &xw, &ones)?;
-    // Report residuals on the original scale.
-    let pred = |r: &Vec<f64>| r.iter().zip(&f.coef).map(|(a, b)| a * b).sum::<f64>();
-    let resid: Vec<f64> = x.iter().zip(y).map(|(r, yv)| yv - pred(r)).collect();
-    f.rmse = (resid.iter().map(|e| e * e).sum::<f64>() / y.len() as f64).sqrt();
-    f.max_rel_error = resid
-        .iter()
-        .zip(y)
-        .map(|(e, yv)| (e / yv).abs())
-        .fold(0.0, f64::max);
-    let mean = y.iter().sum::<f64>() / y.len() as f64;
-    let sst: f64 = y.iter().map(|v| (v - mean).powi(2)).sum();
-    f.r2 = if sst > 0.0 {
-        1.0 - resid.iter().map(|e| e * e).sum::<f64>() / sst
-    } else {
-        1.0
-    };
-    Some(f)
+    let w: Vec<f64> = y.iter().map(|v| 1.0 / v).collect();
+    weighted_ls(names, x, y, &w)
 }
 
 /// Fits `y ~ x` (rows of features); `None` when there are no more rows than features or the

@@ -30,7 +30,7 @@
 //! (detokenising, streaming) end up in the step coefficients, which is what a prediction of
 //! client-side times needs.
 
-use crate::calibrate::fit::{LinearFit, ols};
+use crate::calibrate::fit::{LinearFit, weighted_ls};
 use crate::cost::Fitted;
 use crate::metrics::record::RequestRecord;
 use serde::Serialize;
@@ -166,31 +166,6 @@ pub fn rows(records: &[RequestRecord], mbt: u32) -> (Vec<Row>, Vec<Row>) {
         e2e.push((x, s.last - s.send));
     }
     (ttft, e2e)
-}
-
-/// Weighted least squares (row `i` scaled by `w[i]`), with the residual figures of the result on
-/// the original scale.
-fn weighted_ls(names: &[&str], x: &[Vec<f64>], y: &[f64], w: &[f64]) -> Option<LinearFit> {
-    let xw: Vec<Vec<f64>> = x
-        .iter()
-        .zip(w)
-        .map(|(r, w)| r.iter().map(|v| v * w).collect())
-        .collect();
-    let yw: Vec<f64> = y.iter().zip(w).map(|(y, w)| y * w).collect();
-    let mut f = ols(names, &xw, &yw)?;
-    let pred = |r: &Vec<f64>| r.iter().zip(&f.coef).map(|(a, b)| a * b).sum::<f64>();
-    let resid: Vec<f64> = x.iter().zip(y).map(|(r, yv)| yv - pred(r)).collect();
-    let sse: f64 = resid.iter().map(|e| e * e).sum();
-    f.rmse = (sse / y.len() as f64).sqrt();
-    f.max_rel_error = resid
-        .iter()
-        .zip(y)
-        .map(|(e, yv)| (e / yv).abs())
-        .fold(0.0, f64::max);
-    let mean = y.iter().sum::<f64>() / y.len() as f64;
-    let sst: f64 = y.iter().map(|v| (v - mean).powi(2)).sum();
-    f.r2 = if sst > 0.0 { 1.0 - sse / sst } else { 1.0 };
-    Some(f)
 }
 
 /// Weighted least squares over the features that vary, with every coefficient kept >= 0 (a

@@ -461,11 +461,7 @@ pub fn validate_study(study: &Study, opts: &Options) -> Result<StudyResult> {
 mod tests {
     use super::*;
 
-    fn shared(name: &str) -> std::path::PathBuf {
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/validation")
-            .join(name)
-    }
+    use crate::testkit::shared_study as shared;
 
     #[test]
     fn predicts_every_metric_of_every_shipped_study() {

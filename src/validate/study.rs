@@ -214,11 +214,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn shared(name: &str) -> std::path::PathBuf {
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/validation")
-            .join(name)
-    }
+    use crate::testkit::shared_study as shared;
 
     #[test]
     fn reads_every_shipped_study() {

@@ -307,9 +307,7 @@ pub(crate) mod testutil {
 
     /// `../shared/traces/NAME`, when the shared materials sit beside the checkout.
     pub fn shared_trace(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/traces")
-            .join(name)
+        crate::testkit::shared(&format!("traces/{name}"))
     }
 
     /// Writes `text` to a fresh temporary file named `name` and returns its path.
