@@ -5,6 +5,7 @@
 pub mod disk;
 pub mod fit;
 pub mod host;
+pub mod mux;
 pub mod profile;
 pub mod redis;
 pub mod resp;
