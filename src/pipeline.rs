@@ -58,9 +58,18 @@ pub fn scale_arrivals(trace: &Trace, factor: f64) -> Cow<'_, Trace> {
 
 /// Simulates `trace` under `cfg`.
 pub fn run(trace: &Trace, cfg: &RunConfig) -> Result<RunOutput> {
+    run_shared(trace, cfg, None)
+}
+
+/// [`run`] reusing the trace's shareable prefixes when the caller has them
+/// (`content::shareable_prefixes`; arrival scaling does not change them).
+pub fn run_shared(trace: &Trace, cfg: &RunConfig, shareable: Option<&[u32]>) -> Result<RunOutput> {
     let (setup, _, gpu) = cfg.setup()?;
     let trace = scale_arrivals(trace, cfg.qps_scale).into_owned();
-    let result = simulate(&trace, &setup);
+    let result = match shareable {
+        Some(s) => crate::sim::simulate_shared(&trace, &setup, s.to_vec()),
+        None => simulate(&trace, &setup),
+    };
     let records = records(&trace, &result);
     let summary = RunSummary::new(&records, &result);
     Ok(RunOutput {

@@ -143,8 +143,17 @@ impl<'t> Engine<'t> {
             layers: layers.max(1),
             stats: EngineStats::default(),
             itl_hist: Default::default(),
-            shareable: crate::trace::content::shareable_prefixes(trace),
+            shareable: Vec::new(),
             reference: false,
+        }
+    }
+
+    /// Sets, per request, how many leading tokens another request shares (see
+    /// `content::shareable_prefixes`; it depends only on the trace, so sweeps compute it once).
+    pub fn set_shareable(&mut self, shareable: Vec<u32>) {
+        assert_eq!(shareable.len(), self.reqs.len(), "one entry per request");
+        if !self.reference {
+            self.shareable = shareable;
         }
     }
 

@@ -116,6 +116,16 @@ impl Queue {
 
 /// Replays `trace` through one engine; deterministic for a given trace and setup.
 pub fn simulate(trace: &Trace, setup: &SimSetup) -> SimResult {
+    simulate_shared(
+        trace,
+        setup,
+        crate::trace::content::shareable_prefixes(trace),
+    )
+}
+
+/// [`simulate`] with the trace's shareable prefixes already computed
+/// (`content::shareable_prefixes`), for callers that simulate one trace many times.
+pub fn simulate_shared(trace: &Trace, setup: &SimSetup, shareable: Vec<u32>) -> SimResult {
     let mut engine = Engine::new(
         setup.engine.clone(),
         trace,
@@ -125,6 +135,7 @@ pub fn simulate(trace: &Trace, setup: &SimSetup) -> SimResult {
         setup.layers,
     );
     engine.set_reference_mode(setup.reference_mode);
+    engine.set_shareable(shareable);
     let (mut pools, where_) = PoolState::build(trace);
     let mut q = Queue {
         heap: BinaryHeap::new(),

@@ -24,7 +24,7 @@ pub struct SweepPoint {
 
 use crate::config::{RunConfig, parse_value};
 use crate::error::{Error, Result};
-use crate::pipeline::{RunOutput, run};
+use crate::pipeline::{RunOutput, run_shared};
 use crate::trace::Trace;
 use rayon::prelude::*;
 use serde_json::Map;
@@ -205,6 +205,8 @@ pub fn run_grid(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Vec<SweepPoint>> {
     let idx: Vec<usize> = (0..grid.len()).filter(|i| shard.owns(*i)).collect();
+    // The same trace at every point: find what it shares once.
+    let shareable = crate::trace::content::shareable_prefixes(trace);
     let done = AtomicUsize::new(0);
     let total = idx.len();
     idx.par_iter()
@@ -215,7 +217,7 @@ pub fn run_grid(
                 cfg.set(k, v)
                     .map_err(|e| Error::Config(format!("point {i}: {e}")))?;
             }
-            let out = run(trace, &cfg)?;
+            let out = run_shared(trace, &cfg, Some(&shareable))?;
             let d = done.fetch_add(1, Ordering::Relaxed) + 1;
             progress(d, total);
             Ok(SweepPoint {
