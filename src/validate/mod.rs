@@ -295,6 +295,10 @@ fn fit_overrides(z: &[f64], base: &Map<String, Value>) -> Map<String, Value> {
     m
 }
 
+/// Weight of the prior (squared log deviation from the profile's values) against the fit runs'
+/// mean squared log error.
+const PRIOR_WEIGHT: f64 = 0.01;
+
 /// Fits the continuous parameters on `fit_runs` with `base` keys fixed.
 fn fit(
     study: &Study,
@@ -317,8 +321,12 @@ fn fit(
             .par_iter()
             .map(|r| prepare(study, r, gpu, &ov).and_then(|p| predict(&p, &names_of(r))))
             .collect();
+        // A weak prior towards the profile's values: a parameter the fit runs do not constrain
+        // (say, memory efficiency when every fit run is prefill-bound) stays near its stated
+        // value instead of drifting to a bound.
+        let prior = z.iter().zip(&z0).map(|(a, b)| (a - b).powi(2)).sum::<f64>() * PRIOR_WEIGHT;
         preds
-            .map(|p| objective(&p, fit_runs))
+            .map(|p| objective(&p, fit_runs) + prior)
             .unwrap_or(f64::INFINITY)
     };
     let before = eval(&z0);
