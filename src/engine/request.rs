@@ -90,6 +90,9 @@ pub struct ReqState {
     pub reject: Option<String>,
     /// Its last prefix-hit scan while waiting, reused while still valid.
     pub hit_scan: Option<HitScan>,
+    /// LMCache's cached lookup result while it waits (LMCache looks a request up once, pins
+    /// the hits, and forgets the result when the request is scheduled).
+    pub lmc_lookup: Option<crate::tiers::lmcache::TierHits>,
 }
 
 impl ReqState {
@@ -122,6 +125,7 @@ impl ReqState {
             pending_load: 0,
             reject: None,
             hit_scan: None,
+            lmc_lookup: None,
         }
     }
 

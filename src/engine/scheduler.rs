@@ -300,6 +300,7 @@ impl<'t> Engine<'t> {
         let r = &mut self.reqs[idx as usize];
         r.num_computed = 0;
         r.chunks_saved = 0;
+        r.lmc_lookup = None;
         r.preemptions += 1;
         r.phase = Phase::Waiting;
         self.stats.preemptions += 1;
@@ -556,9 +557,19 @@ impl<'t> Engine<'t> {
         match &mut self.offload {
             Offload::None => {}
             Offload::LmCache(l) => {
+                // LMCache caches a request's lookup (and pins its hits) until vLLM schedules it:
+                // a waiting request retried step after step pays for one lookup.
+                let hits = match self.reqs[idx as usize].lmc_lookup {
+                    Some(h) => h,
+                    None => {
+                        let (h, ls) =
+                            l.lookup(&self.reqs[idx as usize].chunks, now, &self.transfer);
+                        *lookup_s += ls;
+                        self.reqs[idx as usize].lmc_lookup = Some(h);
+                        h
+                    }
+                };
                 let r = &self.reqs[idx as usize];
-                let (hits, ls) = l.lookup(&r.chunks, now, &self.transfer);
-                *lookup_s += ls;
                 let hit_tokens = LmCache::tokens_of(&r.chunks, hits.total()).min(num_tokens - 1);
                 if l.cfg.enable_async_loading && hits.disk + hits.remote > 0 && hit_tokens > gpu_hit
                 {
@@ -570,6 +581,8 @@ impl<'t> Engine<'t> {
                     let r = &mut self.reqs[idx as usize];
                     r.phase = Phase::Loading;
                     r.ready_ns = ready;
+                    // After the prefetch the request looks up again and finds its prefix in CPU.
+                    r.lmc_lookup = None;
                     return Admit::Loading(ready);
                 }
                 if hit_tokens > gpu_hit {
@@ -617,6 +630,7 @@ impl<'t> Engine<'t> {
                 .collect()
         };
         self.reqs[idx as usize].hit_scan = None;
+        self.reqs[idx as usize].lmc_lookup = None;
         for b in &hit_blocks {
             self.pool.touch(*b);
         }

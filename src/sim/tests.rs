@@ -271,3 +271,27 @@ fn shortcuts_leave_every_result_unchanged() {
         assert_eq!(fast.stats.steps, slow.stats.steps);
     }
 }
+
+#[test]
+fn a_waiting_request_is_looked_up_in_lmcache_once() {
+    // 40 blocks of 16 tokens: request 0 (512 prompt tokens + 100 output) holds 32-39 of them
+    // while it decodes, so request 1 (another 512-token prompt, 33 blocks) waits for several
+    // steps. LMCache looks each request up once and keeps the result until it is scheduled.
+    let t = trace(vec![
+        req(0, 0, vec![Run::new(1, 0, 512)], 100),
+        req(1, 5, vec![Run::new(2, 0, 512)], 1),
+    ]);
+    let f = EngineFlags {
+        num_gpu_blocks: Some(40),
+        ..Default::default()
+    };
+    let r = simulate(&t, &setup(f, lmcache_cpu(256, 1)));
+    // Request 1 could not start before request 0 finished.
+    assert!(r.reqs[1].scheduled_ns.unwrap() >= r.reqs[0].finish_ns.unwrap());
+    assert!(r.stats.steps >= 100);
+    assert_eq!(
+        r.offload_stats["counters"]["lookups"], 2,
+        "{}",
+        r.offload_stats
+    );
+}
