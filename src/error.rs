@@ -65,7 +65,8 @@ impl std::error::Error for InputError {}
 #[non_exhaustive]
 pub enum Error {
     /// A malformed input file (trace, config, model card, study).
-    #[error("{0}")]
+    // Transparent: the message prints once under `{:#}` (a `#[from]` field is also a source).
+    #[error(transparent)]
     Input(#[from] InputError),
     /// A file could not be opened, read or written.
     // The OS error is part of the message, not a separate cause, so that it prints once.
@@ -117,5 +118,12 @@ mod tests {
         assert_eq!(whole.to_string(), "t.csv: empty file");
         let line = InputError::new("t.csv", 7, "", "not valid JSON");
         assert_eq!(line.to_string(), "t.csv:7: not valid JSON");
+    }
+
+    /// `main` prints errors with their causes (`{:#}`): an input error must still print once.
+    #[test]
+    fn an_input_error_prints_once_with_its_causes() {
+        let e = anyhow::Error::from(Error::from(InputError::new("t.jsonl", 1, "f", "bad")));
+        assert_eq!(format!("{e:#}"), "t.jsonl:1: f: bad");
     }
 }

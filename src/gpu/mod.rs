@@ -27,8 +27,9 @@ pub enum GpuError {
     Unavailable(String),
     /// libnvrtc could not be loaded.
     #[error(
-        "libnvrtc not found: install nvidia-cuda-nvrtc-cu12 (pip) and put its \
-         nvidia/cuda_nvrtc/lib folder on LD_LIBRARY_PATH"
+        "libnvrtc not found: put a folder holding libnvrtc.so or libnvrtc.so.12 on \
+         LD_LIBRARY_PATH (a CUDA toolkit's lib64, or nvidia/cuda_nvrtc/lib of the PyPI \
+         package nvidia-cuda-nvrtc-cu12)"
     )]
     NoNvrtc,
     /// A CUDA driver call failed.
@@ -69,6 +70,10 @@ impl<T> DriverContext<T> for Result<T, DriverError> {
     }
 }
 
+/// Why no GPU can be used when the libcuda found is the CUDA toolkit's stub library.
+pub const STUB_DRIVER: &str = "the libcuda.so found is the CUDA toolkit's stub, not a driver \
+    (a `stubs` folder on LD_LIBRARY_PATH, or no NVIDIA driver installed)";
+
 /// Whether a CUDA driver can be loaded and has at least one device: `Err` says which is missing.
 /// Checked once per process; every GPU path calls this before touching the driver, because
 /// cudarc's `CudaContext::new` panics when libcuda is absent.
@@ -80,8 +85,15 @@ pub fn gpu_available() -> Result<(), String> {
             if !unsafe { cudarc::driver::sys::is_culib_present() } {
                 return Err("no CUDA driver found (libcuda.so could not be loaded)".to_string());
             }
-            cudarc::driver::result::init()
-                .map_err(|e| format!("the CUDA driver did not initialise: {e}"))?;
+            cudarc::driver::result::init().map_err(|e| {
+                if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_STUB_LIBRARY {
+                    // The toolkit's link-time stub (lib64/stubs/libcuda.so) was loaded: there is
+                    // no driver on the library path.
+                    STUB_DRIVER.to_string()
+                } else {
+                    format!("the CUDA driver did not initialise: {e}")
+                }
+            })?;
             match cudarc::driver::result::device::get_count() {
                 Ok(n) if n > 0 => Ok(()),
                 Ok(_) => Err("no CUDA device found (the driver reports 0 devices)".to_string()),
@@ -108,7 +120,7 @@ mod tests {
         assert_eq!(a, gpu_available());
         if let Err(why) = a {
             assert!(
-                why.starts_with("no CUDA") || why.contains("initialise"),
+                why.starts_with("no CUDA") || why.contains("initialise") || why == STUB_DRIVER,
                 "{why}"
             );
             println!("{}", skip_line(&why));
