@@ -40,24 +40,55 @@ pub struct BlockPool {
     // Every push onto the free queue gets the next stamp. Allocation always pops the oldest
     // block present, so popped stamps never decrease: a block freed with stamp s is still in the
     // pool while `last_popped < s`. Scans of a waiting request's prefix hits rely on this to
-    // stay valid across steps without rescanning (see `HitScan`).
+    // stay up to date across steps without rescanning (see `HitScan`).
     next_stamp: u64,
     last_popped: u64,
-    touched_from_free: u64,
-    released: u64,
+    // Counts every block taken from or returned to the free queue by a request (a reference
+    // count moving between 0 and 1): while it is unchanged, no block changed between held and
+    // free, and a remembered count of held blocks still holds.
+    ref_epoch: u64,
 }
 
-/// A remembered prefix-hit scan of one request, valid while none of its free hit blocks has
-/// been evicted or taken by another request (checked in O(1) by [`BlockPool::scan_valid`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A remembered prefix-hit scan of one waiting request: the blocks its leading hashes hit, kept
+/// across steps and brought up to date by [`BlockPool::refresh_hits`] without looking every
+/// hash up again.
+///
+/// Blocks leave the free queue for eviction in stamp order, so a hit block that was free when
+/// it was scanned is gone exactly when its stamp is at most the last popped stamp; one that was
+/// held by a request can only be evicted after a release gives it a stamp newer than
+/// `start_stamp`. With `min_free_stamp` (a running minimum) the first evicted hit is found by
+/// binary search, and while `last_popped < start_stamp` nothing else can have been evicted.
+/// Where a recorded stamp is stale (a block taken and released again since) the truncation is
+/// only earlier than needed, and the hash lookups that extend the scan restore the rest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HitScan {
+    /// The hit blocks, in prefix order.
+    blocks: Vec<u32>,
+    /// `min_free_stamp[i]`: the smallest stamp among `blocks[..=i]` that were free when read
+    /// (`u64::MAX` while none was).
+    min_free_stamp: Vec<u64>,
+    /// The pool's next stamp when the scan was (re)started.
+    start_stamp: u64,
+    /// `busy_prefix[i]`: how many of `blocks[..=i]` running requests held at `busy_epoch`.
+    busy_prefix: Vec<u32>,
+    busy_epoch: u64,
+}
+
+impl HitScan {
     /// Leading blocks hit.
-    pub blocks: u32,
-    /// Of those, blocks held by running requests (not in the free queue).
-    pub busy: u32,
-    min_stamp: u64,
-    touched_from_free: u64,
-    released: u64,
+    pub fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Whether nothing is hit.
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
+    /// The hit blocks, in prefix order.
+    pub fn blocks(&self) -> &[u32] {
+        &self.blocks
+    }
 }
 
 impl BlockPool {
@@ -83,8 +114,7 @@ impl BlockPool {
             caching,
             next_stamp: 1,
             last_popped: 0,
-            touched_from_free: 0,
-            released: 0,
+            ref_epoch: 0,
         };
         for b in 0..n {
             p.push_back(b);
@@ -170,7 +200,7 @@ impl BlockPool {
     pub fn touch(&mut self, b: u32) {
         if self.meta[b as usize].ref_cnt == 0 {
             self.unlink(b);
-            self.touched_from_free += 1;
+            self.ref_epoch += 1;
         }
         self.meta[b as usize].ref_cnt += 1;
     }
@@ -204,9 +234,9 @@ impl BlockPool {
             *r -= 1;
             if *r == 0 {
                 self.push_back(b);
+                self.ref_epoch += 1;
             }
         }
-        self.released += 1;
     }
 
     /// Registers a computed full block under its hash.
@@ -221,44 +251,62 @@ impl BlockPool {
         self.cached.insert_if_absent(hash, b);
     }
 
-    /// Scans (or, from `prev`, extends) the prefix hit of `hashes`: leading cached blocks and how
-    /// many of them running requests hold.
-    pub fn scan_hits(&self, hashes: &[u64], prev: Option<HitScan>) -> HitScan {
-        let mut s = match prev {
-            Some(p) if self.scan_valid(&p) && p.blocks as usize <= hashes.len() => p,
-            _ => HitScan {
-                blocks: 0,
-                busy: 0,
-                min_stamp: self.next_stamp,
-                touched_from_free: self.touched_from_free,
-                released: self.released,
-            },
-        };
-        if !self.caching {
-            return s;
+    /// Brings `scan` up to date with the prefix hit of `hashes`: drops the hits evicted since it
+    /// was made (or starts over when that cannot be told), then extends it through the cache.
+    pub fn refresh_hits(&self, scan: &mut HitScan, hashes: &[u64]) {
+        if scan.blocks.is_empty() || self.last_popped >= scan.start_stamp {
+            scan.blocks.clear();
+            scan.min_free_stamp.clear();
+            scan.busy_prefix.clear();
+            scan.start_stamp = self.next_stamp;
+        } else {
+            let last = self.last_popped;
+            let keep = scan
+                .min_free_stamp
+                .partition_point(|m| *m > last)
+                .min(hashes.len());
+            scan.blocks.truncate(keep);
+            scan.min_free_stamp.truncate(keep);
+            scan.busy_prefix.truncate(keep);
         }
+        if !self.caching {
+            return;
+        }
+        let mut min = scan.min_free_stamp.last().copied().unwrap_or(u64::MAX);
         while let Some(b) = hashes
-            .get(s.blocks as usize)
+            .get(scan.blocks.len())
             .and_then(|h| self.cached.get(*h))
         {
             let m = &self.meta[b as usize];
-            if m.ref_cnt > 0 {
-                s.busy += 1;
-            } else {
-                s.min_stamp = s.min_stamp.min(m.stamp);
+            if m.ref_cnt == 0 {
+                min = min.min(m.stamp);
             }
-            s.blocks += 1;
+            scan.blocks.push(b);
+            scan.min_free_stamp.push(min);
         }
-        s
+        debug_assert!(
+            scan.blocks
+                .iter()
+                .zip(hashes)
+                .all(|(b, h)| self.cached.get(*h) == Some(*b)),
+            "a remembered hit is no longer cached"
+        );
     }
 
-    /// Whether a scan still describes the pool: none of its free hit blocks has been popped
-    /// (popped stamps never decrease), no free block was taken by a request and no request
-    /// released blocks (which could turn busy hits free).
-    pub fn scan_valid(&self, s: &HitScan) -> bool {
-        self.last_popped < s.min_stamp
-            && self.touched_from_free == s.touched_from_free
-            && self.released == s.released
+    /// How many of the scan's hit blocks running requests hold (taking them uses no free
+    /// block). Counted again only over blocks added since the last count, unless a block has
+    /// changed between held and free since.
+    pub fn count_busy(&self, scan: &mut HitScan) -> usize {
+        if scan.busy_epoch != self.ref_epoch {
+            scan.busy_prefix.clear();
+            scan.busy_epoch = self.ref_epoch;
+        }
+        let mut busy = scan.busy_prefix.last().copied().unwrap_or(0);
+        for &b in &scan.blocks[scan.busy_prefix.len()..] {
+            busy += u32::from(self.meta[b as usize].ref_cnt > 0);
+            scan.busy_prefix.push(busy);
+        }
+        busy as usize
     }
 
     /// Entries in the prefix cache.
@@ -301,6 +349,47 @@ mod tests {
         assert_eq!(p.evictions, 3);
         assert_eq!(p.count_hits(&[20]), 1);
         assert_eq!(p.allocate(), None);
+    }
+
+    #[test]
+    fn a_remembered_scan_follows_evictions_and_holds() {
+        // Blocks 0..5 start free with stamps 1..6. Request A takes 0-3, caches 10-13 and frees
+        // them tail first: the queue is 4(5) 5(6) 3(7) 2(8) 1(9) 0(10).
+        let mut p = BlockPool::new(6, true);
+        let a: Vec<u32> = (0..4).map(|_| p.allocate().unwrap()).collect();
+        for (b, h) in a.iter().zip(10..) {
+            p.cache(*b, h);
+        }
+        p.free_request(&a);
+        let hashes = [10, 11, 12, 13];
+        let mut scan = HitScan::default();
+        p.refresh_hits(&mut scan, &hashes);
+        assert_eq!(scan.blocks(), &[0, 1, 2, 3]);
+        assert_eq!(scan.min_free_stamp, vec![10, 9, 8, 7]);
+        assert_eq!(p.count_busy(&mut scan), 0);
+        // Three allocations pop 4, 5 and 3: hash 13 is evicted, the scan is cut to three hits
+        // by its stamps (3 had stamp 7 <= last popped 7) without a rescan.
+        let b: Vec<u32> = (0..3).map(|_| p.allocate().unwrap()).collect();
+        assert_eq!(b, vec![4, 5, 3]);
+        p.refresh_hits(&mut scan, &hashes);
+        assert_eq!(scan.blocks(), &[0, 1, 2]);
+        assert_eq!(p.count_hits(&hashes), 3);
+        // Another request takes block 1 (a hit): one of the three is now held.
+        p.touch(1);
+        assert_eq!(p.count_busy(&mut scan), 1);
+        // It frees block 1 (stamp 11); two allocations pop 2 (stamp 8) and 0 (stamp 10), evicting
+        // hashes 12 and 10: no hit is left, though block 1 still caches 11.
+        p.free_request(&[1]);
+        assert_eq!(p.count_busy(&mut scan), 0);
+        assert_eq!((p.allocate(), p.allocate()), (Some(2), Some(0)));
+        p.refresh_hits(&mut scan, &hashes);
+        assert!(scan.is_empty());
+        assert_eq!(p.cached_block(11), Some(1));
+        // Hash 10 cached again in block 4 makes 10, 11 a hit once more.
+        p.cache(4, 10);
+        p.refresh_hits(&mut scan, &hashes);
+        assert_eq!(scan.blocks(), &[4, 1]);
+        assert_eq!(p.count_busy(&mut scan), 1, "block 4 is held, 1 is free");
     }
 
     #[test]

@@ -88,8 +88,8 @@ pub struct ReqState {
     pub pending_load: u32,
     /// Why it was never simulated.
     pub reject: Option<String>,
-    /// Its last prefix-hit scan while waiting, reused while still valid.
-    pub hit_scan: Option<HitScan>,
+    /// Its prefix-hit scan while waiting, brought up to date at each attempt (empty otherwise).
+    pub hit_scan: HitScan,
     /// LMCache's cached lookup result while it waits (LMCache looks a request up once, pins
     /// the hits, and forgets the result when the request is scheduled).
     pub lmc_lookup: Option<crate::tiers::lmcache::TierHits>,
@@ -124,7 +124,7 @@ impl ReqState {
             ready_ns: 0,
             pending_load: 0,
             reject: None,
-            hit_scan: None,
+            hit_scan: HitScan::default(),
             lmc_lookup: None,
         }
     }

@@ -16,7 +16,7 @@
 //! 4. At the step's end every request whose computed tokens reach its length samples a token;
 //!    those with all their tokens finish and free their blocks.
 
-use super::blocks::BlockPool;
+use super::blocks::{BlockPool, HitScan};
 use super::config::EngineConfig;
 use super::request::{Origin, Phase, ReqState};
 use crate::cost::{BatchShape, StepModel, TransferProfile};
@@ -480,12 +480,13 @@ impl<'t> Engine<'t> {
         match &mut self.offload {
             Offload::None => 0.0,
             Offload::LmCache(l) => {
-                let covered = r
-                    .chunks
-                    .iter()
-                    .take_while(|(end, _)| *end <= r.num_computed)
-                    .count();
+                // Chunks before `chunks_saved` are covered already: look only past them.
                 let first = r.chunks_saved as usize;
+                let covered = first
+                    + r.chunks[first.min(r.chunks.len())..]
+                        .iter()
+                        .take_while(|(end, _)| *end <= r.num_computed)
+                        .count();
                 if covered <= first {
                     return 0.0;
                 }
@@ -535,14 +536,16 @@ impl<'t> Engine<'t> {
         let num_tokens = self.reqs[idx as usize].num_tokens();
         let prompt_len = self.reqs[idx as usize].prompt_len;
         let max_hit_blocks = ((num_tokens - 1) / bs) as usize;
-        let scan = {
+        let mut scan = std::mem::take(&mut self.reqs[idx as usize].hit_scan);
+        if self.reference {
+            scan = HitScan::default();
+        }
+        {
             let r = &self.reqs[idx as usize];
             let cap = max_hit_blocks.min(r.hashes.len());
-            let prev = if self.reference { None } else { r.hit_scan };
-            self.pool.scan_hits(&r.hashes[..cap], prev)
-        };
-        self.reqs[idx as usize].hit_scan = Some(scan);
-        let gpu_blocks = scan.blocks as usize;
+            self.pool.refresh_hits(&mut scan, &r.hashes[..cap]);
+        }
+        let gpu_blocks = scan.len();
         let gpu_hit = gpu_blocks as u32 * bs;
 
         // The connector's lookup.
@@ -617,19 +620,18 @@ impl<'t> Engine<'t> {
         let n = (num_tokens - ext_end).min(budget);
         let is_native_load = pending_load > 0.0;
         let target = if is_native_load { ext_end } else { ext_end + n };
+        // Free blocks needed: the new ones, plus the hit blocks that sit in the free queue. The
+        // hits held by running requests are counted only when the bounds do not decide.
         let need_new = self.blocks_for(target) as usize - gpu_blocks;
-        let touched_free = (scan.blocks - scan.busy) as usize;
-        if need_new + touched_free > self.pool.num_free() as usize {
+        let free = self.pool.num_free() as usize;
+        let fits = need_new + gpu_blocks <= free
+            || (need_new <= free
+                && need_new + gpu_blocks - self.pool.count_busy(&mut scan) <= free);
+        if !fits {
+            self.reqs[idx as usize].hit_scan = scan;
             return Admit::NoRoom;
         }
-        let hit_blocks: Vec<u32> = {
-            let h = &self.reqs[idx as usize].hashes;
-            h[..gpu_blocks]
-                .iter()
-                .map(|x| self.pool.cached_block(*x).expect("counted as a hit"))
-                .collect()
-        };
-        self.reqs[idx as usize].hit_scan = None;
+        let hit_blocks = scan.blocks().to_vec();
         self.reqs[idx as usize].lmc_lookup = None;
         for b in &hit_blocks {
             self.pool.touch(*b);
