@@ -8,30 +8,46 @@
 //! - A full block that has been computed is registered under its chained hash; a later request
 //!   whose prefix hashes match reuses it (a hit takes the block out of the free queue).
 //! - Allocating a block that still carries a hash evicts that hash from the prefix cache.
+//!
+//! Blocks no prefix-cache entry can ever point at (those past what any other request shares,
+//! see the engine) need no identity: a request holds them as a count, and the free queue keeps
+//! a run of them as one entry. Only blocks that may carry a hash have an id and bookkeeping.
+//! Which physical block serves a request is not observable, so this changes no result; the
+//! reference mode, where every block has an id, checks that.
 
 use crate::util::hashindex::HashIndex;
+use std::collections::VecDeque;
 
-const NIL: u32 = u32::MAX;
-
-/// One block's bookkeeping, kept together so that touching a block costs one cache line.
+/// One block id's bookkeeping, kept together so that touching a block costs one cache line.
 #[derive(Debug, Clone, Copy)]
 struct Meta {
-    /// Stamp of its last push onto the free queue (see `BlockPool::stamp`).
+    /// Stamp of its last push onto the free queue (0: not in the queue).
     stamp: u64,
     /// The prefix-cache key it holds, when `has_hash`.
     hash: u64,
-    prev: u32,
-    next: u32,
     ref_cnt: u32,
     has_hash: bool,
+}
+
+/// An entry of the free queue: one block id, or a run of `anon` blocks without identity.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    stamp: u64,
+    id: u32,
+    anon: u32,
 }
 
 /// The GPU's KV blocks.
 #[derive(Debug)]
 pub struct BlockPool {
     meta: Vec<Meta>,
-    head: u32,
-    tail: u32,
+    /// The free queue, front first. An id entry is stale (skipped) once its block was taken by
+    /// a hit or pushed again: its stamp no longer matches the block's.
+    queue: VecDeque<Entry>,
+    /// Stale id entries in `queue` (compacted away when they are most of it).
+    stale: usize,
+    /// Ids neither held nor in the queue: as many as blocks held or free without identity.
+    spare: Vec<u32>,
     free: u32,
     cached: HashIndex,
     /// Prefix-cache entries evicted so far.
@@ -43,7 +59,7 @@ pub struct BlockPool {
     // stay up to date across steps without rescanning (see `HitScan`).
     next_stamp: u64,
     last_popped: u64,
-    // Counts every block taken from or returned to the free queue by a request (a reference
+    // Counts every block id taken from or returned to the free queue by a request (a reference
     // count moving between 0 and 1): while it is unchanged, no block changed between held and
     // free, and a remembered count of held blocks still holds.
     ref_epoch: u64,
@@ -94,32 +110,35 @@ impl HitScan {
 impl BlockPool {
     /// A pool of `n` empty blocks; `caching` turns automatic prefix caching on.
     pub fn new(n: u32, caching: bool) -> Self {
-        let mut p = BlockPool {
+        let mut queue = VecDeque::new();
+        if n > 0 {
+            queue.push_back(Entry {
+                stamp: 1,
+                id: 0,
+                anon: n,
+            });
+        }
+        BlockPool {
             meta: vec![
                 Meta {
                     stamp: 0,
                     hash: 0,
-                    prev: NIL,
-                    next: NIL,
                     ref_cnt: 0,
                     has_hash: false,
                 };
                 n as usize
             ],
-            head: NIL,
-            tail: NIL,
-            free: 0,
+            queue,
+            stale: 0,
+            spare: (0..n).rev().collect(),
+            free: n,
             cached: HashIndex::with_max_entries(n as usize),
             evictions: 0,
             caching,
-            next_stamp: 1,
+            next_stamp: 2,
             last_popped: 0,
             ref_epoch: 0,
-        };
-        for b in 0..n {
-            p.push_back(b);
         }
-        p
     }
 
     /// Total blocks.
@@ -138,38 +157,101 @@ impl BlockPool {
     }
 
     #[inline]
-    fn push_back(&mut self, b: u32) {
-        let tail = self.tail;
-        let m = &mut self.meta[b as usize];
-        m.stamp = self.next_stamp;
-        m.prev = tail;
-        m.next = NIL;
+    fn push_id(&mut self, b: u32) {
+        let stamp = self.next_stamp;
         self.next_stamp += 1;
-        if tail != NIL {
-            self.meta[tail as usize].next = b;
-        } else {
-            self.head = b;
-        }
-        self.tail = b;
+        self.meta[b as usize].stamp = stamp;
+        self.queue.push_back(Entry {
+            stamp,
+            id: b,
+            anon: 0,
+        });
         self.free += 1;
     }
 
+    fn push_anon(&mut self, n: u32) {
+        if n == 0 {
+            return;
+        }
+        self.free += n;
+        if let Some(e) = self.queue.back_mut()
+            && e.anon > 0
+        {
+            // Adjacent runs merge: no id lies between them.
+            e.anon += n;
+            return;
+        }
+        let stamp = self.next_stamp;
+        self.next_stamp += 1;
+        self.queue.push_back(Entry {
+            stamp,
+            id: 0,
+            anon: n,
+        });
+    }
+
+    /// Takes `want` blocks (at most) off the front of the free queue, oldest first: every block
+    /// id met evicts its hash and goes to `ids` when `keep_ids`, else to the spare ids;
+    /// anonymous blocks are only counted. Returns anonymous blocks taken.
     #[inline]
-    fn unlink(&mut self, b: u32) {
-        let Meta {
-            prev: p, next: n, ..
-        } = self.meta[b as usize];
-        if p != NIL {
-            self.meta[p as usize].next = n;
-        } else {
-            self.head = n;
+    fn pop_front(&mut self, mut want: u32, keep_ids: Option<&mut Vec<u32>>) -> u32 {
+        let mut ids = keep_ids;
+        let mut anon = 0;
+        while want > 0 {
+            let Some(e) = self.queue.front_mut() else {
+                break;
+            };
+            if e.anon > 0 {
+                let take = e.anon.min(want);
+                e.anon -= take;
+                self.last_popped = e.stamp;
+                if e.anon == 0 {
+                    self.queue.pop_front();
+                }
+                anon += take;
+                want -= take;
+                self.free -= take;
+                continue;
+            }
+            let e = *e;
+            self.queue.pop_front();
+            let m = &mut self.meta[e.id as usize];
+            if m.stamp != e.stamp || m.ref_cnt > 0 {
+                self.stale -= 1;
+                continue;
+            }
+            self.last_popped = e.stamp;
+            m.stamp = 0;
+            if m.has_hash {
+                m.has_hash = false;
+                let h = m.hash;
+                if self.cached.remove_if(h, e.id) {
+                    self.evictions += 1;
+                }
+            }
+            self.free -= 1;
+            want -= 1;
+            match ids.as_deref_mut() {
+                Some(v) => {
+                    self.meta[e.id as usize].ref_cnt = 1;
+                    v.push(e.id);
+                }
+                None => self.spare.push(e.id),
+            }
         }
-        if n != NIL {
-            self.meta[n as usize].prev = p;
-        } else {
-            self.tail = p;
+        anon
+    }
+
+    /// Gives `n` spare ids to a request (as held blocks), for blocks it holds without identity.
+    fn take_spare(&mut self, n: u32, ids: &mut Vec<u32>) {
+        for _ in 0..n {
+            let b = self
+                .spare
+                .pop()
+                .expect("a spare id for every block without one");
+            self.meta[b as usize].ref_cnt = 1;
+            ids.push(b);
         }
-        self.free -= 1;
     }
 
     /// The block caching `hash`, if any.
@@ -191,49 +273,69 @@ impl BlockPool {
             .count()
     }
 
-    /// Whether taking block `b` for a request uses a free block (it was in the free queue).
-    pub fn is_free(&self, b: u32) -> bool {
-        self.meta[b as usize].ref_cnt == 0
-    }
-
     /// Takes a reference on a cached block (a prefix hit).
     pub fn touch(&mut self, b: u32) {
-        if self.meta[b as usize].ref_cnt == 0 {
-            self.unlink(b);
+        let m = &mut self.meta[b as usize];
+        if m.ref_cnt == 0 {
+            // Its queue entry goes stale; compact when stale entries are most of the queue.
+            m.stamp = 0;
+            self.free -= 1;
             self.ref_epoch += 1;
+            self.stale += 1;
+            if self.stale > 1024 && self.stale * 2 > self.queue.len() {
+                let meta = &self.meta;
+                self.queue
+                    .retain(|e| e.anon > 0 || meta[e.id as usize].stamp == e.stamp);
+                self.stale = 0;
+            }
         }
         self.meta[b as usize].ref_cnt += 1;
     }
 
-    /// Takes the least recently freed block, evicting its cached prefix if it has one.
-    #[inline]
+    /// Takes the least recently freed block as a block with identity (one that may be
+    /// registered in the prefix cache), evicting the cached prefix it held.
     pub fn allocate(&mut self) -> Option<u32> {
-        let b = self.head;
-        if b == NIL {
+        if self.free == 0 {
             return None;
         }
-        self.unlink(b);
-        let m = &mut self.meta[b as usize];
-        self.last_popped = m.stamp;
-        m.ref_cnt = 1;
-        if m.has_hash {
-            m.has_hash = false;
-            let h = m.hash;
-            if self.cached.remove_if(h, b) {
-                self.evictions += 1;
-            }
-        }
-        Some(b)
+        let mut one = Vec::with_capacity(1);
+        self.allocate_into(1, 0, &mut one);
+        one.pop()
     }
 
-    /// Releases a request's blocks, last block first.
-    pub fn free_request(&mut self, blocks: &[u32]) {
+    /// Takes `with_id + anon` blocks off the front of the free queue, in that order: the first
+    /// `with_id` get ids (appended to `ids`), the rest are counted only. The caller has checked
+    /// that enough blocks are free.
+    pub fn allocate_into(&mut self, with_id: u32, anon: u32, ids: &mut Vec<u32>) {
+        debug_assert!(with_id + anon <= self.free, "free count checked");
+        if with_id > 0 {
+            let before = ids.len();
+            let got = self.pop_front(with_id, Some(ids));
+            let spare_needed = with_id - (ids.len() - before) as u32;
+            debug_assert_eq!(got, spare_needed);
+            self.take_spare(spare_needed, ids);
+        }
+        if anon > 0 {
+            self.pop_front(anon, None);
+        }
+    }
+
+    /// Gives `n` of a request's blocks without identity an id each (appended to `ids`), so
+    /// that they can be registered in the prefix cache (a preempted request's own blocks).
+    pub fn identify(&mut self, n: u32, ids: &mut Vec<u32>) {
+        self.take_spare(n, ids);
+    }
+
+    /// Releases a request's blocks, last block first: `anon` blocks without identity (always
+    /// its tail), then `blocks` from the last.
+    pub fn free_request(&mut self, blocks: &[u32], anon: u32) {
+        self.push_anon(anon);
         for &b in blocks.iter().rev() {
             let r = &mut self.meta[b as usize].ref_cnt;
             debug_assert!(*r > 0, "freeing a free block");
             *r -= 1;
             if *r == 0 {
-                self.push_back(b);
+                self.push_id(b);
                 self.ref_epoch += 1;
             }
         }
@@ -331,8 +433,8 @@ mod tests {
         p.cache(a[1], 11);
         p.cache(b[0], 20);
         p.cache(b[1], 21);
-        p.free_request(&a); // queue: 1, 0 (suffix first)
-        p.free_request(&b); // queue: 1, 0, 3, 2
+        p.free_request(&a, 0); // queue: 1, 0 (suffix first)
+        p.free_request(&b, 0); // queue: 1, 0, 3, 2
         assert_eq!(p.num_free(), 4);
         assert_eq!(p.count_hits(&[10, 11]), 2);
         // Allocating one block evicts A's suffix (hash 11), not its prefix.
@@ -353,22 +455,22 @@ mod tests {
 
     #[test]
     fn a_remembered_scan_follows_evictions_and_holds() {
-        // Blocks 0..5 start free with stamps 1..6. Request A takes 0-3, caches 10-13 and frees
-        // them tail first: the queue is 4(5) 5(6) 3(7) 2(8) 1(9) 0(10).
+        // Six blocks start free as one run without identity (stamp 1). Request A takes ids 0-3,
+        // caches 10-13 and frees them tail first: the queue is [2 blocks](1) 3(2) 2(3) 1(4) 0(5).
         let mut p = BlockPool::new(6, true);
         let a: Vec<u32> = (0..4).map(|_| p.allocate().unwrap()).collect();
         for (b, h) in a.iter().zip(10..) {
             p.cache(*b, h);
         }
-        p.free_request(&a);
+        p.free_request(&a, 0);
         let hashes = [10, 11, 12, 13];
         let mut scan = HitScan::default();
         p.refresh_hits(&mut scan, &hashes);
         assert_eq!(scan.blocks(), &[0, 1, 2, 3]);
-        assert_eq!(scan.min_free_stamp, vec![10, 9, 8, 7]);
+        assert_eq!(scan.min_free_stamp, vec![5, 4, 3, 2]);
         assert_eq!(p.count_busy(&mut scan), 0);
-        // Three allocations pop 4, 5 and 3: hash 13 is evicted, the scan is cut to three hits
-        // by its stamps (3 had stamp 7 <= last popped 7) without a rescan.
+        // Three allocations take the run (as spare ids 4 and 5) and 3: hash 13 is evicted, the
+        // scan is cut to three hits by its stamps (3 had stamp 2 <= last popped 2).
         let b: Vec<u32> = (0..3).map(|_| p.allocate().unwrap()).collect();
         assert_eq!(b, vec![4, 5, 3]);
         p.refresh_hits(&mut scan, &hashes);
@@ -377,9 +479,9 @@ mod tests {
         // Another request takes block 1 (a hit): one of the three is now held.
         p.touch(1);
         assert_eq!(p.count_busy(&mut scan), 1);
-        // It frees block 1 (stamp 11); two allocations pop 2 (stamp 8) and 0 (stamp 10), evicting
-        // hashes 12 and 10: no hit is left, though block 1 still caches 11.
-        p.free_request(&[1]);
+        // It frees block 1 (stamp 6); two allocations pop 2 (stamp 3), skip 1's stale entry and
+        // pop 0 (stamp 5), evicting hashes 12 and 10: no hit is left, though 1 still caches 11.
+        p.free_request(&[1], 0);
         assert_eq!(p.count_busy(&mut scan), 0);
         assert_eq!((p.allocate(), p.allocate()), (Some(2), Some(0)));
         p.refresh_hits(&mut scan, &hashes);
@@ -393,14 +495,48 @@ mod tests {
     }
 
     #[test]
+    fn blocks_without_identity_keep_their_place_in_the_queue() {
+        let mut p = BlockPool::new(5, true);
+        // A: one block with an id (it will hold hash 100), then two without.
+        let mut a = Vec::new();
+        p.allocate_into(1, 2, &mut a);
+        assert_eq!((a.len(), p.num_free()), (1, 2));
+        p.cache(a[0], 100);
+        // B: two blocks without identity; the pool is full.
+        let mut b = Vec::new();
+        p.allocate_into(0, 2, &mut b);
+        assert!(b.is_empty());
+        assert_eq!((p.num_free(), p.allocate()), (0, None));
+        // A frees its tail first (the two anonymous blocks), then its id; then B its two.
+        p.free_request(&a, 2);
+        p.free_request(&b, 2);
+        assert_eq!(p.num_free(), 5);
+        // Queue: [2] A's id [2]. One block with an id comes from the first run: hash 100 stays.
+        let mut c = Vec::new();
+        p.allocate_into(1, 0, &mut c);
+        assert_eq!((c.len(), p.count_hits(&[100]), p.evictions), (1, 1, 0));
+        // Two more blocks: the run's last one, then A's block, evicting its hash.
+        p.allocate_into(0, 2, &mut c);
+        assert_eq!((p.count_hits(&[100]), p.evictions, p.num_free()), (0, 1, 2));
+        // Giving two held anonymous blocks ids (a preempted request's own blocks) uses spares.
+        let mut d = Vec::new();
+        p.identify(2, &mut d);
+        assert_eq!(d.len(), 2);
+        assert!(d.iter().all(|x| !c.contains(x)));
+        p.cache(d[1], 7);
+        p.free_request(&d, 0);
+        assert_eq!((p.num_free(), p.count_hits(&[7])), (4, 1));
+    }
+
+    #[test]
     fn shared_blocks_return_to_the_queue_when_the_last_user_frees() {
         let mut p = BlockPool::new(2, true);
         let x = p.allocate().unwrap();
         p.cache(x, 7);
         p.touch(x); // a second request shares it
-        p.free_request(&[x]);
+        p.free_request(&[x], 0);
         assert_eq!(p.num_free(), 1);
-        p.free_request(&[x]);
+        p.free_request(&[x], 0);
         assert_eq!(p.num_free(), 2);
         assert_eq!(p.count_hits(&[7]), 1);
     }
@@ -410,7 +546,7 @@ mod tests {
         let mut p = BlockPool::new(2, false);
         let x = p.allocate().unwrap();
         p.cache(x, 7);
-        p.free_request(&[x]);
+        p.free_request(&[x], 0);
         assert_eq!(p.count_hits(&[7]), 0);
         assert_eq!(p.cached_block(7), None);
     }

@@ -52,6 +52,8 @@ pub struct ReqState {
     pub num_output: u32,
     /// GPU blocks held, in sequence order.
     pub blocks: Vec<u32>,
+    /// Further KV blocks it holds without identity (after `blocks`; see `BlockPool`).
+    pub anon_blocks: u32,
     /// Leading blocks already registered in the prefix cache.
     pub num_cached_blocks: u32,
     /// vLLM block hashes of the whole sequence (prompt then output), full blocks only.
@@ -106,6 +108,7 @@ impl ReqState {
             num_computed: 0,
             num_output: 0,
             blocks: Vec::new(),
+            anon_blocks: 0,
             num_cached_blocks: 0,
             hashes: Vec::new(),
             chunks: Vec::new(),

@@ -266,33 +266,50 @@ impl<'t> Engine<'t> {
     }
 
     /// Allocates blocks so that request `idx` can hold `tokens` tokens; false if they do not fit.
+    /// Blocks within what other requests share get ids (they may enter the prefix cache);
+    /// those past it are held as a count.
     fn grow(&mut self, idx: u32, tokens: u32) -> bool {
-        let need = self.blocks_for(tokens) as usize;
-        let have = self.reqs[idx as usize].blocks.len();
+        let need = self.blocks_for(tokens);
+        let r = &mut self.reqs[idx as usize];
+        let have = r.blocks.len() as u32 + r.anon_blocks;
         if need <= have {
             return true;
         }
-        if (need - have) as u32 > self.pool.num_free() {
+        if need - have > self.pool.num_free() {
             return false;
         }
-        for _ in have..need {
-            let b = self.pool.allocate().expect("free count checked");
-            self.reqs[idx as usize].blocks.push(b);
-        }
+        let with_id = if r.anon_blocks > 0 {
+            0
+        } else {
+            // The blocks `cache_full_blocks` may register.
+            let shareable = self.shareable[idx as usize] / self.cfg.block_size;
+            need.min(shareable).saturating_sub(have)
+        };
+        let anon = need - have - with_id;
+        self.pool.allocate_into(with_id, anon, &mut r.blocks);
+        r.anon_blocks += anon;
         true
     }
 
     fn release(&mut self, idx: u32) {
-        let blocks = std::mem::take(&mut self.reqs[idx as usize].blocks);
-        self.pool.free_request(&blocks);
+        let r = &mut self.reqs[idx as usize];
+        let blocks = std::mem::take(&mut r.blocks);
+        let anon = std::mem::take(&mut r.anon_blocks);
+        self.pool.free_request(&blocks, anon);
         let r = &mut self.reqs[idx as usize];
         r.num_cached_blocks = 0;
     }
 
     fn preempt(&mut self, idx: u32) {
         // Its recompute may hit its own blocks: index all of them before they are freed.
-        let r = &self.reqs[idx as usize];
+        let r = &mut self.reqs[idx as usize];
         let full = (r.num_computed / self.cfg.block_size).min(r.hashes.len() as u32) as usize;
+        if full > r.blocks.len() {
+            let n = (full - r.blocks.len()) as u32;
+            self.pool.identify(n, &mut r.blocks);
+            r.anon_blocks -= n;
+        }
+        let r = &self.reqs[idx as usize];
         for k in 0..full {
             self.pool.cache(r.blocks[k], r.hashes[k]);
         }
