@@ -4,11 +4,17 @@
 
 const EMPTY: u32 = u32::MAX;
 
+/// One slot: key and value side by side, so that a probe reads one cache line.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    key: u64,
+    val: u32,
+}
+
 /// A fixed-capacity u64 -> u32 map for pre-hashed keys.
 #[derive(Debug, Clone)]
 pub struct HashIndex {
-    keys: Vec<u64>,
-    vals: Vec<u32>,
+    slots: Vec<Slot>,
     mask: usize,
     len: usize,
 }
@@ -18,8 +24,7 @@ impl HashIndex {
     pub fn with_max_entries(max_entries: usize) -> Self {
         let cap = (max_entries.max(4) * 2).next_power_of_two();
         HashIndex {
-            keys: vec![0; cap],
-            vals: vec![EMPTY; cap],
+            slots: vec![Slot { key: 0, val: EMPTY }; cap],
             mask: cap - 1,
             len: 0,
         }
@@ -46,12 +51,12 @@ impl HashIndex {
     pub fn get(&self, key: u64) -> Option<u32> {
         let mut i = self.slot(key);
         loop {
-            let v = self.vals[i];
-            if v == EMPTY {
+            let s = self.slots[i];
+            if s.val == EMPTY {
                 return None;
             }
-            if self.keys[i] == key {
-                return Some(v);
+            if s.key == key {
+                return Some(s.val);
             }
             i = (i + 1) & self.mask;
         }
@@ -61,16 +66,16 @@ impl HashIndex {
     #[inline]
     pub fn insert_if_absent(&mut self, key: u64, val: u32) -> bool {
         debug_assert!(val != EMPTY);
-        assert!(self.len * 2 < self.keys.len(), "HashIndex over capacity");
+        assert!(self.len * 2 < self.slots.len(), "HashIndex over capacity");
         let mut i = self.slot(key);
         loop {
-            if self.vals[i] == EMPTY {
-                self.keys[i] = key;
-                self.vals[i] = val;
+            let s = &mut self.slots[i];
+            if s.val == EMPTY {
+                *s = Slot { key, val };
                 self.len += 1;
                 return true;
             }
-            if self.keys[i] == key {
+            if s.key == key {
                 return false;
             }
             i = (i + 1) & self.mask;
@@ -81,12 +86,12 @@ impl HashIndex {
     pub fn remove_if(&mut self, key: u64, val: u32) -> bool {
         let mut i = self.slot(key);
         loop {
-            let v = self.vals[i];
-            if v == EMPTY {
+            let s = self.slots[i];
+            if s.val == EMPTY {
                 return false;
             }
-            if self.keys[i] == key {
-                if v != val {
+            if s.key == key {
+                if s.val != val {
                     return false;
                 }
                 break;
@@ -96,19 +101,18 @@ impl HashIndex {
         // Backward-shift deletion: move later entries of the probe run into the hole.
         let mut hole = i;
         let mut j = (i + 1) & self.mask;
-        while self.vals[j] != EMPTY {
-            let home = self.slot(self.keys[j]);
+        while self.slots[j].val != EMPTY {
+            let home = self.slot(self.slots[j].key);
             // Entry j may move to the hole if its home is not in (hole, j] cyclically.
             let dist_j = j.wrapping_sub(home) & self.mask;
             let dist_hole = j.wrapping_sub(hole) & self.mask;
             if dist_j >= dist_hole {
-                self.keys[hole] = self.keys[j];
-                self.vals[hole] = self.vals[j];
+                self.slots[hole] = self.slots[j];
                 hole = j;
             }
             j = (j + 1) & self.mask;
         }
-        self.vals[hole] = EMPTY;
+        self.slots[hole].val = EMPTY;
         self.len -= 1;
         true
     }
