@@ -182,7 +182,7 @@ pub fn compare(
             secs(third),
             secs(m("e2e_mean_s")),
             secs(s.duration_s),
-            s.output_tps.unwrap_or(0.0),
+            s.throughput.output_tps.unwrap_or(0.0),
             hits.gpu * 100.0,
             hits.cpu * 100.0,
             hits.disk * 100.0,

@@ -54,7 +54,7 @@ pub use compare::compare_live;
 
 use crate::error::{Error, Result};
 use crate::metrics::record::{RequestRecord, Status};
-use crate::metrics::summary::Stats;
+use crate::metrics::summary::{Stats, Throughput, wall_s};
 use crate::sim::clients::{Next, PoolState};
 use crate::trace::{Request, Trace};
 use serde::Serialize;
@@ -353,18 +353,9 @@ pub struct LiveSummary {
     pub itl: Option<Stats>,
     /// End-to-end latency.
     pub e2e: Option<Stats>,
-    /// Prompt tokens of finished requests.
-    pub input_tokens: u64,
-    /// Output tokens of finished requests.
-    pub output_tokens: u64,
-    /// Prompt tokens per second of wall time.
-    pub input_tps: Option<f64>,
-    /// Output tokens per second of wall time.
-    pub output_tps: Option<f64>,
-    /// Prompt plus output tokens per second of wall time.
-    pub total_tps: Option<f64>,
-    /// Finished requests per minute of wall time.
-    pub requests_per_min: Option<f64>,
+    /// Tokens and rates of finished requests over the wall time (as for a simulated run).
+    #[serde(flatten)]
+    pub throughput: Throughput,
     /// Prompt tokens the server reported as cached, over finished requests that reported it.
     pub cached_tokens: Option<u64>,
     /// `cached_tokens` / prompt tokens of the requests that reported it.
@@ -379,19 +370,7 @@ pub fn summarize(records: &[RequestRecord], slots: &[Slot]) -> LiveSummary {
         let k = error_kind(r.reject_reason.as_deref().unwrap_or(""));
         *failed_by_reason.entry(k).or_insert(0u64) += 1;
     }
-    let start = records
-        .iter()
-        .filter_map(|r| r.arrival_s)
-        .min_by(f64::total_cmp);
-    let end = fin
-        .iter()
-        .filter_map(|r| Some(r.arrival_s? + r.e2e_s?))
-        .max_by(f64::total_cmp);
-    let duration_s = match (start, end) {
-        (Some(s), Some(e)) => Some(e - s),
-        _ => None,
-    };
-    let per = |n: u64| duration_s.filter(|d| *d > 0.0).map(|d| n as f64 / d);
+    let duration_s = wall_s(records.iter());
     let input_tokens: u64 = fin.iter().map(|r| r.input_len as u64).sum();
     let output_tokens: u64 = fin.iter().map(|r| r.output_len as u64).sum();
     let all_gaps = records
@@ -423,12 +402,7 @@ pub fn summarize(records: &[RequestRecord], slots: &[Slot]) -> LiveSummary {
         tpot: stats(|r| r.tpot_s),
         itl: Stats::of(all_gaps.map(secs)),
         e2e: stats(|r| r.e2e_s),
-        input_tokens,
-        output_tokens,
-        input_tps: per(input_tokens),
-        output_tps: per(output_tokens),
-        total_tps: per(input_tokens + output_tokens),
-        requests_per_min: per(fin.len() as u64).map(|x| x * 60.0),
+        throughput: Throughput::over(input_tokens, output_tokens, fin.len() as u64, duration_s),
         cached_tokens: any.then_some(cached),
         cached_fraction: (any && cached_of > 0).then(|| cached as f64 / cached_of as f64),
     }

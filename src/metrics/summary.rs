@@ -141,6 +141,52 @@ impl HitFractions {
     }
 }
 
+/// Tokens and rates of finished requests over a run's wall time, defined once for simulated
+/// and live runs alike (flattened into their summaries' JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Throughput {
+    /// Prompt tokens of finished requests.
+    pub input_tokens: u64,
+    /// Output tokens of finished requests.
+    pub output_tokens: u64,
+    /// Prompt tokens per second of wall time.
+    pub input_tps: Option<f64>,
+    /// Output tokens per second of wall time.
+    pub output_tps: Option<f64>,
+    /// Prompt plus output tokens per second of wall time.
+    pub total_tps: Option<f64>,
+    /// Finished requests per minute of wall time.
+    pub requests_per_min: Option<f64>,
+}
+
+impl Throughput {
+    /// Rates of `finished` requests with `input_tokens` and `output_tokens` over `wall_s`.
+    pub fn over(input_tokens: u64, output_tokens: u64, finished: u64, wall_s: Option<f64>) -> Self {
+        Throughput {
+            input_tokens,
+            output_tokens,
+            input_tps: per(input_tokens, wall_s),
+            output_tps: per(output_tokens, wall_s),
+            total_tps: per(input_tokens + output_tokens, wall_s),
+            requests_per_min: per(finished, wall_s).map(|x| x * 60.0),
+        }
+    }
+}
+
+/// First send of `records` to the last finish among them, seconds (`None` without a send or a
+/// finished request).
+pub fn wall_s<'a>(records: impl Iterator<Item = &'a RequestRecord> + Clone) -> Option<f64> {
+    let start = records
+        .clone()
+        .filter_map(|r| r.arrival_s)
+        .min_by(f64::total_cmp)?;
+    let end = records
+        .filter(|r| r.finished())
+        .filter_map(|r| Some(r.arrival_s? + r.e2e_s?))
+        .max_by(f64::total_cmp)?;
+    Some(end - start)
+}
+
 /// The aggregates of one run. Field order is the JSON order.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunSummary {
@@ -164,18 +210,9 @@ pub struct RunSummary {
     pub e2e: Option<Stats>,
     /// First scheduled - sent.
     pub queue: Option<Stats>,
-    /// Prompt tokens of finished requests.
-    pub input_tokens: u64,
-    /// Output tokens of finished requests.
-    pub output_tokens: u64,
-    /// Prompt tokens per second of wall time.
-    pub input_tps: Option<f64>,
-    /// Output tokens per second of wall time.
-    pub output_tps: Option<f64>,
-    /// Prompt plus output tokens per second of wall time.
-    pub total_tps: Option<f64>,
-    /// Finished requests per minute of wall time.
-    pub requests_per_min: Option<f64>,
+    /// Tokens and rates of finished requests over the wall time.
+    #[serde(flatten)]
+    pub throughput: Throughput,
     /// Prompt tokens by origin, as fractions.
     pub hit_fractions: Option<HitFractions>,
     /// Bytes loaded into the GPU from offload tiers.
@@ -244,17 +281,7 @@ impl<'a> View<'a> {
 
     /// First send to last finish, seconds.
     fn wall_s(&self) -> Option<f64> {
-        let start = self
-            .all
-            .iter()
-            .filter_map(|r| r.arrival_s)
-            .min_by(f64::total_cmp)?;
-        let end = self
-            .fin
-            .iter()
-            .filter_map(|r| Some(r.arrival_s? + r.e2e_s?))
-            .max_by(f64::total_cmp)?;
-        Some(end - start)
+        wall_s(self.all.iter().copied())
     }
 
     fn input_tokens(&self) -> u64 {
@@ -362,12 +389,7 @@ impl RunSummary {
             itl: Stats::of_hist(&result.itl_hist),
             e2e: v.stats(|r| r.e2e_s),
             queue: v.stats(|r| r.queue_s),
-            input_tokens,
-            output_tokens,
-            input_tps: per(input_tokens, duration_s),
-            output_tps: per(output_tokens, duration_s),
-            total_tps: per(input_tokens + output_tokens, duration_s),
-            requests_per_min: per(simulated, duration_s).map(|x| x * 60.0),
+            throughput: Throughput::over(input_tokens, output_tokens, simulated, duration_s),
             hit_fractions: v.hits(),
             bytes_loaded: v.fin.iter().map(|r| r.bytes_loaded).sum(),
             bytes_stored: v.fin.iter().map(|r| r.bytes_stored).sum(),
@@ -507,11 +529,12 @@ mod tests {
         assert_eq!(s.itl, None);
         assert_eq!((s.requests_in, s.simulated, s.rejected), (5, 5, 0));
         assert!(close(s.duration_s, 0.050));
-        assert_eq!((s.input_tokens, s.output_tokens), (500, 5));
-        assert!(close(s.input_tps, 10_000.0));
-        assert!(close(s.output_tps, 100.0));
-        assert!(close(s.total_tps, 10_100.0));
-        assert!(close(s.requests_per_min, 6000.0));
+        let t = &s.throughput;
+        assert_eq!((t.input_tokens, t.output_tokens), (500, 5));
+        assert!(close(t.input_tps, 10_000.0));
+        assert!(close(t.output_tps, 100.0));
+        assert!(close(t.total_tps, 10_100.0));
+        assert!(close(t.requests_per_min, 6000.0));
         assert_eq!(s.steps, 5);
         // One 100-token request (7 blocks) held through the whole run.
         let blocks = s.num_gpu_blocks as f64;

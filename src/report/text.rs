@@ -79,15 +79,15 @@ pub fn print_summary(s: &RunSummary) -> String {
     let _ = writeln!(
         o,
         "throughput   input {} tok/s   output {} tok/s   total {} tok/s   {} req/min",
-        tps(s.input_tps),
-        tps(s.output_tps),
-        tps(s.total_tps),
-        tps(s.requests_per_min)
+        tps(s.throughput.input_tps),
+        tps(s.throughput.output_tps),
+        tps(s.throughput.total_tps),
+        tps(s.throughput.requests_per_min)
     );
     let _ = writeln!(
         o,
         "tokens       input {}   output {}",
-        s.input_tokens, s.output_tokens
+        s.throughput.input_tokens, s.throughput.output_tokens
     );
     match &s.hit_fractions {
         Some(h) => {
