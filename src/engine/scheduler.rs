@@ -15,6 +15,14 @@
 //!    transfers overlap the forward pass layer by layer.
 //! 4. At the step's end every request whose computed tokens reach its length samples a token;
 //!    those with all their tokens finish and free their blocks.
+//!
+//! Decode-only stretches run in one call ([`Engine::step`] with a horizon): when nothing waits,
+//! every running request decodes and no connector work happens, a step differs from the last
+//! only by one more token per request. The stretch then costs O(1) per step plus the steps where
+//! a request crosses a block boundary (a block allocated or registered), and ends before any
+//! request's last token, before the horizon (the next event or KV sample the caller has), or
+//! before a step whose blocks would not fit. Results are identical to stepping one by one (the
+//! reference mode does that; tests compare).
 
 use super::blocks::{BlockPool, HitScan};
 use super::config::EngineConfig;
@@ -57,6 +65,9 @@ pub struct EngineStats {
     pub used_block_ns: f64,
     /// Most GPU blocks in use at once.
     pub peak_used_blocks: u32,
+    /// Of `steps`, those run inside decode-only stretches (how much stepping was skipped; no
+    /// result depends on it).
+    pub stretch_steps: u64,
 }
 
 /// What a step did.
@@ -324,8 +335,138 @@ impl<'t> Engine<'t> {
         self.waiting.push_front(idx);
     }
 
+    /// Runs one step starting at `now`, or a stretch of decode-only steps whose later steps
+    /// all start before `horizon` (see the module doc); `None` when there is nothing to run.
+    /// `horizon` is the earliest time at which something outside the engine may change its
+    /// state (an arrival, a wake-up) or observe it (a usage sample); `now` or less: one step.
+    pub fn step(&mut self, now: u64, horizon: u64) -> Option<StepOutcome> {
+        if horizon > now
+            && !self.reference
+            && let Some(out) = self.decode_stretch(now, horizon)
+        {
+            return Some(out);
+        }
+        self.one_step(now)
+    }
+
+    /// Runs decode-only steps from `now` while the conditions of the module doc hold; `None`
+    /// (having changed nothing) when fewer than two steps could run that way.
+    fn decode_stretch(&mut self, now: u64, horizon: u64) -> Option<StepOutcome> {
+        if !self.waiting.is_empty() || self.running.is_empty() {
+            return None;
+        }
+        match &self.offload {
+            Offload::None => {}
+            // Stores cover prompt chunks only, all saved when the prefill ended.
+            Offload::LmCache(l) if !l.cfg.save_decode_cache => {}
+            _ => return None,
+        }
+        let n = self.running.len() as u64;
+        if n > self.cfg.max_num_batched_tokens as u64 {
+            return None;
+        }
+        let bs = self.cfg.block_size as u64;
+        // Steps before the first request's last token; the context sum of step 1.
+        let mut k_max = u64::MAX;
+        let mut ctx0 = 0u64;
+        for &idx in &self.running {
+            let r = &self.reqs[idx as usize];
+            if r.num_output == 0 || r.num_computed + 1 != r.num_tokens() {
+                return None;
+            }
+            k_max = k_max.min((r.output_len - r.num_output) as u64 - 1);
+            ctx0 += r.num_computed as u64 + 1;
+        }
+        if k_max < 2 {
+            return None; // a request ends within two steps: one step at a time
+        }
+        // Requests by the residue (mod block size) of the steps at which they take a new block
+        // and at which they fill one, in running order: step k touches only `alloc[k % bs]`
+        // (from each request's first allocation step on) and `fill[k % bs]`.
+        let mut alloc: Vec<Vec<(u32, u64)>> = vec![Vec::new(); bs as usize];
+        let mut fill: Vec<Vec<u32>> = vec![Vec::new(); bs as usize];
+        for &idx in &self.running {
+            let r = &self.reqs[idx as usize];
+            let c = r.num_computed as u64;
+            let have = r.blocks.len() as u64 + r.anon_blocks as u64;
+            // The first k with c + k > have * bs: the target outgrows the blocks held.
+            let first_alloc = (have * bs + 1).saturating_sub(c).max(1);
+            alloc[(first_alloc % bs) as usize].push((idx, first_alloc));
+            // The first k with (c + k) % bs == 0.
+            fill[((bs - c % bs) % bs) as usize].push(idx);
+        }
+        let mut t = now;
+        let mut ends: Vec<u64> = Vec::new();
+        let mut k = 0u64;
+        while k < k_max && (k == 0 || t < horizon) {
+            let step = k + 1;
+            let class = (step % bs) as usize;
+            let need = alloc[class].iter().filter(|(_, f)| step >= *f).count() as u32;
+            if need > self.pool.num_free() {
+                break; // the step preempts: stepped one by one
+            }
+            for &(idx, first) in &alloc[class] {
+                if step >= first {
+                    let target = self.reqs[idx as usize].num_computed + step as u32;
+                    let ok = self.grow(idx, target);
+                    debug_assert!(ok, "free blocks counted");
+                }
+            }
+            let shape = BatchShape {
+                decode_seqs: n,
+                decode_ctx: ctx0 + n * k,
+                seqs: n,
+                ..BatchShape::default()
+            };
+            let end = t + ns(self.step_model.step_s(&shape));
+            for &idx in &fill[class] {
+                let c = self.reqs[idx as usize].num_computed;
+                self.reqs[idx as usize].num_computed = c + step as u32;
+                self.cache_full_blocks(idx);
+                self.reqs[idx as usize].num_computed = c;
+            }
+            self.stats.steps += 1;
+            self.stats.decode_tokens += n;
+            self.stats.busy_ns += end - t;
+            let used = self.pool.num_used();
+            self.stats.peak_used_blocks = self.stats.peak_used_blocks.max(used);
+            self.stats.used_block_ns += used as f64 * (end - t) as f64;
+            if k > 0 {
+                // Every request's gap in a later step is the step itself.
+                self.itl_hist.add(end - t, n);
+            }
+            ends.push(end);
+            t = end;
+            k += 1;
+        }
+        if k == 0 {
+            return None;
+        }
+        self.stats.stretch_steps += k;
+        let (first_end, last_end) = (ends[0], t);
+        let max_gap = ends.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+        for &idx in &self.running {
+            let r = &mut self.reqs[idx as usize];
+            let gap1 = first_end - r.last_token_ns;
+            self.itl_hist.add(gap1, 1);
+            r.itl_sum_ns += last_end - r.last_token_ns;
+            r.itl_max_ns = r.itl_max_ns.max(gap1).max(max_gap);
+            r.last_token_ns = last_end;
+            r.num_output += k as u32;
+            r.num_computed += k as u32;
+        }
+        for j in 0..self.running.len() {
+            let idx = self.running[j];
+            self.cache_full_blocks(idx);
+        }
+        Some(StepOutcome {
+            end_ns: last_end,
+            ..StepOutcome::default()
+        })
+    }
+
     /// Runs one step starting at `now`; `None` when there is nothing to run.
-    pub fn step(&mut self, now: u64) -> Option<StepOutcome> {
+    fn one_step(&mut self, now: u64) -> Option<StepOutcome> {
         let mut out = StepOutcome::default();
         let mut budget = self.cfg.max_num_batched_tokens;
         let mut plan: Vec<(u32, u32)> = Vec::new();

@@ -35,7 +35,9 @@ fn bin_range(b: usize) -> (f64, f64) {
 pub struct LogHistogram {
     counts: Vec<u64>,
     n: u64,
-    sum: f64,
+    /// Exact (an integer), so that adding `count` equal values at once or one by one gives the
+    /// same histogram: the engine adds a decode stretch's gaps in one call.
+    sum: u128,
     min: u64,
     max: u64,
 }
@@ -45,7 +47,7 @@ impl Default for LogHistogram {
         LogHistogram {
             counts: vec![0; BINS],
             n: 0,
-            sum: 0.0,
+            sum: 0,
             min: u64::MAX,
             max: 0,
         }
@@ -59,7 +61,7 @@ impl LogHistogram {
             return;
         }
         self.n += count;
-        self.sum += x as f64 * count as f64;
+        self.sum += u128::from(x) * u128::from(count);
         self.min = self.min.min(x);
         self.max = self.max.max(x);
         self.counts[bin_of(x)] += count;
@@ -72,7 +74,7 @@ impl LogHistogram {
 
     /// Mean, exact.
     pub fn mean(&self) -> Option<f64> {
-        (self.n > 0).then(|| self.sum / self.n as f64)
+        (self.n > 0).then(|| self.sum as f64 / self.n as f64)
     }
 
     /// The `q` quantile (0..=1): the middle of its bin (within 0.4 %), clamped to the exact min

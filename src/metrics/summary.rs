@@ -237,7 +237,9 @@ pub struct RunSummary {
     pub kv_usage_mean: Option<f64>,
     /// Largest fraction of GPU blocks in use at once.
     pub kv_usage_peak: f64,
-    /// GPU prefix-cache evictions.
+    /// GPU prefix-cache evictions of blocks that another request shares (blocks nothing else
+    /// shares are never registered, since no other request could hit them, so their eviction
+    /// is not counted).
     pub gpu_evictions: u64,
     /// Offload connector counters (tier-specific).
     pub offload: serde_json::Value,

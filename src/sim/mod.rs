@@ -247,9 +247,11 @@ pub fn simulate_shared(trace: &Trace, setup: &SimSetup, shareable: Vec<u32>) -> 
                 }
             }
         }
+        // A decode-only stretch may run up to the next event or usage sample.
+        let horizon = q.peek_time().unwrap_or(u64::MAX).min(next_sample);
         if !busy
             && engine.has_work()
-            && let Some(out) = engine.step(now)
+            && let Some(out) = engine.step(now, horizon)
         {
             busy = true;
             for w in &out.wakeups {

@@ -295,3 +295,121 @@ fn a_waiting_request_is_looked_up_in_lmcache_once() {
         r.offload_stats
     );
 }
+
+/// [`setup`] with usage sampled once a second, so that decode-only stretches can run.
+fn sparse_sampling(flags: EngineFlags, offload: crate::tiers::OffloadConfig) -> SimSetup {
+    let mut s = setup(flags, offload);
+    s.sample_interval_ns = 1000 * MS;
+    s
+}
+
+#[test]
+fn a_decode_stretch_runs_in_one_call_with_the_same_times() {
+    // 100 prompt tokens, 40 output tokens, alone: step 1 prefills and samples token 1; steps
+    // 2-39 form one decode stretch (38 steps: the stretch stops before the last token); step 40
+    // samples the last token. The blocks grow from 7 (100 tokens) to 9 (139 computed).
+    let t = trace(vec![req(0, 0, vec![Run::new(1, 0, 100)], 40)]);
+    let r = simulate(
+        &t,
+        &sparse_sampling(EngineFlags::default(), crate::tiers::OffloadConfig::None),
+    );
+    let s = &r.reqs[0];
+    assert_eq!(r.stats.steps, 40);
+    assert_eq!(r.stats.stretch_steps, 38);
+    assert_eq!(s.first_token_ns, Some(10 * MS));
+    assert_eq!(s.finish_ns, Some(400 * MS));
+    assert_eq!((s.itl_sum_ns, s.itl_max_ns), (390 * MS, 10 * MS));
+    assert_eq!(r.itl_hist.count(), 39);
+    assert_eq!(r.stats.decode_tokens, 39);
+    assert_eq!(r.stats.peak_used_blocks, 9);
+}
+
+#[test]
+fn decode_stretches_match_stepping_one_by_one() {
+    // Conversations whose next turn carries the previous answer (so decoded blocks are shared
+    // and registered during stretches), long answers, sparse arrivals, a GPU small enough to
+    // preempt, an arrival landing inside a stretch; with and without offload. The reference
+    // mode steps one by one; everything observable must agree.
+    let mut reqs = Vec::new();
+    for conv in 0..6u64 {
+        let mut prompt = vec![Run::new(100 + conv, 0, 200 + 37 * conv as u32)];
+        for turn in 0..4u64 {
+            let id = conv * 4 + turn;
+            let out = 150 + 53 * ((id * 7) % 5) as u32;
+            let mut r = req(id, conv * 730 + turn * 2900, prompt.clone(), out);
+            r.output_content = 5000 + id;
+            prompt.push(Run::new(5000 + id, 0, out));
+            prompt.push(Run::new(9000 + id, 0, 30));
+            reqs.push(r);
+        }
+    }
+    reqs.sort_by_key(|r| r.arrival_ns);
+    let t = trace(reqs);
+    for (blocks, off) in [
+        (400, crate::tiers::OffloadConfig::None),
+        (90, crate::tiers::OffloadConfig::None),
+        (400, lmcache_cpu(64, 1)),
+        (120, lmcache_cpu(64, 1)),
+    ] {
+        let f = EngineFlags {
+            num_gpu_blocks: Some(blocks),
+            ..Default::default()
+        };
+        let fast = simulate(&t, &sparse_sampling(f.clone(), off.clone()));
+        let mut s = sparse_sampling(f, off);
+        s.reference_mode = true;
+        let slow = simulate(&t, &s);
+        // With room, most steps run in stretches; when the GPU is short, some still do.
+        let part = if blocks > 200 { 2 } else { 20 };
+        assert!(
+            fast.stats.stretch_steps * part > fast.stats.steps,
+            "{blocks} blocks: {} of {} steps in stretches",
+            fast.stats.stretch_steps,
+            fast.stats.steps
+        );
+        assert_eq!(slow.stats.stretch_steps, 0);
+        if blocks < 200 {
+            assert!(fast.stats.preemptions > 0, "{blocks} blocks must preempt");
+        }
+        assert!(
+            fast.reqs.iter().any(|r| r.origin.gpu > 300),
+            "answers are hit"
+        );
+        let key = |r: &SimResult| {
+            r.reqs
+                .iter()
+                .map(|s| {
+                    (
+                        s.scheduled_ns,
+                        s.first_token_ns,
+                        s.finish_ns,
+                        s.origin,
+                        s.preemptions,
+                        s.itl_sum_ns,
+                        s.itl_max_ns,
+                        s.bytes_stored,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(key(&fast), key(&slow));
+        let mut fs = fast.stats.clone();
+        fs.stretch_steps = 0;
+        assert_eq!(fs, slow.stats);
+        // (GPU evictions are not compared: the reference mode indexes, and so evicts, blocks
+        // that no other request shares.)
+        assert_eq!(fast.itl_hist.count(), slow.itl_hist.count());
+        assert_eq!(fast.itl_hist.mean(), slow.itl_hist.mean());
+        for q in [0.5, 0.9, 0.99, 1.0] {
+            assert_eq!(fast.itl_hist.quantile(q), slow.itl_hist.quantile(q));
+        }
+        let samples = |r: &SimResult| {
+            r.kv_samples
+                .iter()
+                .map(|k| (k.t_s.to_bits(), k.used.to_bits(), k.running, k.waiting))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(samples(&fast), samples(&slow));
+        assert_eq!(fast.offload_stats, slow.offload_stats);
+    }
+}
