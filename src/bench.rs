@@ -40,7 +40,20 @@ pub fn peak_rss_mib() -> f64 {
 
 /// Simulates `trace` under `cfg` `repeats` times and reports the fastest run.
 pub fn measure(name: &str, trace: &Trace, cfg: &RunConfig, repeats: u32) -> Result<BenchFigure> {
-    let (setup, _, _) = cfg.setup()?;
+    measure_mode(name, trace, cfg, repeats, false)
+}
+
+/// [`measure`], optionally in the engine's reference mode (every shortcut off: one step at a
+/// time, every block indexed, every hit scan from scratch), to show what the shortcuts save.
+pub fn measure_mode(
+    name: &str,
+    trace: &Trace,
+    cfg: &RunConfig,
+    repeats: u32,
+    reference: bool,
+) -> Result<BenchFigure> {
+    let (mut setup, _, _) = cfg.setup()?;
+    setup.reference_mode = reference;
     let mut best = f64::INFINITY;
     let mut steps = 0;
     for _ in 0..repeats.max(1) {

@@ -524,6 +524,29 @@ fn run_bench(
             &cfg,
             1,
         )?);
+        // Decode-heavy and lightly loaded: most steps run in decode-only stretches.
+        let m = (n / 200).max(1);
+        let p = kvreplay::trace::generate::random::Params {
+            num_prompts: m,
+            random_input_len: 256,
+            random_output_len: 2048,
+            request_rate: kvreplay::trace::generate::random::RequestRate(1.0),
+            ..Default::default()
+        };
+        let t = kvreplay::trace::generate::random::generate(&p, 0)?;
+        show(measure(
+            &format!("random {m} x 256/2048 at 1 req/s, cpu 50GiB"),
+            &t,
+            &cfg,
+            repeats,
+        )?);
+        show(kvreplay::bench::measure_mode(
+            "  the same in reference mode (no shortcuts)",
+            &t,
+            &cfg,
+            repeats,
+            true,
+        )?);
     }
     Ok(())
 }
