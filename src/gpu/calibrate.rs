@@ -63,6 +63,29 @@ pub const TARGET_RATIO: f64 = 0.9;
 /// Chunk size the parameters are read at (or the nearest measured).
 pub const REFERENCE_CHUNK: u32 = 256;
 
+/// Word sizes measured besides the widest, with their point names (GPU gather, GPU scatter,
+/// pinned gather, pinned scatter).
+const NARROW_WORDS: [(usize, [&str; 4]); 2] = [
+    (
+        8,
+        [
+            "gather_gpu_w8",
+            "scatter_gpu_w8",
+            "gather_pinned_w8",
+            "scatter_pinned_w8",
+        ],
+    ),
+    (
+        4,
+        [
+            "gather_gpu_w4",
+            "scatter_gpu_w4",
+            "gather_pinned_w4",
+            "scatter_pinned_w4",
+        ],
+    ),
+];
+
 /// Bytes each rotation set of buffers spans, so that no run finds its data in L2.
 const ROTATE_BYTES: usize = 256 << 20;
 
@@ -230,6 +253,31 @@ fn measure_layout(
         };
         let mut dev = alloc_set(gpu, MemKind::Device, k, bytes, 1)?;
         let mut pinned = alloc_set(gpu, MemKind::Pinned, k, bytes, 2)?;
+        // Narrower words (LMCache's own kernel moves 8-byte words): the same four copies.
+        for (word, names) in NARROW_WORDS {
+            let mut i = 0;
+            for set in [&mut dev, &mut pinned] {
+                for gather in [true, false] {
+                    let mut plans = set
+                        .iter_mut()
+                        .zip(&slots)
+                        .map(|(b, s)| {
+                            if gather {
+                                gpu.gather_plan(&cache, s, &[tokens], vec![b], 0)
+                            } else {
+                                gpu.scatter_plan(&cache, s, &[tokens], vec![&*b], 0)
+                            }
+                        })
+                        .collect::<std::result::Result<Vec<_>, _>>()?;
+                    for p in plans.iter_mut() {
+                        p.set_word(word)?;
+                    }
+                    let ms = rotate(gpu, quick, k, |r| gpu.launch(&plans[r]))?;
+                    points.push(point(names[i], 1, ms));
+                    i += 1;
+                }
+            }
+        }
         for (name, set) in [("gpu", &mut dev), ("pinned", &mut pinned)] {
             {
                 let plans = set
@@ -441,6 +489,27 @@ fn derive(
         ratios.push(ratio("gather_pinned", fi, "memcpy_d2h_pinned")?);
         ratios.push(ratio("scatter_pinned", fi, "memcpy_h2d_pinned")?);
     }
+    // Narrower words against the widest, per copy (the speed LMCache's 8-byte-word kernel
+    // would get from the same access pattern).
+    let mut narrow = Vec::new();
+    for (word, names) in NARROW_WORDS {
+        for (name, wide) in names.iter().zip([
+            "gather_gpu",
+            "scatter_gpu",
+            "gather_pinned",
+            "scatter_pinned",
+        ]) {
+            if let (Ok(n), Ok(w)) = (find(name, flash), find(wide, flash)) {
+                narrow.push(json!({
+                    "op": wide,
+                    "word_bytes": word,
+                    "gb_s": round(n.gbps(), 3),
+                    "widest_gb_s": round(w.gbps(), 3),
+                    "ratio": round(n.gbps() / w.gbps(), 4),
+                }));
+            }
+        }
+    }
     // Cross-check of the fixed cost: wall clock of a synchronised gather to pinned memory
     // against bytes, over every chunk size.
     let (x, y): (Vec<Vec<f64>>, Vec<f64>) = m
@@ -487,6 +556,7 @@ fn derive(
             "load_fixed_us": round(load_fixed, 3),
         },
         "ratios": ratios,
+        "narrow_words": narrow,
         "lmcache_store_path_gb_s": round(
             find("gather_gpu", flash)?.bytes as f64
                 / ((find("gather_gpu", flash)?.median_ms() + find("memcpy_d2h_pinned", None)?.median_ms()) * 1e-3)
@@ -689,6 +759,13 @@ mod tests {
         for r in ratios {
             assert!(r["ratio"].as_f64().unwrap() >= TARGET_RATIO, "{r}");
         }
+        // 8- and 4-byte words for each of the four copies, each slower or level.
+        let narrow = gpu_section.fit["narrow_words"].as_array().unwrap();
+        assert_eq!(narrow.len(), 8);
+        assert!(
+            narrow.iter().all(|r| r["ratio"].as_f64().unwrap() < 1.01),
+            "{narrow:?}"
+        );
     }
 
     #[test]
