@@ -5,6 +5,7 @@
 //! on a paged cache with a shuffled block table:
 //! - kernels: gather paged -> GPU chunk, scatter GPU chunk -> paged, gather paged -> pinned host
 //!   (zero copy, what a store costs), scatter pinned host -> paged (zero copy, a retrieve);
+//!   each also with 8- and 4-byte words (LMCache's kernel moves 8-byte words);
 //! - baselines: `cuMemcpy` device to device, device <-> pinned host, device <-> pageable host,
 //!   and vLLM's native offloader (one memcpy per block per layer, per K and V in the
 //!   FlashAttention layout);
