@@ -413,3 +413,94 @@ fn decode_stretches_match_stepping_one_by_one() {
         assert_eq!(fast.offload_stats, slow.offload_stats);
     }
 }
+
+#[test]
+fn random_traces_give_identical_results_with_and_without_shortcuts() {
+    // Random small traces (shared prefixes, answers carried into later prompts, random sizes,
+    // GPU sizes, budgets, offload and sampling): the shortcuts (blocks without identity,
+    // remembered hit scans, decode stretches) must change nothing observable.
+    use crate::util::rng::Rng;
+    let mut rng = Rng::new(0x5eed);
+    let (mut stretched, mut preempted) = (0, 0);
+    for case in 0..40 {
+        let n = rng.range(5, 50);
+        let mut reqs: Vec<Request> = Vec::new();
+        let mut at = 0;
+        for i in 0..n {
+            let mut prompt = Vec::new();
+            if rng.range(0, 3) > 0 {
+                let len = 16 * rng.range(1, 20) as u32 + rng.range(0, 16) as u32;
+                prompt.push(Run::new(1 + rng.range(0, 4), 0, len));
+            }
+            if i > 0 && rng.range(0, 2) == 0 {
+                let j = rng.range(0, i - 1) as usize;
+                let prev = &reqs[j];
+                prompt.extend(prev.prompt.iter().copied());
+                prompt.push(Run::new(prev.output_content, 0, prev.output_len));
+            }
+            prompt.push(Run::new(100 + i, 0, rng.range(1, 400) as u32));
+            at += rng.range(0, 3000);
+            reqs.push(req(i, at, prompt, rng.range(1, 300) as u32));
+        }
+        let t = trace(reqs);
+        let f = EngineFlags {
+            num_gpu_blocks: Some(rng.range(60, 600) as u32),
+            max_num_batched_tokens: Some([256, 1024, 8192][rng.range(0, 2) as usize]),
+            max_num_seqs: Some([4, 16, 256][rng.range(0, 2) as usize]),
+            max_model_len: Some(100_000),
+            ..Default::default()
+        };
+        let off = match rng.range(0, 3) {
+            0 => crate::tiers::OffloadConfig::None,
+            1 => lmcache_cpu([64, 256][rng.range(0, 1) as usize], 1),
+            2 => lmcache_cpu(16, 1),
+            _ => crate::tiers::OffloadConfig::Native { cpu_bytes: 1 << 28 },
+        };
+        let mut fast_setup = setup(f, off);
+        fast_setup.sample_interval_ns = [10 * MS, 1000 * MS][rng.range(0, 1) as usize];
+        let mut slow_setup = fast_setup.clone();
+        slow_setup.reference_mode = true;
+        let fast = simulate(&t, &fast_setup);
+        let slow = simulate(&t, &slow_setup);
+        let key = |r: &SimResult| {
+            r.reqs
+                .iter()
+                .map(|s| {
+                    (
+                        s.phase,
+                        s.scheduled_ns,
+                        s.first_token_ns,
+                        s.finish_ns,
+                        s.origin,
+                        s.preemptions,
+                        s.itl_sum_ns,
+                        s.itl_max_ns,
+                        s.bytes_loaded,
+                        s.bytes_stored,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(key(&fast), key(&slow), "case {case}");
+        let mut fs = fast.stats.clone();
+        fs.stretch_steps = 0;
+        assert_eq!(fs, slow.stats, "case {case}");
+        assert_eq!(fast.itl_hist.mean(), slow.itl_hist.mean(), "case {case}");
+        assert_eq!(fast.itl_hist.quantile(0.9), slow.itl_hist.quantile(0.9));
+        let samples = |r: &SimResult| {
+            r.kv_samples
+                .iter()
+                .map(|k| (k.t_s.to_bits(), k.used.to_bits(), k.running, k.waiting))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(samples(&fast), samples(&slow), "case {case}");
+        assert_eq!(fast.offload_stats, slow.offload_stats, "case {case}");
+        stretched += u32::from(fast.stats.stretch_steps > 0);
+        preempted += u32::from(fast.stats.preemptions > 0);
+    }
+    // The cases must exercise what they check.
+    assert!(
+        stretched >= 10 && preempted >= 5,
+        "{stretched} stretched, {preempted} preempted"
+    );
+}
