@@ -199,8 +199,7 @@ impl SimArgs {
         );
         opt("qps_scale", self.qps_scale.map(Value::from));
         for (k, v) in flags {
-            c.set(k, &v)
-                .with_context(|| format!("--{}", k.replace('_', "-")))?;
+            c.set(k, &v).with_context(|| flag_of(k))?;
         }
         for kv in &self.set {
             let (k, v) = kv
@@ -210,5 +209,16 @@ impl SimArgs {
                 .with_context(|| format!("--set {kv}"))?;
         }
         Ok((c, notes))
+    }
+}
+
+/// The command-line flag that sets configuration key `key` (for error messages).
+fn flag_of(key: &str) -> String {
+    match key {
+        "tp" => "--tensor-parallel-size".into(),
+        "num_gpu_blocks" => "--num-gpu-blocks-override".into(),
+        "enable_prefix_caching" => "--no-enable-prefix-caching".into(),
+        "transfer_profile" => "--profile".into(),
+        k => format!("--{}", k.replace('_', "-")),
     }
 }

@@ -46,9 +46,10 @@ pub fn parse_object(text: &str, file: &str, line: u64) -> Result<Map<String, Val
             "",
             format!("expected a JSON object, found {}", kind(&other)),
         )),
+        // A whole file (line 0) takes the parser's line; one line of a file keeps its own.
         Err(e) => Err(InputError::new(
             file,
-            line,
+            if line == 0 { e.line() as u64 } else { line },
             "",
             format!("not valid JSON: {}", strip_position(&e.to_string())),
         )),
@@ -266,6 +267,21 @@ pub fn seconds_to_ns(s: f64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invalid_json_names_the_line() {
+        // A whole file: the parser's line. One line of a JSONL file: that line.
+        let e = parse_object("{\n  \"a\": 1,\n  oops\n}", "p.json", 0).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "p.json:3: not valid JSON: key must be a string"
+        );
+        let e = parse_object("{oops}", "t.jsonl", 7).unwrap_err();
+        assert!(
+            e.to_string().starts_with("t.jsonl:7: not valid JSON"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn errors_name_the_field() {
