@@ -63,6 +63,10 @@ pub struct BlockPool {
     // count moving between 0 and 1): while it is unchanged, no block changed between held and
     // free, and a remembered count of held blocks still holds.
     ref_epoch: u64,
+    // Successful prefix-cache insertions.
+    inserts: u64,
+    // Requests that released blocks (free blocks only grow this way).
+    releases: u64,
 }
 
 /// A remembered prefix-hit scan of one waiting request: the blocks its leading hashes hit, kept
@@ -138,6 +142,8 @@ impl BlockPool {
             next_stamp: 2,
             last_popped: 0,
             ref_epoch: 0,
+            inserts: 0,
+            releases: 0,
         }
     }
 
@@ -329,6 +335,7 @@ impl BlockPool {
     /// Releases a request's blocks, last block first: `anon` blocks without identity (always
     /// its tail), then `blocks` from the last.
     pub fn free_request(&mut self, blocks: &[u32], anon: u32) {
+        self.releases += 1;
         self.push_anon(anon);
         for &b in blocks.iter().rev() {
             let r = &mut self.meta[b as usize].ref_cnt;
@@ -350,7 +357,17 @@ impl BlockPool {
         }
         m.has_hash = true;
         m.hash = hash;
-        self.cached.insert_if_absent(hash, b);
+        if self.cached.insert_if_absent(hash, b) {
+            self.inserts += 1;
+        }
+    }
+
+    /// A counter that moves whenever something could make room for a waiting request:
+    /// prefix-cache insertions, hits taken from the free queue, and releases. While it stands
+    /// still, a waiting request that could not be admitted still cannot (allocations and the
+    /// evictions they cause only make room scarcer; see the engine's decode stretches).
+    pub fn admission_epoch(&self) -> u64 {
+        self.inserts + self.ref_epoch + self.releases
     }
 
     /// Brings `scan` up to date with the prefix hit of `hashes`: drops the hits evicted since it

@@ -16,9 +16,10 @@
 //! 4. At the step's end every request whose computed tokens reach its length samples a token;
 //!    those with all their tokens finish and free their blocks.
 //!
-//! Decode-only stretches run in one call ([`Engine::step`] with a horizon): when nothing waits,
-//! every running request decodes and no connector work happens, a step differs from the last
-//! only by one more token per request. The stretch then costs O(1) per step plus the steps where
+//! Decode-only stretches run in one call ([`Engine::step`] with a horizon): when every running
+//! request decodes, no connector work happens and no waiting request can be admitted (none
+//! waits, the batch is full, or the first found no room and nothing has freed any since), a
+//! step differs from the last only by one more token per request. The stretch then costs O(1) per step plus the steps where
 //! a request crosses a block boundary (a block allocated or registered), and ends before any
 //! request's last token, before the horizon (the next event or KV sample the caller has), or
 //! before a step whose blocks would not fit. Results are identical to stepping one by one (the
@@ -107,6 +108,8 @@ pub struct Engine<'t> {
     /// Reference mode: index every block and rescan prefix hits at every attempt, as vLLM
     /// does. Results must be identical either way; tests check that.
     reference: bool,
+    /// The waiting request that last found no room, with the pool's admission epoch then.
+    blocked: Option<(u32, u64)>,
 }
 
 /// Seconds to integer nanoseconds.
@@ -156,6 +159,7 @@ impl<'t> Engine<'t> {
             itl_hist: Default::default(),
             shareable: Vec::new(),
             reference: false,
+            blocked: None,
         }
     }
 
@@ -352,19 +356,41 @@ impl<'t> Engine<'t> {
     /// Runs decode-only steps from `now` while the conditions of the module doc hold; `None`
     /// (having changed nothing) when fewer than two steps could run that way.
     fn decode_stretch(&mut self, now: u64, horizon: u64) -> Option<StepOutcome> {
-        if !self.waiting.is_empty() || self.running.is_empty() {
+        if self.running.is_empty() {
             return None;
         }
-        match &self.offload {
-            Offload::None => {}
+        let async_loading = match &self.offload {
+            Offload::None => false,
             // Stores cover prompt chunks only, all saved when the prefill ended.
-            Offload::LmCache(l) if !l.cfg.save_decode_cache => {}
+            Offload::LmCache(l) if !l.cfg.save_decode_cache => l.cfg.enable_async_loading,
             _ => return None,
-        }
+        };
         let n = self.running.len() as u64;
         if n > self.cfg.max_num_batched_tokens as u64 {
             return None;
         }
+        // Waiting requests must stay where they are: either no admission is attempted (the
+        // batch is full), or the front one found no room at its last attempt and nothing that
+        // could make room has happened since (its lookup is then cached: attempts cost nothing
+        // and change nothing). Steps that register blocks end the stretch (they may extend its
+        // prefix hit).
+        let full = self.running.len() >= self.cfg.max_num_seqs as usize;
+        let watch_blocked = match self.waiting.front() {
+            None => false,
+            Some(_) if full => false,
+            Some(&front) => {
+                let r = &self.reqs[front as usize];
+                let still = self.blocked == Some((front, self.pool.admission_epoch()))
+                    && r.phase == Phase::Waiting
+                    && r.num_computed == 0
+                    && (r.lmc_lookup.is_some() || matches!(self.offload, Offload::None))
+                    && !async_loading;
+                if !still {
+                    return None;
+                }
+                true
+            }
+        };
         let bs = self.cfg.block_size as u64;
         // Steps before the first request's last token; the context sum of step 1.
         let mut k_max = u64::MAX;
@@ -425,6 +451,10 @@ impl<'t> Engine<'t> {
                 self.cache_full_blocks(idx);
                 self.reqs[idx as usize].num_computed = c;
             }
+            let registered = watch_blocked
+                && self
+                    .blocked
+                    .is_some_and(|(_, e)| e != self.pool.admission_epoch());
             self.stats.steps += 1;
             self.stats.decode_tokens += n;
             self.stats.busy_ns += end - t;
@@ -438,6 +468,9 @@ impl<'t> Engine<'t> {
             ends.push(end);
             t = end;
             k += 1;
+            if registered {
+                break; // the next step's admission attempt may succeed
+            }
         }
         if k == 0 {
             return None;
@@ -530,7 +563,10 @@ impl<'t> Engine<'t> {
                         skipped.push(self.waiting.pop_front().expect("front exists"));
                         out.wakeups.push(ready);
                     }
-                    Admit::NoRoom => break,
+                    Admit::NoRoom => {
+                        self.blocked = Some((idx, self.pool.admission_epoch()));
+                        break;
+                    }
                 }
             }
             for idx in skipped.into_iter().rev() {

@@ -504,3 +504,43 @@ fn random_traces_give_identical_results_with_and_without_shortcuts() {
         "{stretched} stretched, {preempted} preempted"
     );
 }
+
+#[test]
+fn a_blocked_request_waits_through_stretches_and_starts_when_room_is_freed() {
+    // 60 blocks. Requests 0 (480 + 40 tokens, 30-33 blocks) and 2 (100 + 300 tokens) start at
+    // once; request 1 (400 prompt tokens, 25 blocks) arrives at 20 ms and finds no room until
+    // request 0 finishes and frees its blocks (none of them shared, so held without identity).
+    // Meanwhile decode stretches run with request 1 waiting; it must start at the very step
+    // after request 0's last token, as it does stepping one by one.
+    let t = trace(vec![
+        req(0, 0, vec![Run::new(1, 0, 480)], 40),
+        req(1, 20, vec![Run::new(2, 0, 400)], 5),
+        req(2, 0, vec![Run::new(3, 0, 100)], 300),
+    ]);
+    let f = EngineFlags {
+        num_gpu_blocks: Some(60),
+        ..Default::default()
+    };
+    let fast = simulate(
+        &t,
+        &sparse_sampling(f.clone(), crate::tiers::OffloadConfig::None),
+    );
+    let mut s = sparse_sampling(f, crate::tiers::OffloadConfig::None);
+    s.reference_mode = true;
+    let slow = simulate(&t, &s);
+    // Request 0: prefill at step 1 (first token at 10 ms), 39 more tokens: done at 400 ms.
+    assert_eq!(fast.reqs[0].finish_ns, Some(400 * MS));
+    assert_eq!(fast.reqs[1].scheduled_ns, Some(400 * MS));
+    assert!(
+        fast.stats.stretch_steps > 20,
+        "{}",
+        fast.stats.stretch_steps
+    );
+    let key = |r: &SimResult| {
+        r.reqs
+            .iter()
+            .map(|s| (s.scheduled_ns, s.first_token_ns, s.finish_ns, s.itl_max_ns))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(key(&fast), key(&slow));
+}
