@@ -392,12 +392,21 @@ impl<'t> Engine<'t> {
             }
         };
         let bs = self.cfg.block_size as u64;
+        let decoding = |r: &ReqState| r.num_output > 0 && r.num_computed + 1 == r.num_tokens();
+        // The latest admitted is the likeliest to be still in its prefill: look at it first.
+        if !self
+            .running
+            .last()
+            .is_some_and(|&i| decoding(&self.reqs[i as usize]))
+        {
+            return None;
+        }
         // Steps before the first request's last token; the context sum of step 1.
         let mut k_max = u64::MAX;
         let mut ctx0 = 0u64;
         for &idx in &self.running {
             let r = &self.reqs[idx as usize];
-            if r.num_output == 0 || r.num_computed + 1 != r.num_tokens() {
+            if !decoding(r) {
                 return None;
             }
             k_max = k_max.min((r.output_len - r.num_output) as u64 - 1);
