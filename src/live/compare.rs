@@ -8,114 +8,13 @@
 //! of the live run, see [`super::prom::prefix_cache`]) and, when the server reported it per
 //! request, `cached_tokens` over prompt tokens.
 
-use crate::error::{Error, Result};
-use crate::metrics::record::{RequestRecord, Status};
-use crate::metrics::summary::Stats;
-use arrow_array::{Array, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use crate::error::Result;
+use crate::metrics::record::RequestRecord;
+use crate::metrics::summary::{Stats, wall_s};
+pub use crate::report::parquet::read_requests;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::path::Path;
-
-fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str, file: &str) -> Result<&'a T> {
-    b.column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| Error::Config(format!("{file}: no column {name} of the expected type")))
-}
-
-/// Reads a `requests.parquet` written by `kvreplay run` or `kvreplay live`.
-pub fn read_requests(path: &Path) -> Result<Vec<RequestRecord>> {
-    let file = path.display().to_string();
-    let f = std::fs::File::open(path).map_err(|e| Error::io(&file, e))?;
-    let perr = |e: parquet::errors::ParquetError| Error::io(&file, std::io::Error::other(e));
-    let reader = ParquetRecordBatchReaderBuilder::try_new(f)
-        .map_err(perr)?
-        .build()
-        .map_err(perr)?;
-    let mut out = Vec::new();
-    for b in reader {
-        let b = b.map_err(|e| Error::io(&file, std::io::Error::other(e)))?;
-        let u64s = |n: &str| column::<UInt64Array>(&b, n, &file);
-        let u32s = |n: &str| column::<UInt32Array>(&b, n, &file);
-        let f64s = |n: &str| column::<Float64Array>(&b, n, &file);
-        let strs = |n: &str| column::<StringArray>(&b, n, &file);
-        let (id, session, bl, bs) = (
-            u64s("id")?,
-            u64s("session")?,
-            u64s("bytes_loaded")?,
-            u64s("bytes_stored")?,
-        );
-        let (status, reason) = (strs("status")?, strs("reject_reason")?);
-        let fl = [
-            "arrival_s",
-            "queue_s",
-            "ttft_s",
-            "tpot_s",
-            "itl_mean_s",
-            "itl_max_s",
-            "e2e_s",
-            "measured_ttft_s",
-            "measured_e2e_s",
-        ]
-        .iter()
-        .map(|n| f64s(n))
-        .collect::<Result<Vec<_>>>()?;
-        let (arr, queue, ttft, tpot, itlm, itlx, e2e, mt, me) = (
-            fl[0], fl[1], fl[2], fl[3], fl[4], fl[5], fl[6], fl[7], fl[8],
-        );
-        let us = [
-            "round",
-            "input_len",
-            "output_len",
-            "tokens_gpu",
-            "tokens_cpu",
-            "tokens_disk",
-            "tokens_remote",
-            "tokens_computed",
-            "preemptions",
-        ]
-        .iter()
-        .map(|n| u32s(n))
-        .collect::<Result<Vec<_>>>()?;
-        let (round, inp, outp, tg, tc, td, tr, tcomp, pre) = (
-            us[0], us[1], us[2], us[3], us[4], us[5], us[6], us[7], us[8],
-        );
-        let opt = |a: &Float64Array, i: usize| (!a.is_null(i)).then(|| a.value(i));
-        for i in 0..b.num_rows() {
-            out.push(RequestRecord {
-                id: id.value(i),
-                round: round.value(i),
-                session: (!session.is_null(i)).then(|| session.value(i)),
-                status: if status.value(i) == "finished" {
-                    Status::Finished
-                } else {
-                    Status::Rejected
-                },
-                reject_reason: (!reason.is_null(i)).then(|| reason.value(i).to_string()),
-                arrival_s: opt(arr, i),
-                queue_s: opt(queue, i),
-                ttft_s: opt(ttft, i),
-                tpot_s: opt(tpot, i),
-                itl_mean_s: opt(itlm, i),
-                itl_max_s: opt(itlx, i),
-                e2e_s: opt(e2e, i),
-                input_len: inp.value(i),
-                output_len: outp.value(i),
-                tokens_gpu: tg.value(i),
-                tokens_cpu: tc.value(i),
-                tokens_disk: td.value(i),
-                tokens_remote: tr.value(i),
-                tokens_computed: tcomp.value(i),
-                bytes_loaded: bl.value(i),
-                bytes_stored: bs.value(i),
-                preemptions: pre.value(i),
-                measured_ttft_s: opt(mt, i),
-                measured_e2e_s: opt(me, i),
-            });
-        }
-    }
-    Ok(out)
-}
 
 fn read_json(path: &Path) -> Option<Value> {
     let text = std::fs::read_to_string(path).ok()?;
@@ -128,19 +27,8 @@ fn rel(pred: f64, meas: f64) -> Option<f64> {
 
 /// Wall time (first send to last finish), finished requests, output tokens.
 fn throughput(recs: &[RequestRecord]) -> Value {
-    let start = recs
-        .iter()
-        .filter_map(|r| r.arrival_s)
-        .min_by(f64::total_cmp);
     let fin: Vec<&RequestRecord> = recs.iter().filter(|r| r.finished()).collect();
-    let end = fin
-        .iter()
-        .filter_map(|r| Some(r.arrival_s? + r.e2e_s?))
-        .max_by(f64::total_cmp);
-    let wall = match (start, end) {
-        (Some(s), Some(e)) if e > s => Some(e - s),
-        _ => None,
-    };
+    let wall = wall_s(recs.iter()).filter(|w| *w > 0.0);
     let out: u64 = fin.iter().map(|r| r.output_len as u64).sum();
     let inp: u64 = fin.iter().map(|r| r.input_len as u64).sum();
     json!({

@@ -11,9 +11,10 @@
 //! | validation | a JSON file with `studies` | per study: fit, predicted vs measured table and plot |
 
 use crate::error::{Error, InputError, Result};
-use crate::metrics::record::{RequestRecord, Status};
+use crate::metrics::record::RequestRecord;
 use crate::metrics::summary::Stats;
 use crate::plot::{self, Figure, Slo, ValidationPoint};
+use crate::report::parquet::read_requests;
 use crate::sweep::SweepPoint;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -162,102 +163,6 @@ pub fn report(input: &Path, opts: &Options) -> Result<String> {
         Kind::Sweep(p) => sweep_page(&p, opts),
         Kind::Validation(p) => validation_page(&p, opts),
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reading requests.parquet
-
-/// Reads a `requests.parquet` written by [`super::write_requests`].
-pub fn read_requests(path: &Path) -> Result<Vec<RequestRecord>> {
-    use arrow_array::{Array, Float64Array, StringArray, UInt32Array, UInt64Array};
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.build())
-        .map_err(|e| bad(path, format!("not a readable Parquet file: {e}")))?;
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| bad(path, format!("cannot read: {e}")))?;
-        let col = |name: &str| {
-            batch.column_by_name(name).ok_or_else(|| {
-                Error::from(InputError::new(
-                    path.display().to_string(),
-                    0,
-                    name,
-                    "column missing (not a kvreplay requests.parquet)",
-                ))
-            })
-        };
-        macro_rules! typed {
-            ($name:expr, $t:ty) => {{
-                let c = col($name)?;
-                c.as_any().downcast_ref::<$t>().ok_or_else(|| {
-                    Error::from(InputError::new(
-                        path.display().to_string(),
-                        0,
-                        $name,
-                        format!("unexpected type {}", c.data_type()),
-                    ))
-                })?
-            }};
-        }
-        let id = typed!("id", UInt64Array);
-        let round = typed!("round", UInt32Array);
-        let session = typed!("session", UInt64Array);
-        let status = typed!("status", StringArray);
-        let reason = typed!("reject_reason", StringArray);
-        let f = |name: &'static str| -> Result<&Float64Array> { Ok(typed!(name, Float64Array)) };
-        let (arrival, queue, ttft, tpot) =
-            (f("arrival_s")?, f("queue_s")?, f("ttft_s")?, f("tpot_s")?);
-        let (itl_mean, itl_max, e2e) = (f("itl_mean_s")?, f("itl_max_s")?, f("e2e_s")?);
-        let (m_ttft, m_e2e) = (f("measured_ttft_s")?, f("measured_e2e_s")?);
-        let u = |name: &'static str| -> Result<&UInt32Array> { Ok(typed!(name, UInt32Array)) };
-        let (input_len, output_len) = (u("input_len")?, u("output_len")?);
-        let (gpu, cpu, disk, remote, computed) = (
-            u("tokens_gpu")?,
-            u("tokens_cpu")?,
-            u("tokens_disk")?,
-            u("tokens_remote")?,
-            u("tokens_computed")?,
-        );
-        let preemptions = u("preemptions")?;
-        let loaded = typed!("bytes_loaded", UInt64Array);
-        let stored = typed!("bytes_stored", UInt64Array);
-        let of = |a: &Float64Array, i: usize| (!a.is_null(i)).then(|| a.value(i));
-        for i in 0..batch.num_rows() {
-            out.push(RequestRecord {
-                id: id.value(i),
-                round: round.value(i),
-                session: (!session.is_null(i)).then(|| session.value(i)),
-                status: if status.value(i) == "finished" {
-                    Status::Finished
-                } else {
-                    Status::Rejected
-                },
-                reject_reason: (!reason.is_null(i)).then(|| reason.value(i).to_string()),
-                arrival_s: of(arrival, i),
-                queue_s: of(queue, i),
-                ttft_s: of(ttft, i),
-                tpot_s: of(tpot, i),
-                itl_mean_s: of(itl_mean, i),
-                itl_max_s: of(itl_max, i),
-                e2e_s: of(e2e, i),
-                input_len: input_len.value(i),
-                output_len: output_len.value(i),
-                tokens_gpu: gpu.value(i),
-                tokens_cpu: cpu.value(i),
-                tokens_disk: disk.value(i),
-                tokens_remote: remote.value(i),
-                tokens_computed: computed.value(i),
-                bytes_loaded: loaded.value(i),
-                bytes_stored: stored.value(i),
-                preemptions: preemptions.value(i),
-                measured_ttft_s: of(m_ttft, i),
-                measured_e2e_s: of(m_e2e, i),
-            });
-        }
-    }
-    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------

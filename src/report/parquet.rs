@@ -2,8 +2,8 @@
 //! order. Optional fields are nullable columns; times are Float64 seconds; `status` is
 //! `"finished"` or `"rejected"`.
 
-use crate::error::Result;
-use crate::metrics::record::RequestRecord;
+use crate::error::{Error, InputError, Result};
+use crate::metrics::record::{RequestRecord, Status};
 use crate::util::parquet::write_rows;
 use arrow_array::builder::{Float64Builder, StringBuilder, UInt32Builder, UInt64Builder};
 use arrow_array::{ArrayRef, RecordBatch};
@@ -110,4 +110,100 @@ fn to_batch(
         f64s(|r| r.measured_e2e_s),
     ];
     RecordBatch::try_new(schema, cols)
+}
+
+/// Reads a `requests.parquet` written by [`write_requests`] (by `kvreplay run` or `kvreplay
+/// live`); a missing column or one of another type is an error naming it.
+pub fn read_requests(path: &Path) -> Result<Vec<RequestRecord>> {
+    use arrow_array::{Array, Float64Array, StringArray, UInt32Array, UInt64Array};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let file = path.display().to_string();
+    let bad = |msg: String| Error::from(InputError::new(&file, 0, "", msg));
+    let f = std::fs::File::open(path).map_err(|e| Error::io(&file, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+        .and_then(|b| b.build())
+        .map_err(|e| bad(format!("not a readable Parquet file: {e}")))?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| bad(format!("cannot read: {e}")))?;
+        let col = |name: &str| {
+            batch.column_by_name(name).ok_or_else(|| {
+                Error::from(InputError::new(
+                    &file,
+                    0,
+                    name,
+                    "column missing (not a kvreplay requests.parquet)",
+                ))
+            })
+        };
+        macro_rules! typed {
+            ($name:expr, $t:ty) => {{
+                let c = col($name)?;
+                c.as_any().downcast_ref::<$t>().ok_or_else(|| {
+                    Error::from(InputError::new(
+                        &file,
+                        0,
+                        $name,
+                        format!("unexpected type {}", c.data_type()),
+                    ))
+                })?
+            }};
+        }
+        let id = typed!("id", UInt64Array);
+        let round = typed!("round", UInt32Array);
+        let session = typed!("session", UInt64Array);
+        let status = typed!("status", StringArray);
+        let reason = typed!("reject_reason", StringArray);
+        let f = |name: &'static str| -> Result<&Float64Array> { Ok(typed!(name, Float64Array)) };
+        let (arrival, queue, ttft, tpot) =
+            (f("arrival_s")?, f("queue_s")?, f("ttft_s")?, f("tpot_s")?);
+        let (itl_mean, itl_max, e2e) = (f("itl_mean_s")?, f("itl_max_s")?, f("e2e_s")?);
+        let (m_ttft, m_e2e) = (f("measured_ttft_s")?, f("measured_e2e_s")?);
+        let u = |name: &'static str| -> Result<&UInt32Array> { Ok(typed!(name, UInt32Array)) };
+        let (input_len, output_len) = (u("input_len")?, u("output_len")?);
+        let (gpu, cpu, disk, remote, computed) = (
+            u("tokens_gpu")?,
+            u("tokens_cpu")?,
+            u("tokens_disk")?,
+            u("tokens_remote")?,
+            u("tokens_computed")?,
+        );
+        let preemptions = u("preemptions")?;
+        let loaded = typed!("bytes_loaded", UInt64Array);
+        let stored = typed!("bytes_stored", UInt64Array);
+        let of = |a: &Float64Array, i: usize| (!a.is_null(i)).then(|| a.value(i));
+        for i in 0..batch.num_rows() {
+            out.push(RequestRecord {
+                id: id.value(i),
+                round: round.value(i),
+                session: (!session.is_null(i)).then(|| session.value(i)),
+                status: if status.value(i) == "finished" {
+                    Status::Finished
+                } else {
+                    Status::Rejected
+                },
+                reject_reason: (!reason.is_null(i)).then(|| reason.value(i).to_string()),
+                arrival_s: of(arrival, i),
+                queue_s: of(queue, i),
+                ttft_s: of(ttft, i),
+                tpot_s: of(tpot, i),
+                itl_mean_s: of(itl_mean, i),
+                itl_max_s: of(itl_max, i),
+                e2e_s: of(e2e, i),
+                input_len: input_len.value(i),
+                output_len: output_len.value(i),
+                tokens_gpu: gpu.value(i),
+                tokens_cpu: cpu.value(i),
+                tokens_disk: disk.value(i),
+                tokens_remote: remote.value(i),
+                tokens_computed: computed.value(i),
+                bytes_loaded: loaded.value(i),
+                bytes_stored: stored.value(i),
+                preemptions: preemptions.value(i),
+                measured_ttft_s: of(m_ttft, i),
+                measured_e2e_s: of(m_e2e, i),
+            });
+        }
+    }
+    Ok(out)
 }
