@@ -169,17 +169,7 @@ fn bracket(
     }
 }
 
-/// The open-loop request rate of a trace, requests per second.
-pub fn base_rate(trace: &Trace) -> Option<f64> {
-    let open: Vec<u64> = trace
-        .requests
-        .iter()
-        .filter(|r| r.pool.is_none())
-        .map(|r| r.arrival_ns)
-        .collect();
-    let (a, b) = (open.iter().min()?, open.iter().max()?);
-    (b > a).then(|| open.len() as f64 / ((b - a) as f64 / 1e9))
-}
+pub use crate::trace::stats::base_rate;
 
 /// The highest arrival rate at which every SLO holds.
 pub fn max_rate(trace: &Trace, cfg: &RunConfig, slos: &[Target]) -> Result<Plan> {

@@ -64,19 +64,29 @@ pub struct TraceStats {
     pub reuse: Vec<(u32, f64)>,
 }
 
+/// Open-loop requests (those sent at their own arrival time) and the span of their arrivals, ns.
+fn open_loop_span(trace: &Trace) -> (usize, u64) {
+    let mut n = 0;
+    let (mut first, mut last) = (u64::MAX, 0);
+    for r in trace.requests.iter().filter(|r| r.pool.is_none()) {
+        n += 1;
+        first = first.min(r.arrival_ns);
+        last = last.max(r.arrival_ns);
+    }
+    (n, last.saturating_sub(first))
+}
+
+/// The open-loop request rate of a trace, requests per second (`None` without two distinct
+/// arrival times).
+pub fn base_rate(trace: &Trace) -> Option<f64> {
+    let (n, span) = open_loop_span(trace);
+    (span > 0).then(|| n as f64 / (span as f64 / 1e9))
+}
+
 impl TraceStats {
     /// Computes the statistics, with reuse at each of `blocks`.
     pub fn of(trace: &Trace, blocks: &[u32]) -> TraceStats {
-        let open: Vec<u64> = trace
-            .requests
-            .iter()
-            .filter(|r| r.pool.is_none())
-            .map(|r| r.arrival_ns)
-            .collect();
-        let duration_ns = match (open.iter().min(), open.iter().max()) {
-            (Some(a), Some(b)) => b - a,
-            _ => 0,
-        };
+        let (open, duration_ns) = open_loop_span(trace);
         let duration_s = duration_ns as f64 / 1e9;
         let mut sessions: Vec<u64> = trace.requests.iter().filter_map(|r| r.session).collect();
         sessions.sort_unstable();
@@ -87,7 +97,7 @@ impl TraceStats {
             closed_loop: trace.is_closed_loop(),
             duration_s,
             rate_per_s: if duration_s > 0.0 {
-                open.len() as f64 / duration_s
+                open as f64 / duration_s
             } else {
                 0.0
             },
