@@ -124,6 +124,26 @@ fn evaluate(
     Ok(Probe { x, metrics, ok })
 }
 
+/// Evaluates the targets at `x`, keeps the point as evidence, and says whether they hold.
+fn probe(eval: &dyn Fn(f64) -> Result<Probe>, x: f64, evidence: &mut Vec<Probe>) -> Result<bool> {
+    let p = eval(x)?;
+    let ok = p.ok;
+    evidence.push(p);
+    Ok(ok)
+}
+
+/// The targets in words, joined by "and".
+fn describe(targets: &[Target]) -> String {
+    targets
+        .iter()
+        .map(|t| {
+            let op = if t.at_least { ">=" } else { "<=" };
+            format!("{} {op} {}", t.metric, t.threshold)
+        })
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
 /// Finds a point where the targets hold and, next to it, one where they fail, by doubling or
 /// halving from `start` within `limits`. `ok_below`: the targets hold for small `x` (arrival
 /// rate) rather than large `x` (tier size). Returns `(ok, fail)`: `ok` is `None` when no point in
@@ -137,20 +157,15 @@ fn bracket(
 ) -> Result<(Option<f64>, Option<f64>)> {
     let within = |x: f64| (limits.0..=limits.1).contains(&x);
     let (towards_fail, towards_ok) = if ok_below { (2.0, 0.5) } else { (0.5, 2.0) };
-    let mut probe = |x: f64| -> Result<bool> {
-        let p = eval(x)?;
-        let ok = p.ok;
-        evidence.push(p);
-        Ok(ok)
-    };
-    if probe(start)? {
+    let mut holds_at = |x: f64| probe(eval, x, evidence);
+    if holds_at(start)? {
         let mut ok = start;
         loop {
             let x = ok * towards_fail;
             if !within(x) {
                 return Ok((Some(ok), None));
             }
-            if !probe(x)? {
+            if !holds_at(x)? {
                 return Ok((Some(ok), Some(x)));
             }
             ok = x;
@@ -162,7 +177,7 @@ fn bracket(
         if !within(x) {
             return Ok((None, Some(fail)));
         }
-        if probe(x)? {
+        if holds_at(x)? {
             return Ok((Some(x), Some(fail)));
         }
         fail = x;
@@ -188,10 +203,11 @@ pub fn max_rate(trace: &Trace, cfg: &RunConfig, slos: &[Target]) -> Result<Plan>
             // Bisect in log space: rates span decades.
             for _ in 0..8 {
                 let mid = (ok * fail).sqrt();
-                let p = eval(mid)?;
-                let pass = p.ok;
-                evidence.push(p);
-                if pass { ok = mid } else { fail = mid }
+                if probe(&eval, mid, &mut evidence)? {
+                    ok = mid
+                } else {
+                    fail = mid
+                }
             }
             Some(ok)
         }
@@ -199,18 +215,7 @@ pub fn max_rate(trace: &Trace, cfg: &RunConfig, slos: &[Target]) -> Result<Plan>
     };
     let answer = best.map(|s| s * rate);
     Ok(Plan {
-        question: format!(
-            "highest request rate meeting {}",
-            slos.iter()
-                .map(|t| format!(
-                    "{} {} {}",
-                    t.metric,
-                    if t.at_least { ">=" } else { "<=" },
-                    t.threshold
-                ))
-                .collect::<Vec<_>>()
-                .join(" and ")
-        ),
+        question: format!("highest request rate meeting {}", describe(slos)),
         answer,
         answer_text: match best {
             Some(s) => format!(
@@ -249,29 +254,18 @@ pub fn smallest_tier(
                 if mid >= ok || mid <= fail {
                     break;
                 }
-                let p = eval(mid)?;
-                let pass = p.ok;
-                evidence.push(p);
-                if pass { ok = mid } else { fail = mid }
+                if probe(&eval, mid, &mut evidence)? {
+                    ok = mid
+                } else {
+                    fail = mid
+                }
             }
             Some(ok)
         }
         (None, _) => None,
     };
     Ok(Plan {
-        question: format!(
-            "smallest {key} meeting {}",
-            targets
-                .iter()
-                .map(|t| format!(
-                    "{} {} {}",
-                    t.metric,
-                    if t.at_least { ">=" } else { "<=" },
-                    t.threshold
-                ))
-                .collect::<Vec<_>>()
-                .join(" and ")
-        ),
+        question: format!("smallest {key} meeting {}", describe(targets)),
         answer: best,
         answer_text: match best {
             Some(g) => format!("{g} GiB"),
