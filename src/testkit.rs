@@ -124,3 +124,11 @@ pub fn shared(rel: &str) -> std::path::PathBuf {
 pub fn shared_study(name: &str) -> std::path::PathBuf {
     shared(&format!("validation/{name}"))
 }
+
+/// The published study files in `../shared/validation`.
+pub const SHIPPED_STUDIES: [&str; 4] = [
+    "cache-miss-random.json",
+    "lmcache-network-rtt.json",
+    "long-doc-qa.json",
+    "multi-turn-prefill.json",
+];

@@ -260,7 +260,9 @@ impl BlockPool {
         }
     }
 
-    /// The block caching `hash`, if any.
+    /// The block caching `hash`, if any. (A test oracle: the engine
+    /// uses [`BlockPool::refresh_hits`] and [`BlockPool::allocate_into`].)
+    #[cfg(test)]
     pub fn cached_block(&self, hash: u64) -> Option<u32> {
         if !self.caching {
             return None;
@@ -268,7 +270,9 @@ impl BlockPool {
         self.cached.get(hash)
     }
 
-    /// How many leading `hashes` are cached (a prefix-cache hit of that many blocks).
+    /// How many leading `hashes` are cached (a prefix-cache hit of that many blocks). (A test oracle: the engine
+    /// uses [`BlockPool::refresh_hits`] and [`BlockPool::allocate_into`].)
+    #[cfg(test)]
     pub fn count_hits(&self, hashes: &[u64]) -> usize {
         if !self.caching {
             return 0;
@@ -299,7 +303,9 @@ impl BlockPool {
     }
 
     /// Takes the least recently freed block as a block with identity (one that may be
-    /// registered in the prefix cache), evicting the cached prefix it held.
+    /// registered in the prefix cache), evicting the cached prefix it held. (A test oracle: the engine
+    /// uses [`BlockPool::refresh_hits`] and [`BlockPool::allocate_into`].)
+    #[cfg(test)]
     pub fn allocate(&mut self) -> Option<u32> {
         if self.free == 0 {
             return None;
@@ -426,11 +432,6 @@ impl BlockPool {
             scan.busy_prefix.push(busy);
         }
         busy as usize
-    }
-
-    /// Entries in the prefix cache.
-    pub fn num_cached(&self) -> usize {
-        self.cached.len()
     }
 }
 

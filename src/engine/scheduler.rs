@@ -431,7 +431,8 @@ impl<'t> Engine<'t> {
             fill[((bs - c % bs) % bs) as usize].push(idx);
         }
         let mut t = now;
-        let mut ends: Vec<u64> = Vec::new();
+        // End of the first step, and the longest later step (every request's gap then).
+        let (mut first_end, mut max_gap) = (0, 0);
         let mut k = 0u64;
         while k < k_max && (k == 0 || t < horizon) {
             let step = k + 1;
@@ -470,11 +471,13 @@ impl<'t> Engine<'t> {
             let used = self.pool.num_used();
             self.stats.peak_used_blocks = self.stats.peak_used_blocks.max(used);
             self.stats.used_block_ns += used as f64 * (end - t) as f64;
-            if k > 0 {
+            if k == 0 {
+                first_end = end;
+            } else {
                 // Every request's gap in a later step is the step itself.
                 self.itl_hist.add(end - t, n);
+                max_gap = max_gap.max(end - t);
             }
-            ends.push(end);
             t = end;
             k += 1;
             if registered {
@@ -485,8 +488,7 @@ impl<'t> Engine<'t> {
             return None;
         }
         self.stats.stretch_steps += k;
-        let (first_end, last_end) = (ends[0], t);
-        let max_gap = ends.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+        let last_end = t;
         for &idx in &self.running {
             let r = &mut self.reqs[idx as usize];
             let gap1 = first_end - r.last_token_ns;

@@ -924,6 +924,16 @@ mod tests {
     /// size (16, 8, 4, 1) come up.
     const ROWS: [(usize, usize); 5] = [(8, 128), (2, 4), (1, 2), (1, 3), (3, 5)];
 
+    /// Every word size the kernels may use for rows of this shape (up to the widest the
+    /// host would pick).
+    fn words_to_test(s: &PagedShape) -> Vec<usize> {
+        let widest = reference::word_bytes(s.row_bytes(), &[256]);
+        reference::WORD_SIZES
+            .into_iter()
+            .filter(|w| *w <= widest && s.row_bytes().is_multiple_of(*w))
+            .collect()
+    }
+
     fn check_gather(gpu: &Gpu, rng: &mut Rng, c: &Case, kind: MemKind, words: &mut Vec<usize>) {
         let s = c.shape;
         let layers: Vec<Vec<u8>> = (0..s.layers)
@@ -938,11 +948,7 @@ mod tests {
             .collect();
         let mut wrefs: Vec<&mut [u8]> = want.iter_mut().map(|w| w.as_mut_slice()).collect();
         reference::gather(&s, &lrefs, &c.slots, &c.chunk_tokens, c.skip, &mut wrefs).unwrap();
-        let word = reference::word_bytes(s.row_bytes(), &[256]);
-        for w in reference::WORD_SIZES
-            .into_iter()
-            .filter(|w| *w <= word && s.row_bytes().is_multiple_of(*w))
-        {
+        for w in words_to_test(&s) {
             let mut bufs: Vec<ChunkBuf> = c
                 .chunk_tokens
                 .iter()
@@ -992,11 +998,7 @@ mod tests {
             .iter()
             .map(|x| gpu.chunk_from(kind, x).unwrap())
             .collect();
-        let word = reference::word_bytes(s.row_bytes(), &[256]);
-        for w in reference::WORD_SIZES
-            .into_iter()
-            .filter(|w| *w <= word && s.row_bytes().is_multiple_of(*w))
-        {
+        for w in words_to_test(&s) {
             let lrefs: Vec<&[u8]> = layers.iter().map(|l| l.as_slice()).collect();
             let cache = gpu.cache_from(s, &lrefs).unwrap();
             {

@@ -473,12 +473,7 @@ mod tests {
 
     #[test]
     fn predicts_every_metric_of_every_shipped_study() {
-        for f in [
-            "cache-miss-random.json",
-            "lmcache-network-rtt.json",
-            "long-doc-qa.json",
-            "multi-turn-prefill.json",
-        ] {
+        for f in crate::testkit::SHIPPED_STUDIES {
             let s = Study::read(&shared(f)).unwrap();
             let r = validate_study(
                 &s,

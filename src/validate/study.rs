@@ -218,12 +218,7 @@ mod tests {
 
     #[test]
     fn reads_every_shipped_study() {
-        for f in [
-            "cache-miss-random.json",
-            "lmcache-network-rtt.json",
-            "long-doc-qa.json",
-            "multi-turn-prefill.json",
-        ] {
+        for f in crate::testkit::SHIPPED_STUDIES {
             let s = Study::read(&shared(f)).unwrap();
             assert!(!s.runs.is_empty(), "{f}");
             assert!(s.runs.iter().any(|r| r.role == Role::Check), "{f}");
