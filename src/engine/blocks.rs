@@ -435,6 +435,94 @@ impl BlockPool {
     }
 }
 
+/// A request's blocks in a [`BlockPool`]: ids, then blocks without identity.
+#[derive(Debug, Default)]
+pub struct BlockHeld {
+    blocks: Vec<u32>,
+    anon: u32,
+    /// Leading blocks registered (or found registered) already.
+    done: u32,
+}
+
+impl super::pool::KvPool for BlockPool {
+    type Held = BlockHeld;
+    type Scan = HitScan;
+
+    fn new(n: u32, caching: bool) -> Self {
+        BlockPool::new(n, caching)
+    }
+
+    fn num_free(&self) -> u32 {
+        self.free
+    }
+
+    fn total(&self) -> u32 {
+        self.meta.len() as u32
+    }
+
+    fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    fn admission_epoch(&self) -> u64 {
+        BlockPool::admission_epoch(self)
+    }
+
+    fn held_len(held: &BlockHeld) -> u32 {
+        held.blocks.len() as u32 + held.anon
+    }
+
+    fn scan_hits(&self, scan: &mut HitScan, hashes: &[u64]) -> usize {
+        *scan = HitScan::default();
+        self.refresh_hits(scan, hashes);
+        scan.len()
+    }
+
+    fn count_busy(&self, scan: &mut HitScan) -> usize {
+        BlockPool::count_busy(self, scan)
+    }
+
+    fn take_hits(&mut self, scan: &HitScan, held: &mut BlockHeld) {
+        debug_assert!(held.blocks.is_empty() && held.anon == 0);
+        for &b in scan.blocks() {
+            self.touch(b);
+        }
+        held.blocks.extend_from_slice(scan.blocks());
+        held.done = scan.len() as u32;
+    }
+
+    fn allocate(&mut self, held: &mut BlockHeld, n: u32, id_limit: u32) {
+        let have = held.blocks.len() as u32 + held.anon;
+        let with_id = if held.anon > 0 {
+            0
+        } else {
+            (have + n).min(id_limit).saturating_sub(have)
+        };
+        self.allocate_into(with_id, n - with_id, &mut held.blocks);
+        held.anon += n - with_id;
+    }
+
+    fn register(&mut self, held: &mut BlockHeld, hashes: &std::rc::Rc<[u64]>, upto: u32) {
+        if upto <= held.done {
+            return;
+        }
+        let ids = held.blocks.len() as u32;
+        if upto > ids {
+            self.identify(upto - ids, &mut held.blocks);
+            held.anon -= upto - ids;
+        }
+        for k in held.done as usize..upto as usize {
+            self.cache(held.blocks[k], hashes[k]);
+        }
+        held.done = upto;
+    }
+
+    fn release(&mut self, held: &mut BlockHeld) {
+        self.free_request(&held.blocks, held.anon);
+        *held = BlockHeld::default();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

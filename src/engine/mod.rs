@@ -3,8 +3,10 @@
 
 pub mod blocks;
 pub mod config;
+pub mod pool;
 pub mod request;
 pub mod scheduler;
+pub mod segments;
 
 pub use config::{EngineConfig, EngineFlags};
 pub use scheduler::Engine;

@@ -1,6 +1,5 @@
 //! A request's state inside the engine, and what is recorded about it.
 
-use crate::engine::blocks::HitScan;
 use crate::tiers::lmcache::Chunk;
 
 /// Where a request is.
@@ -50,14 +49,6 @@ pub struct ReqState {
     pub num_computed: u32,
     /// Tokens generated so far.
     pub num_output: u32,
-    /// GPU blocks held, in sequence order.
-    pub blocks: Vec<u32>,
-    /// Further KV blocks it holds without identity (after `blocks`; see `BlockPool`).
-    pub anon_blocks: u32,
-    /// Leading blocks already registered in the prefix cache.
-    pub num_cached_blocks: u32,
-    /// vLLM block hashes of the whole sequence (prompt then output), full blocks only.
-    pub hashes: Vec<u64>,
     /// Offload keys (LMCache chunks, or native offload blocks) of the prompt.
     pub chunks: Vec<Chunk>,
     /// Leading chunks already in the offload store (hits, or stored by this request).
@@ -90,8 +81,6 @@ pub struct ReqState {
     pub pending_load: u32,
     /// Why it was never simulated.
     pub reject: Option<String>,
-    /// Its prefix-hit scan while waiting, brought up to date at each attempt (empty otherwise).
-    pub hit_scan: HitScan,
     /// LMCache's cached lookup result while it waits (LMCache looks a request up once, pins
     /// the hits, and forgets the result when the request is scheduled).
     pub lmc_lookup: Option<crate::tiers::lmcache::TierHits>,
@@ -107,10 +96,6 @@ impl ReqState {
             phase: Phase::Pending,
             num_computed: 0,
             num_output: 0,
-            blocks: Vec::new(),
-            anon_blocks: 0,
-            num_cached_blocks: 0,
-            hashes: Vec::new(),
             chunks: Vec::new(),
             chunks_saved: 0,
             arrival_ns: 0,
@@ -127,7 +112,6 @@ impl ReqState {
             ready_ns: 0,
             pending_load: 0,
             reject: None,
-            hit_scan: HitScan::default(),
             lmc_lookup: None,
         }
     }

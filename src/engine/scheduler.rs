@@ -25,9 +25,10 @@
 //! before a step whose blocks would not fit. Results are identical to stepping one by one (the
 //! reference mode does that; tests compare).
 
-use super::blocks::{BlockPool, HitScan};
 use super::config::EngineConfig;
+use super::pool::KvPool;
 use super::request::{Origin, Phase, ReqState};
+use super::segments::SegmentPool;
 use crate::cost::{BatchShape, StepModel, TransferProfile};
 use crate::tiers::OffloadConfig;
 use crate::tiers::lmcache::{LmCache, TierHits};
@@ -35,6 +36,7 @@ use crate::tiers::native::NativeOffload;
 use crate::trace::content::for_each_block;
 use crate::trace::{Run, Trace};
 use std::collections::VecDeque;
+use std::rc::Rc;
 
 /// The offload connector's state.
 #[derive(Debug)]
@@ -82,15 +84,22 @@ pub struct StepOutcome {
     pub wakeups: Vec<u64>,
 }
 
-/// One vLLM instance with its connector.
+/// One vLLM instance with its connector, on block pool `P` (the run-length pool by default;
+/// the reference mode runs on the per-block one).
 #[derive(Debug)]
-pub struct Engine<'t> {
+pub struct Engine<'t, P: KvPool = SegmentPool> {
     /// Effective engine settings.
     pub cfg: EngineConfig,
     trace: &'t Trace,
     /// Every request's state, indexed like the trace.
     pub reqs: Vec<ReqState>,
-    pool: BlockPool,
+    pool: P,
+    /// Per request, its blocks.
+    held: Vec<P::Held>,
+    /// Per request, its block hashes (computed when first admitted; pool segments share them).
+    hashes: Vec<Rc<[u64]>>,
+    /// Scratch space of prefix-hit scans.
+    scan: P::Scan,
     waiting: VecDeque<u32>,
     running: Vec<u32>,
     /// The offload connector.
@@ -105,8 +114,8 @@ pub struct Engine<'t> {
     /// Per request, tokens of its sequence that another request shares (see
     /// `content::shareable_prefixes`): only blocks within it are indexed in the prefix cache.
     shareable: Vec<u32>,
-    /// Reference mode: index every block and rescan prefix hits at every attempt, as vLLM
-    /// does. Results must be identical either way; tests check that.
+    /// Reference mode: index every block and step one step at a time, as vLLM does. Results
+    /// must be identical either way; tests check that.
     reference: bool,
     /// The waiting request that last found no room, with the pool's admission epoch then.
     blocked: Option<(u32, u64)>,
@@ -117,7 +126,7 @@ pub fn ns(s: f64) -> u64 {
     (s * 1e9).round().max(0.0) as u64
 }
 
-impl<'t> Engine<'t> {
+impl<'t, P: KvPool> Engine<'t, P> {
     /// An engine for `trace` with every request pending.
     pub fn new(
         cfg: EngineConfig,
@@ -127,7 +136,7 @@ impl<'t> Engine<'t> {
         transfer: TransferProfile,
         layers: u32,
     ) -> Self {
-        let reqs = trace
+        let reqs: Vec<ReqState> = trace
             .requests
             .iter()
             .enumerate()
@@ -144,8 +153,12 @@ impl<'t> Engine<'t> {
                 cfg.kv_bytes_per_token * cfg.block_size as u64,
             )),
         };
+        let n = reqs.len();
         Engine {
-            pool: BlockPool::new(cfg.num_gpu_blocks, cfg.enable_prefix_caching),
+            pool: P::new(cfg.num_gpu_blocks, cfg.enable_prefix_caching),
+            held: (0..n).map(|_| P::Held::default()).collect(),
+            hashes: vec![Rc::from(Vec::new()); n],
+            scan: P::Scan::default(),
             cfg,
             trace,
             reqs,
@@ -172,7 +185,7 @@ impl<'t> Engine<'t> {
         }
     }
 
-    /// Turns off the two shortcuts (shareable-only indexing, remembered hit scans).
+    /// Turns off the shortcuts (shareable-only indexing, decode stretches).
     pub fn set_reference_mode(&mut self, on: bool) {
         self.reference = on;
         if on {
@@ -202,7 +215,7 @@ impl<'t> Engine<'t> {
 
     /// Prefix-cache evictions so far.
     pub fn gpu_evictions(&self) -> u64 {
-        self.pool.evictions
+        self.pool.evictions()
     }
 
     /// The client sends a request at `now` (its TTFT and E2E count from here).
@@ -250,7 +263,7 @@ impl<'t> Engine<'t> {
 
     /// Computes the request's block hashes and offload keys once.
     fn prepare(&mut self, idx: u32) {
-        if !self.reqs[idx as usize].hashes.is_empty() {
+        if !self.hashes[idx as usize].is_empty() {
             return;
         }
         let bs = self.cfg.block_size;
@@ -271,9 +284,8 @@ impl<'t> Engine<'t> {
                 });
             }
         }
-        let r = &mut self.reqs[idx as usize];
-        r.hashes = hashes;
-        r.chunks = chunks;
+        self.hashes[idx as usize] = hashes.into();
+        self.reqs[idx as usize].chunks = chunks;
     }
 
     fn blocks_for(&self, tokens: u32) -> u32 {
@@ -285,49 +297,31 @@ impl<'t> Engine<'t> {
     /// those past it are held as a count.
     fn grow(&mut self, idx: u32, tokens: u32) -> bool {
         let need = self.blocks_for(tokens);
-        let r = &mut self.reqs[idx as usize];
-        let have = r.blocks.len() as u32 + r.anon_blocks;
+        let held = &mut self.held[idx as usize];
+        let have = P::held_len(held);
         if need <= have {
             return true;
         }
         if need - have > self.pool.num_free() {
             return false;
         }
-        let with_id = if r.anon_blocks > 0 {
-            0
-        } else {
-            // The blocks `cache_full_blocks` may register.
-            let shareable = self.shareable[idx as usize] / self.cfg.block_size;
-            need.min(shareable).saturating_sub(have)
-        };
-        let anon = need - have - with_id;
-        self.pool.allocate_into(with_id, anon, &mut r.blocks);
-        r.anon_blocks += anon;
+        // The blocks `cache_full_blocks` may register.
+        let shareable = self.shareable[idx as usize] / self.cfg.block_size;
+        self.pool.allocate(held, need - have, shareable);
         true
     }
 
     fn release(&mut self, idx: u32) {
-        let r = &mut self.reqs[idx as usize];
-        let blocks = std::mem::take(&mut r.blocks);
-        let anon = std::mem::take(&mut r.anon_blocks);
-        self.pool.free_request(&blocks, anon);
-        let r = &mut self.reqs[idx as usize];
-        r.num_cached_blocks = 0;
+        self.pool.release(&mut self.held[idx as usize]);
     }
 
     fn preempt(&mut self, idx: u32) {
         // Its recompute may hit its own blocks: index all of them before they are freed.
-        let r = &mut self.reqs[idx as usize];
-        let full = (r.num_computed / self.cfg.block_size).min(r.hashes.len() as u32) as usize;
-        if full > r.blocks.len() {
-            let n = (full - r.blocks.len()) as u32;
-            self.pool.identify(n, &mut r.blocks);
-            r.anon_blocks -= n;
-        }
-        let r = &self.reqs[idx as usize];
-        for k in 0..full {
-            self.pool.cache(r.blocks[k], r.hashes[k]);
-        }
+        let hashes = &self.hashes[idx as usize];
+        let full =
+            (self.reqs[idx as usize].num_computed / self.cfg.block_size).min(hashes.len() as u32);
+        self.pool
+            .register(&mut self.held[idx as usize], hashes, full);
         self.release(idx);
         let r = &mut self.reqs[idx as usize];
         r.num_computed = 0;
@@ -423,7 +417,7 @@ impl<'t> Engine<'t> {
         for &idx in &self.running {
             let r = &self.reqs[idx as usize];
             let c = r.num_computed as u64;
-            let have = r.blocks.len() as u64 + r.anon_blocks as u64;
+            let have = P::held_len(&self.held[idx as usize]) as u64;
             // The first k with c + k > have * bs: the target outgrows the blocks held.
             let first_alloc = (have * bs + 1).saturating_sub(c).max(1);
             alloc[(first_alloc % bs) as usize].push((idx, first_alloc));
@@ -638,9 +632,8 @@ impl<'t> Engine<'t> {
         if !out.finished.is_empty() {
             for &idx in &out.finished {
                 self.release(idx);
-                let r = &mut self.reqs[idx as usize];
-                r.hashes = Vec::new();
-                r.chunks = Vec::new();
+                self.hashes[idx as usize] = Rc::from(Vec::new());
+                self.reqs[idx as usize].chunks = Vec::new();
             }
             let reqs = &self.reqs;
             self.running
@@ -667,16 +660,12 @@ impl<'t> Engine<'t> {
 
     fn cache_full_blocks(&mut self, idx: u32) {
         let bs = self.cfg.block_size;
-        let r = &mut self.reqs[idx as usize];
-        let full = (r.num_computed / bs).min(r.hashes.len() as u32);
+        let hashes = &self.hashes[idx as usize];
+        let full = (self.reqs[idx as usize].num_computed / bs).min(hashes.len() as u32);
         // Blocks past what any other request shares can never be hit by another request.
         let shareable = (self.shareable[idx as usize] / bs).min(full);
-        while r.num_cached_blocks < shareable {
-            let k = r.num_cached_blocks as usize;
-            self.pool.cache(r.blocks[k], r.hashes[k]);
-            r.num_cached_blocks += 1;
-        }
-        r.num_cached_blocks = r.num_cached_blocks.max(full);
+        self.pool
+            .register(&mut self.held[idx as usize], hashes, shareable);
     }
 
     /// Stores what the step completed; returns seconds on the critical path.
@@ -701,10 +690,11 @@ impl<'t> Engine<'t> {
                 s
             }
             Offload::Native(n) => {
-                let full = (r.num_computed / self.cfg.block_size).min(r.hashes.len() as u32);
+                let hashes = &self.hashes[idx as usize];
+                let full = (r.num_computed / self.cfg.block_size).min(hashes.len() as u32);
                 if full > r.chunks_saved {
                     let bytes = n.store(
-                        &r.hashes[r.chunks_saved as usize..full as usize],
+                        &hashes[r.chunks_saved as usize..full as usize],
                         at,
                         &self.transfer,
                     );
@@ -741,16 +731,12 @@ impl<'t> Engine<'t> {
         let num_tokens = self.reqs[idx as usize].num_tokens();
         let prompt_len = self.reqs[idx as usize].prompt_len;
         let max_hit_blocks = ((num_tokens - 1) / bs) as usize;
-        let mut scan = std::mem::take(&mut self.reqs[idx as usize].hit_scan);
-        if self.reference {
-            scan = HitScan::default();
-        }
-        {
-            let r = &self.reqs[idx as usize];
-            let cap = max_hit_blocks.min(r.hashes.len());
-            self.pool.refresh_hits(&mut scan, &r.hashes[..cap]);
-        }
-        let gpu_blocks = scan.len();
+        let mut scan = std::mem::take(&mut self.scan);
+        let gpu_blocks = {
+            let hashes = &self.hashes[idx as usize];
+            let cap = max_hit_blocks.min(hashes.len());
+            self.pool.scan_hits(&mut scan, &hashes[..cap])
+        };
         let gpu_hit = gpu_blocks as u32 * bs;
 
         // The connector's lookup.
@@ -809,9 +795,9 @@ impl<'t> Engine<'t> {
                 lmc_hits = Some((hits, hit_tokens));
             }
             Offload::Native(nat) => {
-                let r = &self.reqs[idx as usize];
-                let cap = max_hit_blocks.min(r.hashes.len());
-                let hit = nat.lookup(&r.hashes[gpu_blocks..cap], now);
+                let hashes = &self.hashes[idx as usize];
+                let cap = max_hit_blocks.min(hashes.len());
+                let hit = nat.lookup(&hashes[gpu_blocks..cap], now);
                 if hit > 0 {
                     ext_end = gpu_hit + hit * bs;
                     origin.cpu = (hit * bs).min(prompt_len.saturating_sub(gpu_hit));
@@ -833,19 +819,12 @@ impl<'t> Engine<'t> {
             || (need_new <= free
                 && need_new + gpu_blocks - self.pool.count_busy(&mut scan) <= free);
         if !fits {
-            self.reqs[idx as usize].hit_scan = scan;
+            self.scan = scan;
             return Admit::NoRoom;
         }
-        let hit_blocks = scan.blocks().to_vec();
         self.reqs[idx as usize].lmc_lookup = None;
-        for b in &hit_blocks {
-            self.pool.touch(*b);
-        }
-        {
-            let r = &mut self.reqs[idx as usize];
-            r.blocks = hit_blocks;
-            r.num_cached_blocks = gpu_blocks as u32;
-        }
+        self.pool.take_hits(&scan, &mut self.held[idx as usize]);
+        self.scan = scan;
         let ok = self.grow(idx, target);
         debug_assert!(ok);
 
@@ -857,7 +836,7 @@ impl<'t> Engine<'t> {
 
         if is_native_load {
             r.bytes_loaded += pending_bytes;
-            r.chunks_saved = (ext_end / bs).min(r.hashes.len() as u32);
+            r.chunks_saved = (ext_end / bs).min(self.hashes[idx as usize].len() as u32);
             let ready = now + ns(pending_load);
             r.phase = Phase::Loading;
             r.ready_ns = ready;

@@ -126,7 +126,20 @@ pub fn simulate(trace: &Trace, setup: &SimSetup) -> SimResult {
 /// [`simulate`] with the trace's shareable prefixes already computed
 /// (`content::shareable_prefixes`), for callers that simulate one trace many times.
 pub fn simulate_shared(trace: &Trace, setup: &SimSetup, shareable: Vec<u32>) -> SimResult {
-    let mut engine = Engine::new(
+    if setup.reference_mode {
+        replay::<crate::engine::blocks::BlockPool>(trace, setup, shareable)
+    } else {
+        replay::<crate::engine::segments::SegmentPool>(trace, setup, shareable)
+    }
+}
+
+/// The replay on block pool `P`.
+fn replay<P: crate::engine::pool::KvPool>(
+    trace: &Trace,
+    setup: &SimSetup,
+    shareable: Vec<u32>,
+) -> SimResult {
+    let mut engine = Engine::<P>::new(
         setup.engine.clone(),
         trace,
         &setup.offload,

@@ -1,6 +1,6 @@
 //! An open-addressing map from well-mixed u64 keys (block hashes) to u32 values, with linear
-//! probing and backward-shift deletion. It holds at most a fixed number of entries (the GPU's
-//! block count), so it never grows: one allocation, short probes, no tombstones.
+//! probing and backward-shift deletion. It is kept at most half full: short probes, no
+//! tombstones. Sized for its expected entries up front, it doubles when it must.
 
 const EMPTY: u32 = u32::MAX;
 
@@ -20,7 +20,7 @@ pub struct HashIndex {
 }
 
 impl HashIndex {
-    /// A map for at most `max_entries` entries (kept at most half full).
+    /// A map sized for `max_entries` entries without growing (kept at most half full).
     pub fn with_max_entries(max_entries: usize) -> Self {
         let cap = (max_entries.max(4) * 2).next_power_of_two();
         HashIndex {
@@ -66,7 +66,9 @@ impl HashIndex {
     #[inline]
     pub fn insert_if_absent(&mut self, key: u64, val: u32) -> bool {
         debug_assert!(val != EMPTY);
-        assert!(self.len * 2 < self.slots.len(), "HashIndex over capacity");
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
         let mut i = self.slot(key);
         loop {
             let s = &mut self.slots[i];
@@ -77,6 +79,36 @@ impl HashIndex {
             }
             if s.key == key {
                 return false;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// Doubles the table, placing every entry again.
+    #[cold]
+    fn grow(&mut self) {
+        let cap = self.slots.len() * 2;
+        let old = std::mem::replace(&mut self.slots, vec![Slot { key: 0, val: EMPTY }; cap]);
+        self.mask = self.slots.len() - 1;
+        self.len = 0;
+        for s in old {
+            if s.val != EMPTY {
+                self.insert_if_absent(s.key, s.val);
+            }
+        }
+    }
+
+    /// Points the present `key` at `val` instead; returns whether `key` was present.
+    pub fn set_present(&mut self, key: u64, val: u32) -> bool {
+        let mut i = self.slot(key);
+        loop {
+            let s = &mut self.slots[i];
+            if s.val == EMPTY {
+                return false;
+            }
+            if s.key == key {
+                s.val = val;
+                return true;
             }
             i = (i + 1) & self.mask;
         }
@@ -127,7 +159,8 @@ mod tests {
     #[test]
     fn behaves_like_a_hashmap_under_random_operations() {
         let mut rng = Rng::new(9);
-        let mut h = HashIndex::with_max_entries(300);
+        // Sized for 4 entries: it grows as the map does.
+        let mut h = HashIndex::with_max_entries(4);
         let mut m: HashMap<u64, u32> = HashMap::new();
         // Few distinct keys with colliding low bits force long probe runs and wrap-around.
         for step in 0..200_000u32 {
@@ -142,6 +175,13 @@ mod tests {
                     let val = m.get(&key).copied().unwrap_or(7);
                     let removed = h.remove_if(key, val);
                     assert_eq!(removed, m.remove(&key).is_some());
+                }
+                _ if step % 7 == 0 => {
+                    let present = m.contains_key(&key);
+                    assert_eq!(h.set_present(key, step), present);
+                    if present {
+                        m.insert(key, step);
+                    }
                 }
                 _ => assert_eq!(h.get(key), m.get(&key).copied()),
             }
