@@ -415,7 +415,8 @@ impl KvPool for SegmentPool {
         } else {
             self.holder_of(held.cursor, hashes, held.done as usize - 1)
         };
-        for q in held.done as usize..upto as usize {
+        let mut q = held.done as usize;
+        while q < upto as usize {
             let h = hashes[q];
             let other = if prev != NONE && self.segs[prev as usize].covers(q, h) {
                 prev
@@ -429,9 +430,17 @@ impl KvPool for SegmentPool {
                     _ => held.pieces.push(Piece { seg: NONE, n: 1 }),
                 }
                 prev = other;
+                q += 1;
                 continue;
             }
-            self.epoch += 1;
+            // This block registers, and so do the next ones until one's hash is a segment
+            // start (no other segment can hold them inside: it would hold this one's hash).
+            let mut end = q + 1;
+            while end < upto as usize && self.starts.get(hashes[end]).is_none() {
+                end += 1;
+            }
+            let n = (end - q) as u32;
+            self.epoch += n as u64;
             // Extend its own open segment when that ends right before (it may have been split
             // by a hit since: follow to the part it holds alone).
             let mut o = held.open;
@@ -448,13 +457,13 @@ impl KvPool for SegmentPool {
                     && matches!(held.pieces.last(), Some(l) if l.seg != NONE)
             };
             if extend {
-                self.segs[o as usize].len += 1;
-                held.pieces.last_mut().expect("checked").n += 1;
+                self.segs[o as usize].len += n;
+                held.pieces.last_mut().expect("checked").n += n;
             } else {
                 o = self.new_segment(Segment {
                     chain: hashes.clone(),
                     start: q as u32,
-                    len: 1,
+                    len: n,
                     ref_cnt: 1,
                     stamp: 0,
                     next: NONE,
@@ -462,10 +471,11 @@ impl KvPool for SegmentPool {
                 });
                 let inserted = self.starts.insert_if_absent(h, o);
                 debug_assert!(inserted);
-                held.pieces.push(Piece { seg: o, n: 1 });
+                held.pieces.push(Piece { seg: o, n });
             }
             held.open = o;
             prev = o;
+            q = end;
         }
         held.tail -= upto - held.done;
         held.done = upto;

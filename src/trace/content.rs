@@ -69,17 +69,19 @@ pub fn for_each_block(
     mut emit: impl FnMut(u64, u64),
 ) -> u64 {
     assert!(block > 0, "block size must be positive");
-    let mut parent = root_hash(block);
-    let mut h = parent;
+    // A block's key folds each piece (content, offset, length) into its parent's key, one
+    // multiply per piece; blocks have a fixed size, so where one ends needs no marker.
+    let mut h = root_hash(block);
     let mut filled: u32 = 0; // tokens in the current block
     let mut end: u64 = 0; // tokens consumed
     let mut full = 0;
     for r in runs {
         let mut off = r.offset;
         let mut left = r.len;
+        let content = r.content.rotate_left(23);
         while left > 0 {
             let take = left.min(block - filled);
-            h = mix(mix(h, r.content), ((off as u64) << 32) | take as u64);
+            h = mix(h ^ content, ((off as u64) << 32) | take as u64);
             filled += take;
             off += take;
             left -= take;
@@ -87,8 +89,6 @@ pub fn for_each_block(
             if filled == block {
                 emit(end, h);
                 full += 1;
-                parent = h;
-                h = mix(parent, 0x5bd1_e995);
                 filled = 0;
             }
         }
