@@ -97,7 +97,7 @@ pub struct Engine<'t, P: KvPool = SegmentPool> {
     /// Per request, its blocks.
     held: Vec<P::Held>,
     /// Per request, its block hashes (computed when first admitted; pool segments share them).
-    hashes: Vec<Rc<[u64]>>,
+    hashes: Vec<Rc<Vec<u64>>>,
     /// Scratch space of prefix-hit scans.
     scan: P::Scan,
     waiting: VecDeque<u32>,
@@ -154,10 +154,13 @@ impl<'t, P: KvPool> Engine<'t, P> {
             )),
         };
         let n = reqs.len();
+        // One shared empty placeholder until a request's hashes are computed.
+        #[allow(clippy::rc_clone_in_vec_init)]
+        let hashes = vec![Rc::new(Vec::new()); n];
         Engine {
             pool: P::new(cfg.num_gpu_blocks, cfg.enable_prefix_caching),
             held: (0..n).map(|_| P::Held::default()).collect(),
-            hashes: vec![Rc::from(Vec::new()); n],
+            hashes,
             scan: P::Scan::default(),
             cfg,
             trace,
@@ -267,7 +270,8 @@ impl<'t, P: KvPool> Engine<'t, P> {
             return;
         }
         let bs = self.cfg.block_size;
-        let mut hashes = Vec::new();
+        let r = &self.reqs[idx as usize];
+        let mut hashes = Vec::with_capacity(((r.prompt_len + r.output_len) / bs) as usize);
         for_each_block(self.sequence(idx), bs, false, |_, h| hashes.push(h));
         let mut chunks = Vec::new();
         if let Offload::LmCache(l) = &self.offload {
@@ -284,7 +288,7 @@ impl<'t, P: KvPool> Engine<'t, P> {
                 });
             }
         }
-        self.hashes[idx as usize] = hashes.into();
+        self.hashes[idx as usize] = Rc::new(hashes);
         self.reqs[idx as usize].chunks = chunks;
     }
 
@@ -632,7 +636,7 @@ impl<'t, P: KvPool> Engine<'t, P> {
         if !out.finished.is_empty() {
             for &idx in &out.finished {
                 self.release(idx);
-                self.hashes[idx as usize] = Rc::from(Vec::new());
+                self.hashes[idx as usize] = Rc::new(Vec::new());
                 self.reqs[idx as usize].chunks = Vec::new();
             }
             let reqs = &self.reqs;
