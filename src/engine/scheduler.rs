@@ -119,7 +119,13 @@ pub struct Engine<'t, P: KvPool = SegmentPool> {
     reference: bool,
     /// The waiting request that last found no room, with the pool's admission epoch then.
     blocked: Option<(u32, u64)>,
+    /// Scratch space of decode stretches: running requests by the step residue at which they
+    /// allocate and fill blocks.
+    stretch_classes: StretchClasses,
 }
+
+/// See [`Engine::stretch_classes`].
+type StretchClasses = (Vec<Vec<(u32, u64)>>, Vec<Vec<u32>>);
 
 /// Seconds to integer nanoseconds.
 pub fn ns(s: f64) -> u64 {
@@ -176,6 +182,7 @@ impl<'t, P: KvPool> Engine<'t, P> {
             shareable: Vec::new(),
             reference: false,
             blocked: None,
+            stretch_classes: Default::default(),
         }
     }
 
@@ -416,8 +423,11 @@ impl<'t, P: KvPool> Engine<'t, P> {
         // Requests by the residue (mod block size) of the steps at which they take a new block
         // and at which they fill one, in running order: step k touches only `alloc[k % bs]`
         // (from each request's first allocation step on) and `fill[k % bs]`.
-        let mut alloc: Vec<Vec<(u32, u64)>> = vec![Vec::new(); bs as usize];
-        let mut fill: Vec<Vec<u32>> = vec![Vec::new(); bs as usize];
+        let (mut alloc, mut fill) = std::mem::take(&mut self.stretch_classes);
+        alloc.resize_with(bs as usize, Vec::new);
+        fill.resize_with(bs as usize, Vec::new);
+        alloc.iter_mut().for_each(Vec::clear);
+        fill.iter_mut().for_each(Vec::clear);
         for &idx in &self.running {
             let r = &self.reqs[idx as usize];
             let c = r.num_computed as u64;
@@ -482,6 +492,7 @@ impl<'t, P: KvPool> Engine<'t, P> {
                 break; // the next step's admission attempt may succeed
             }
         }
+        self.stretch_classes = (alloc, fill);
         if k == 0 {
             return None;
         }

@@ -4,7 +4,7 @@
 //! a lookup before then misses, as a real `contains` would. Capacity is charged when the write
 //! is issued, since the backend reserves its space then.
 
-use crate::util::idhash::IdMap;
+use crate::util::hashindex::HashIndex;
 
 const NIL: u32 = u32::MAX;
 
@@ -22,7 +22,7 @@ struct Entry {
 pub struct LruTier {
     capacity: u64,
     used: u64,
-    map: IdMap<u32>,
+    map: HashIndex,
     slots: Vec<Entry>,
     free_slots: Vec<u32>,
     lru: u32,
@@ -39,7 +39,7 @@ impl LruTier {
         LruTier {
             capacity,
             used: 0,
-            map: IdMap::default(),
+            map: HashIndex::with_max_entries(1024),
             slots: Vec::new(),
             free_slots: Vec::new(),
             lru: NIL,
@@ -71,15 +71,15 @@ impl LruTier {
 
     /// Whether `key` is present and its write completed by `now`.
     pub fn contains(&self, key: u64, now: u64) -> bool {
-        match self.map.get(&key) {
-            Some(&s) => self.slots[s as usize].ready_at <= now,
+        match self.map.get(key) {
+            Some(s) => self.slots[s as usize].ready_at <= now,
             None => false,
         }
     }
 
     /// Whether `key` is present at all (its write may still be in flight).
     pub fn has(&self, key: u64) -> bool {
-        self.map.contains_key(&key)
+        self.map.get(key).is_some()
     }
 
     fn unlink(&mut self, s: u32) {
@@ -109,7 +109,7 @@ impl LruTier {
 
     /// Marks `key` most recently used.
     pub fn touch(&mut self, key: u64) {
-        if let Some(&s) = self.map.get(&key)
+        if let Some(s) = self.map.get(key)
             && self.mru != s
         {
             self.unlink(s);
@@ -123,7 +123,7 @@ impl LruTier {
         if bytes > self.capacity {
             return false;
         }
-        if let Some(&s) = self.map.get(&key) {
+        if let Some(s) = self.map.get(key) {
             let e = &mut self.slots[s as usize];
             e.ready_at = e.ready_at.min(ready_at);
             self.touch(key);
@@ -152,7 +152,7 @@ impl LruTier {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.map.insert(key, s);
+        self.map.insert_if_absent(key, s);
         self.link_mru(s);
         self.used += bytes;
         self.writes += 1;
@@ -163,7 +163,7 @@ impl LruTier {
         self.unlink(s);
         let e = &self.slots[s as usize];
         self.used -= e.bytes;
-        self.map.remove(&e.key);
+        self.map.remove_if(e.key, s);
         self.free_slots.push(s);
     }
 }
