@@ -61,13 +61,17 @@ pub fn run(trace: &Trace, cfg: &RunConfig) -> Result<RunOutput> {
     run_shared(trace, cfg, None)
 }
 
-/// [`run`] reusing the trace's shareable prefixes when the caller has them
-/// (`content::shareable_prefixes`; arrival scaling does not change them).
-pub fn run_shared(trace: &Trace, cfg: &RunConfig, shareable: Option<&[u32]>) -> Result<RunOutput> {
+/// [`run`] reusing what depends on the trace alone when the caller has it (`sim::TracePrep`;
+/// arrival scaling does not change it).
+pub fn run_shared(
+    trace: &Trace,
+    cfg: &RunConfig,
+    prep: Option<&crate::sim::TracePrep>,
+) -> Result<RunOutput> {
     let (setup, _, gpu) = cfg.setup()?;
     let trace = scale_arrivals(trace, cfg.qps_scale).into_owned();
-    let result = match shareable {
-        Some(s) => crate::sim::simulate_shared(&trace, &setup, s.to_vec()),
+    let result = match prep {
+        Some(p) => crate::sim::simulate_shared(&trace, &setup, p),
         None => simulate(&trace, &setup),
     };
     let records = records(&trace, &result);

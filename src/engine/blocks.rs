@@ -502,7 +502,7 @@ impl super::pool::KvPool for BlockPool {
         held.anon += n - with_id;
     }
 
-    fn register(&mut self, held: &mut BlockHeld, hashes: &std::rc::Rc<Vec<u64>>, upto: u32) {
+    fn register(&mut self, held: &mut BlockHeld, hashes: &std::sync::Arc<Vec<u64>>, upto: u32) {
         if upto <= held.done {
             return;
         }

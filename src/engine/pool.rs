@@ -58,7 +58,7 @@ pub trait KvPool: std::fmt::Debug {
     /// Registers the held blocks up to position `upto` under `hashes` (the request's chained
     /// block hashes), each unless its hash is cached already; blocks registered before are
     /// skipped.
-    fn register(&mut self, held: &mut Self::Held, hashes: &std::rc::Rc<Vec<u64>>, upto: u32);
+    fn register(&mut self, held: &mut Self::Held, hashes: &std::sync::Arc<Vec<u64>>, upto: u32);
 
     /// Releases a request's blocks, last block first; `held` is empty afterwards.
     fn release(&mut self, held: &mut Self::Held);

@@ -33,10 +33,10 @@ use crate::cost::{BatchShape, StepModel, TransferProfile};
 use crate::tiers::OffloadConfig;
 use crate::tiers::lmcache::{LmCache, TierHits};
 use crate::tiers::native::NativeOffload;
-use crate::trace::content::for_each_block;
-use crate::trace::{Run, Trace};
+use crate::trace::Trace;
+use crate::trace::content::{self, for_each_block};
 use std::collections::VecDeque;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// The offload connector's state.
 #[derive(Debug)]
@@ -97,7 +97,9 @@ pub struct Engine<'t, P: KvPool = SegmentPool> {
     /// Per request, its blocks.
     held: Vec<P::Held>,
     /// Per request, its block hashes (computed when first admitted; pool segments share them).
-    hashes: Vec<Rc<Vec<u64>>>,
+    hashes: Vec<Arc<Vec<u64>>>,
+    /// Per request, whether its hashes and offload keys are computed.
+    prepared: Vec<bool>,
     /// Scratch space of prefix-hit scans.
     scan: P::Scan,
     waiting: VecDeque<u32>,
@@ -162,11 +164,12 @@ impl<'t, P: KvPool> Engine<'t, P> {
         let n = reqs.len();
         // One shared empty placeholder until a request's hashes are computed.
         #[allow(clippy::rc_clone_in_vec_init)]
-        let hashes = vec![Rc::new(Vec::new()); n];
+        let hashes = vec![Arc::new(Vec::new()); n];
         Engine {
             pool: P::new(cfg.num_gpu_blocks, cfg.enable_prefix_caching),
             held: (0..n).map(|_| P::Held::default()).collect(),
             hashes,
+            prepared: vec![false; n],
             scan: P::Scan::default(),
             cfg,
             trace,
@@ -262,31 +265,32 @@ impl<'t, P: KvPool> Engine<'t, P> {
         true
     }
 
-    fn sequence(&self, idx: u32) -> impl Iterator<Item = Run> + '_ {
-        let req = &self.trace.requests[idx as usize];
-        req.prompt.iter().copied().chain(std::iter::once(Run::new(
-            req.output_content,
-            0,
-            req.output_len,
-        )))
+    /// Uses block hashes computed beforehand (see `sim::TracePrep`), one per request, at the
+    /// engine's block size.
+    pub fn set_block_hashes(&mut self, chains: &[Arc<Vec<u64>>]) {
+        assert_eq!(chains.len(), self.reqs.len(), "one entry per request");
+        self.hashes = chains.to_vec();
     }
 
-    /// Computes the request's block hashes and offload keys once.
+    /// Computes the request's block hashes (unless given) and offload keys once.
     fn prepare(&mut self, idx: u32) {
-        if !self.hashes[idx as usize].is_empty() {
+        if self.prepared[idx as usize] {
             return;
         }
-        let bs = self.cfg.block_size;
-        let r = &self.reqs[idx as usize];
-        let mut hashes = Vec::with_capacity(((r.prompt_len + r.output_len) / bs) as usize);
-        for_each_block(self.sequence(idx), bs, false, |_, h| hashes.push(h));
+        self.prepared[idx as usize] = true;
+        if self.hashes[idx as usize].is_empty() {
+            let req = &self.trace.requests[idx as usize];
+            self.hashes[idx as usize] =
+                Arc::new(content::sequence_hashes(req, self.cfg.block_size));
+        }
         let mut chunks = Vec::new();
         if let Offload::LmCache(l) = &self.offload {
             let req = &self.trace.requests[idx as usize];
             let cs = l.cfg.chunk_size;
+            chunks.reserve(((req.input_len + req.output_len) / cs + 1) as usize);
             let partial = l.cfg.save_unfull_chunk;
             if l.cfg.save_decode_cache {
-                for_each_block(self.sequence(idx), cs, partial, |end, k| {
+                for_each_block(req.sequence(), cs, partial, |end, k| {
                     chunks.push((end as u32, k))
                 });
             } else {
@@ -295,7 +299,6 @@ impl<'t, P: KvPool> Engine<'t, P> {
                 });
             }
         }
-        self.hashes[idx as usize] = Rc::new(hashes);
         self.reqs[idx as usize].chunks = chunks;
     }
 
@@ -647,7 +650,7 @@ impl<'t, P: KvPool> Engine<'t, P> {
         if !out.finished.is_empty() {
             for &idx in &out.finished {
                 self.release(idx);
-                self.hashes[idx as usize] = Rc::new(Vec::new());
+                self.hashes[idx as usize] = Arc::new(Vec::new());
                 self.reqs[idx as usize].chunks = Vec::new();
             }
             let reqs = &self.reqs;

@@ -24,7 +24,7 @@
 use super::pool::KvPool;
 use crate::util::hashindex::HashIndex;
 use std::collections::VecDeque;
-use std::rc::Rc;
+use std::sync::Arc;
 
 const NONE: u32 = u32::MAX;
 
@@ -32,7 +32,7 @@ const NONE: u32 = u32::MAX;
 #[derive(Debug, Clone)]
 struct Segment {
     /// Block hashes of the request that registered it, by position.
-    chain: Rc<Vec<u64>>,
+    chain: Arc<Vec<u64>>,
     start: u32,
     len: u32,
     ref_cnt: u32,
@@ -199,7 +199,7 @@ impl SegmentPool {
         debug_assert!(removed, "a live segment's start is indexed");
         let s = &mut self.segs[z as usize];
         s.alive = false;
-        s.chain = Rc::new(Vec::new());
+        s.chain = Arc::new(Vec::new());
         self.spare_segs.push(z);
     }
 
@@ -404,7 +404,7 @@ impl KvPool for SegmentPool {
         held.tail += n;
     }
 
-    fn register(&mut self, held: &mut SegHeld, hashes: &Rc<Vec<u64>>, upto: u32) {
+    fn register(&mut self, held: &mut SegHeld, hashes: &Arc<Vec<u64>>, upto: u32) {
         if upto <= held.done || !self.caching {
             return;
         }
@@ -453,7 +453,7 @@ impl KvPool for SegmentPool {
                     && s.ref_cnt == 1
                     && s.next == NONE
                     && s.start + s.len == q as u32
-                    && Rc::ptr_eq(&s.chain, hashes)
+                    && Arc::ptr_eq(&s.chain, hashes)
                     && matches!(held.pieces.last(), Some(l) if l.seg != NONE)
             };
             if extend {
@@ -522,7 +522,7 @@ mod tests {
 
     /// A chain of `len` block hashes over a small alphabet, so that chains share prefixes of
     /// every length and diverge anywhere.
-    fn chain(rng: &mut Rng, len: usize) -> Rc<Vec<u64>> {
+    fn chain(rng: &mut Rng, len: usize) -> Arc<Vec<u64>> {
         let mut h = 0x9e37_79b9_7f4a_7c15u64;
         (0..len)
             .map(|_| {
@@ -541,7 +541,7 @@ mod tests {
     /// One simulated request on both pools.
     #[derive(Default)]
     struct Req {
-        hashes: Option<Rc<Vec<u64>>>,
+        hashes: Option<Arc<Vec<u64>>>,
         a: <BlockPool as KvPool>::Held,
         b: SegHeld,
         /// Blocks it may register in the normal course (the engine's shareable limit).

@@ -19,6 +19,7 @@ use crate::trace::Trace;
 use clients::{Next, PoolState};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
 
 /// Everything a simulation needs besides the trace.
 #[derive(Debug, Clone)]
@@ -116,20 +117,55 @@ impl Queue {
 
 /// Replays `trace` through one engine; deterministic for a given trace and setup.
 pub fn simulate(trace: &Trace, setup: &SimSetup) -> SimResult {
-    simulate_shared(
-        trace,
-        setup,
-        crate::trace::content::shareable_prefixes(trace),
-    )
+    simulate_shared(trace, setup, &TracePrep::new(trace, None))
 }
 
-/// [`simulate`] with the trace's shareable prefixes already computed
-/// (`content::shareable_prefixes`), for callers that simulate one trace many times.
-pub fn simulate_shared(trace: &Trace, setup: &SimSetup, shareable: Vec<u32>) -> SimResult {
+/// What depends on the trace alone, computed once by callers that simulate one trace many
+/// times (sweeps): which prefixes requests share, and optionally every request's block hashes
+/// at one block size.
+#[derive(Debug)]
+pub struct TracePrep {
+    /// Per request, see `content::shareable_prefixes`.
+    pub shareable: Vec<u32>,
+    /// Per request, its block hashes at the block size given (used when the engine's matches).
+    pub block_hashes: Option<(u32, Vec<Arc<Vec<u64>>>)>,
+}
+
+impl TracePrep {
+    /// Most hashes kept beforehand (8 bytes each): past this, engines compute their own.
+    pub const MAX_HASHES: u64 = 1 << 25;
+
+    /// Shared prefixes of `trace`, and its block hashes at `block_size` when given and within
+    /// [`TracePrep::MAX_HASHES`].
+    pub fn new(trace: &Trace, block_size: Option<u32>) -> Self {
+        let block_hashes = block_size.filter(|bs| *bs > 0).and_then(|bs| {
+            let total: u64 = trace
+                .requests
+                .iter()
+                .map(|r| (r.input_len as u64 + r.output_len as u64) / bs as u64)
+                .sum();
+            (total <= Self::MAX_HASHES).then(|| {
+                let chains = trace
+                    .requests
+                    .iter()
+                    .map(|r| Arc::new(crate::trace::content::sequence_hashes(r, bs)))
+                    .collect();
+                (bs, chains)
+            })
+        });
+        TracePrep {
+            shareable: crate::trace::content::shareable_prefixes(trace),
+            block_hashes,
+        }
+    }
+}
+
+/// [`simulate`] with what depends on the trace alone computed beforehand.
+pub fn simulate_shared(trace: &Trace, setup: &SimSetup, prep: &TracePrep) -> SimResult {
     if setup.reference_mode {
-        replay::<crate::engine::blocks::BlockPool>(trace, setup, shareable)
+        replay::<crate::engine::blocks::BlockPool>(trace, setup, prep)
     } else {
-        replay::<crate::engine::segments::SegmentPool>(trace, setup, shareable)
+        replay::<crate::engine::segments::SegmentPool>(trace, setup, prep)
     }
 }
 
@@ -137,7 +173,7 @@ pub fn simulate_shared(trace: &Trace, setup: &SimSetup, shareable: Vec<u32>) -> 
 fn replay<P: crate::engine::pool::KvPool>(
     trace: &Trace,
     setup: &SimSetup,
-    shareable: Vec<u32>,
+    prep: &TracePrep,
 ) -> SimResult {
     let mut engine = Engine::<P>::new(
         setup.engine.clone(),
@@ -148,7 +184,12 @@ fn replay<P: crate::engine::pool::KvPool>(
         setup.layers,
     );
     engine.set_reference_mode(setup.reference_mode);
-    engine.set_shareable(shareable);
+    engine.set_shareable(prep.shareable.clone());
+    if let Some((bs, chains)) = &prep.block_hashes
+        && *bs == setup.engine.block_size
+    {
+        engine.set_block_hashes(chains);
+    }
     let (mut pools, where_) = PoolState::build(trace);
     let mut q = Queue {
         heap: BinaryHeap::new(),

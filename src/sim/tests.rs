@@ -413,8 +413,9 @@ fn decode_stretches_match_stepping_one_by_one() {
 #[test]
 fn random_traces_give_identical_results_with_and_without_shortcuts() {
     // Random small traces (shared prefixes, answers carried into later prompts, random sizes,
-    // GPU sizes, budgets, offload and sampling): the shortcuts (blocks without identity,
-    // remembered hit scans, decode stretches) must change nothing observable.
+    // GPU sizes, budgets, offload and sampling): the shortcuts (the run-length block pool,
+    // registering only what others share, decode stretches, block hashes computed beforehand
+    // at the engine's block size or, ignored, at another) must change nothing observable.
     use crate::util::rng::Rng;
     let mut rng = Rng::new(0x5eed);
     let (mut stretched, mut preempted) = (0, 0);
@@ -456,7 +457,9 @@ fn random_traces_give_identical_results_with_and_without_shortcuts() {
         fast_setup.sample_interval_ns = [10 * MS, 1000 * MS][rng.range(0, 1) as usize];
         let mut slow_setup = fast_setup.clone();
         slow_setup.reference_mode = true;
-        let fast = simulate(&t, &fast_setup);
+        let prep = super::TracePrep::new(&t, Some([16, 32][case % 2]));
+        assert_eq!(fast_setup.engine.block_size, 16);
+        let fast = super::simulate_shared(&t, &fast_setup, &prep);
         let slow = simulate(&t, &slow_setup);
         assert_same_results(&fast, &slow, &format!("case {case}"));
         stretched += u32::from(fast.stats.stretch_steps > 0);

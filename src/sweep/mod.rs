@@ -205,8 +205,10 @@ pub fn run_grid(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Vec<SweepPoint>> {
     let idx: Vec<usize> = (0..grid.len()).filter(|i| shard.owns(*i)).collect();
-    // The same trace at every point: find what it shares once.
-    let shareable = crate::trace::content::shareable_prefixes(trace);
+    // The same trace at every point: find what it shares, and its block hashes at the base
+    // block size, once.
+    let block_size = base.setup()?.0.engine.block_size;
+    let prep = crate::sim::TracePrep::new(trace, Some(block_size));
     let done = AtomicUsize::new(0);
     let total = idx.len();
     idx.par_iter()
@@ -217,7 +219,7 @@ pub fn run_grid(
                 cfg.set(k, v)
                     .map_err(|e| Error::Config(format!("point {i}: {e}")))?;
             }
-            let out = run_shared(trace, &cfg, Some(&shareable))?;
+            let out = run_shared(trace, &cfg, Some(&prep))?;
             let d = done.fetch_add(1, Ordering::Relaxed) + 1;
             progress(d, total);
             Ok(SweepPoint {
@@ -302,5 +304,40 @@ mod tests {
         }
         parts.sort_by_key(|p| p.index);
         assert_eq!(parts, all);
+    }
+
+    /// A sweep computes shared prefixes and block hashes once for all points; each point must
+    /// still report what a run of its configuration alone reports, also at a block size other
+    /// than the one the hashes were computed for.
+    #[test]
+    fn a_sweep_point_reports_what_a_single_run_does() {
+        let t = crate::trace::generate::random::generate(
+            &crate::trace::generate::random::Params {
+                num_prompts: 60,
+                random_input_len: 900,
+                random_prefix_len: 700,
+                random_output_len: 64,
+                ..Default::default()
+            },
+            3,
+        )
+        .unwrap();
+        let mut g = Grid::default();
+        g.add_arg("block_size=16,32").unwrap();
+        g.add_arg("gpu_memory_utilization=0.9,0.22").unwrap();
+        let base = RunConfig::default();
+        let points = run_grid(&t, &base, &g, Shard::ALL, &|_, _| {}).unwrap();
+        assert_eq!(points.len(), 4);
+        for p in &points {
+            let mut cfg = base.clone();
+            for (k, v) in &p.params {
+                cfg.set(k, v).unwrap();
+            }
+            let alone = crate::pipeline::run(&t, &cfg).unwrap();
+            assert_eq!(p.metrics, point_metrics(&alone), "point {}", p.index);
+            assert!(alone.result.reqs.iter().all(|r| r.finish_ns.is_some()));
+        }
+        // The points differ: hits at the larger memory, fewer at the smaller.
+        assert!(points[0].metrics != points[1].metrics);
     }
 }

@@ -99,6 +99,14 @@ pub fn for_each_block(
     full
 }
 
+/// vLLM's keys of the full blocks of a request's whole sequence (prompt then answer).
+pub fn sequence_hashes(req: &super::Request, block: u32) -> Vec<u64> {
+    let tokens = req.input_len as u64 + req.output_len as u64;
+    let mut out = Vec::with_capacity((tokens / block as u64) as usize);
+    for_each_block(req.sequence(), block, false, |_, h| out.push(h));
+    out
+}
+
 /// Keys of the blocks of a sequence (see [`for_each_block`]), appended to `out`.
 pub fn block_hashes(runs: &[Run], block: u32, partial: bool, out: &mut Vec<u64>) {
     for_each_block(runs.iter().copied(), block, partial, |_, h| out.push(h));
@@ -300,24 +308,15 @@ mod tests {
 /// not index it (a request can still hit its own blocks after a preemption; the engine indexes
 /// those when it preempts). This keeps prefix-cache work proportional to what can be shared.
 pub fn shareable_prefixes(trace: &super::Trace) -> Vec<u32> {
-    // The output content id is the request's own, so it never continues the prompt's last run:
-    // prompt runs followed by the output run are canonical.
-    fn seq(r: &super::Request) -> impl Iterator<Item = Run> + '_ {
-        r.prompt
-            .iter()
-            .copied()
-            .chain(std::iter::once(Run::new(r.output_content, 0, r.output_len)))
-            .filter(|x| x.len > 0)
-    }
     let mut out = vec![0u32; trace.requests.len()];
     let mut fwd = PrefixTrie::new();
     for (i, r) in trace.requests.iter().enumerate() {
-        out[i] = fwd.match_and_insert_iter(seq(r)) as u32;
+        out[i] = fwd.match_and_insert_iter(r.sequence()) as u32;
     }
     drop(fwd);
     let mut rev = PrefixTrie::new();
     for (i, r) in trace.requests.iter().enumerate().rev() {
-        out[i] = out[i].max(rev.match_and_insert_iter(seq(r)) as u32);
+        out[i] = out[i].max(rev.match_and_insert_iter(r.sequence()) as u32);
     }
     out
 }

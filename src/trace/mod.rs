@@ -140,6 +140,21 @@ pub struct Request {
 }
 
 impl Request {
+    /// Its whole token sequence as runs: the prompt, then the answer. The answer's content is
+    /// the request's own, so it never continues the prompt's last run (the runs stay
+    /// canonical).
+    pub fn sequence(&self) -> impl Iterator<Item = Run> + '_ {
+        self.prompt
+            .iter()
+            .copied()
+            .chain(std::iter::once(Run::new(
+                self.output_content,
+                0,
+                self.output_len,
+            )))
+            .filter(|x| x.len > 0)
+    }
+
     /// An open-loop request `id` sent at `arrival_ns` with prompt `prompt` (canonical runs) and
     /// `output_len` tokens to generate: `input_len` is the runs' total (saturating at
     /// `u32::MAX`, which [`Trace::validate`] then refuses), the answer is the content
