@@ -517,7 +517,7 @@ impl KvPool for SegmentPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::blocks::{BlockPool, HitScan};
+    use crate::engine::blocks::{BlockPool, BlockScan};
     use crate::util::rng::Rng;
 
     /// A chain of `len` block hashes over a small alphabet, so that chains share prefixes of
@@ -561,7 +561,7 @@ mod tests {
             let mut a = <BlockPool as KvPool>::new(n, true);
             let mut b = SegmentPool::new(n, true);
             let mut reqs: Vec<Req> = (0..12).map(|_| Req::default()).collect();
-            let mut sa = HitScan::default();
+            let mut sa = BlockScan::default();
             let mut sb = SegScan::default();
             for step in 0..3000 {
                 let i = rng.range(0, reqs.len() as u64 - 1) as usize;
