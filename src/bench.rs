@@ -43,8 +43,8 @@ pub fn measure(name: &str, trace: &Trace, cfg: &RunConfig, repeats: u32) -> Resu
     measure_mode(name, trace, cfg, repeats, false)
 }
 
-/// [`measure`], optionally in the engine's reference mode (every shortcut off: one step at a
-/// time, every block indexed, every hit scan from scratch), to show what the shortcuts save.
+/// [`measure`], optionally in the engine's reference mode (every shortcut off: the per-block
+/// pool, every block indexed, one step at a time), to show what the shortcuts save.
 pub fn measure_mode(
     name: &str,
     trace: &Trace,
