@@ -71,7 +71,7 @@ struct Piece {
 
 /// A request's blocks: pieces covering its first `done` positions, then `tail` blocks not
 /// registered yet.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SegHeld {
     pieces: Vec<Piece>,
     tail: u32,
@@ -81,6 +81,18 @@ pub struct SegHeld {
     cursor: u32,
     /// The segment it extends with its own blocks (a hint, checked before use).
     open: u32,
+}
+
+impl Default for SegHeld {
+    fn default() -> Self {
+        SegHeld {
+            pieces: Vec::new(),
+            tail: 0,
+            done: 0,
+            cursor: NONE,
+            open: NONE,
+        }
+    }
 }
 
 /// What a prefix-hit scan found: (segment, leading blocks hit) in prefix order.
