@@ -476,7 +476,7 @@ fn random_traces_give_identical_results_with_and_without_shortcuts() {
 fn a_blocked_request_waits_through_stretches_and_starts_when_room_is_freed() {
     // 60 blocks. Requests 0 (480 + 40 tokens, 30-33 blocks) and 2 (100 + 300 tokens) start at
     // once; request 1 (400 prompt tokens, 25 blocks) arrives at 20 ms and finds no room until
-    // request 0 finishes and frees its blocks (none of them shared, so held without identity).
+    // request 0 finishes and frees its blocks (none of them shared, so none registered).
     // Meanwhile decode stretches run with request 1 waiting; it must start at the very step
     // after request 0's last token, as it does stepping one by one.
     let t = trace(vec![
