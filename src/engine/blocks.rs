@@ -168,7 +168,7 @@ impl KvPool for BlockPool {
         scan.blocks.len()
     }
 
-    fn count_busy(&self, scan: &mut BlockScan) -> usize {
+    fn count_busy(&self, scan: &BlockScan) -> usize {
         scan.blocks
             .iter()
             .filter(|b| self.blocks[**b as usize].ref_cnt > 0)
@@ -188,7 +188,7 @@ impl KvPool for BlockPool {
         held.done = scan.blocks.len() as u32;
     }
 
-    fn allocate(&mut self, held: &mut BlockHeld, n: u32, _id_limit: u32) {
+    fn allocate(&mut self, held: &mut BlockHeld, n: u32) {
         debug_assert!(n <= self.free, "free count checked");
         for _ in 0..n {
             let b = self.pop_front();
@@ -228,7 +228,7 @@ mod tests {
     /// Allocates `n` blocks for a new request and registers them under `h`.
     fn request(p: &mut BlockPool, h: &Arc<Vec<u64>>) -> BlockHeld {
         let mut held = BlockHeld::default();
-        p.allocate(&mut held, h.len() as u32, u32::MAX);
+        p.allocate(&mut held, h.len() as u32);
         p.register(&mut held, h, h.len() as u32);
         held
     }
@@ -254,19 +254,19 @@ mod tests {
         assert_eq!((p.num_free(), hits(&p, &ha)), (4, 2));
         // Allocating one block evicts A's suffix (hash 11), not its prefix.
         let mut c = BlockHeld::default();
-        p.allocate(&mut c, 1, u32::MAX);
+        p.allocate(&mut c, 1);
         assert_eq!((c.blocks.clone(), p.evictions), (vec![1], 1));
         assert_eq!(hits(&p, &ha), 1);
         // A hit on B's prefix takes block 2 out of the free queue.
         let mut scan = BlockScan::default();
         assert_eq!(p.scan_hits(&mut scan, &[20]), 1);
-        assert_eq!(p.count_busy(&mut scan), 0);
+        assert_eq!(p.count_busy(&scan), 0);
         let mut d = BlockHeld::default();
         p.take_hits(&scan, &mut d);
         assert_eq!((d.blocks.clone(), p.num_free()), (vec![2], 2));
-        assert_eq!(p.count_busy(&mut scan), 1);
+        assert_eq!(p.count_busy(&scan), 1);
         // Next allocations take 0 (evicting 10) then 3 (evicting 21); 2 stays cached.
-        p.allocate(&mut c, 2, u32::MAX);
+        p.allocate(&mut c, 2);
         assert_eq!((c.blocks.clone(), p.evictions), (vec![1, 0, 3], 3));
         assert_eq!((hits(&p, &[20]), hits(&p, &ha), p.num_free()), (1, 0, 0));
     }
@@ -283,7 +283,7 @@ mod tests {
         p.release(&mut b);
         assert!(p.admission_epoch() > epoch, "a release may make room");
         let mut c = BlockHeld::default();
-        p.allocate(&mut c, 2, u32::MAX);
+        p.allocate(&mut c, 2);
         assert_eq!((p.evictions, hits(&p, &h)), (0, 2));
         p.release(&mut a);
         p.release(&mut c);

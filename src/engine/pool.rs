@@ -44,16 +44,15 @@ pub trait KvPool: std::fmt::Debug {
     fn scan_hits(&self, scan: &mut Self::Scan, hashes: &[u64]) -> usize;
 
     /// Of the scan's hit blocks, those running requests hold (taking them uses no free block).
-    fn count_busy(&self, scan: &mut Self::Scan) -> usize;
+    fn count_busy(&self, scan: &Self::Scan) -> usize;
 
     /// Takes the scan's hit blocks (a reference on each) as the first blocks of the empty
     /// `held`; they count as registered.
     fn take_hits(&mut self, scan: &Self::Scan, held: &mut Self::Held);
 
     /// Takes `n` blocks off the front of the free queue (the caller checked they are free) and
-    /// appends them to `held`. Of the request's first `id_limit` blocks, those allocated now
-    /// may be registered later; past it, only a preempted request registers its blocks.
-    fn allocate(&mut self, held: &mut Self::Held, n: u32, id_limit: u32);
+    /// appends them to `held`.
+    fn allocate(&mut self, held: &mut Self::Held, n: u32);
 
     /// Registers the held blocks up to position `upto` under `hashes` (the request's chained
     /// block hashes), each unless its hash is cached already; blocks registered before are

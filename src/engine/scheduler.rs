@@ -19,10 +19,10 @@
 //! Decode-only stretches run in one call ([`Engine::step`] with a horizon): when every running
 //! request decodes, no connector work happens and no waiting request can be admitted (none
 //! waits, the batch is full, or the first found no room and nothing has freed any since), a
-//! step differs from the last only by one more token per request. The stretch then costs O(1) per step plus the steps where
-//! a request crosses a block boundary (a block allocated or registered), and ends before any
-//! request's last token, before the horizon (the next event or KV sample the caller has), or
-//! before a step whose blocks would not fit. Results are identical to stepping one by one (the
+//! step differs from the last only by one more token per request. The stretch then costs O(1)
+//! per step plus the steps where a request crosses a block boundary (a block allocated or
+//! registered), and ends before any request's last token, before the horizon (the next event
+//! or KV sample the caller has), or before a step whose blocks would not fit. Results are identical to stepping one by one (the
 //! reference mode does that; tests compare).
 
 use super::config::EngineConfig;
@@ -98,6 +98,8 @@ pub struct Engine<'t, P: KvPool = SegmentPool> {
     held: Vec<P::Held>,
     /// Per request, its block hashes (computed when first admitted; pool segments share them).
     hashes: Vec<Arc<Vec<u64>>>,
+    /// The empty chain: requests' hashes before they are computed and after they finish.
+    no_chain: Arc<Vec<u64>>,
     /// Per request, whether its hashes and offload keys are computed.
     prepared: Vec<bool>,
     /// Scratch space of prefix-hit scans.
@@ -162,13 +164,12 @@ impl<'t, P: KvPool> Engine<'t, P> {
             )),
         };
         let n = reqs.len();
-        // One shared empty placeholder until a request's hashes are computed.
-        #[allow(clippy::rc_clone_in_vec_init)]
-        let hashes = vec![Arc::new(Vec::new()); n];
+        let no_chain = Arc::new(Vec::new());
         Engine {
             pool: P::new(cfg.num_gpu_blocks, cfg.enable_prefix_caching),
             held: (0..n).map(|_| P::Held::default()).collect(),
-            hashes,
+            hashes: vec![no_chain.clone(); n],
+            no_chain,
             prepared: vec![false; n],
             scan: P::Scan::default(),
             cfg,
@@ -307,8 +308,6 @@ impl<'t, P: KvPool> Engine<'t, P> {
     }
 
     /// Allocates blocks so that request `idx` can hold `tokens` tokens; false if they do not fit.
-    /// Blocks within what other requests share get ids (they may enter the prefix cache);
-    /// those past it are held as a count.
     fn grow(&mut self, idx: u32, tokens: u32) -> bool {
         let need = self.blocks_for(tokens);
         let held = &mut self.held[idx as usize];
@@ -319,9 +318,7 @@ impl<'t, P: KvPool> Engine<'t, P> {
         if need - have > self.pool.num_free() {
             return false;
         }
-        // The blocks `cache_full_blocks` may register.
-        let shareable = self.shareable[idx as usize] / self.cfg.block_size;
-        self.pool.allocate(held, need - have, shareable);
+        self.pool.allocate(held, need - have);
         true
     }
 
@@ -650,7 +647,7 @@ impl<'t, P: KvPool> Engine<'t, P> {
         if !out.finished.is_empty() {
             for &idx in &out.finished {
                 self.release(idx);
-                self.hashes[idx as usize] = Arc::new(Vec::new());
+                self.hashes[idx as usize] = self.no_chain.clone();
                 self.reqs[idx as usize].chunks = Vec::new();
             }
             let reqs = &self.reqs;
@@ -829,14 +826,10 @@ impl<'t, P: KvPool> Engine<'t, P> {
         let n = (num_tokens - ext_end).min(budget);
         let is_native_load = pending_load > 0.0;
         let target = if is_native_load { ext_end } else { ext_end + n };
-        // Free blocks needed: the new ones, plus the hit blocks that sit in the free queue. The
-        // hits held by running requests are counted only when the bounds do not decide.
+        // Free blocks needed: the new ones, plus the hit blocks that sit in the free queue.
         let need_new = self.blocks_for(target) as usize - gpu_blocks;
-        let free = self.pool.num_free() as usize;
-        let fits = need_new + gpu_blocks <= free
-            || (need_new <= free
-                && need_new + gpu_blocks - self.pool.count_busy(&mut scan) <= free);
-        if !fits {
+        let touched_free = gpu_blocks - self.pool.count_busy(&scan);
+        if need_new + touched_free > self.pool.num_free() as usize {
             self.scan = scan;
             return Admit::NoRoom;
         }

@@ -40,13 +40,12 @@ struct Segment {
     stamp: u64,
     /// The segment split off its tail while it was held (its holders hold that too).
     next: u32,
-    alive: bool,
 }
 
 impl Segment {
+    /// Whether it registers `hash` at `pos` (a dead segment, of length 0, covers nothing).
     fn covers(&self, pos: usize, hash: u64) -> bool {
-        self.alive
-            && (self.start as usize) <= pos
+        (self.start as usize) <= pos
             && pos < (self.start + self.len) as usize
             && self.chain[pos] == hash
     }
@@ -118,6 +117,8 @@ pub struct SegmentPool {
     next_stamp: u64,
     /// Blocks registered, hits taken off the free queue, releases (see `admission_epoch`).
     epoch: u64,
+    /// An empty chain for dead segments (so that they keep no request's hashes alive).
+    no_chain: Arc<Vec<u64>>,
 }
 
 impl SegmentPool {
@@ -188,7 +189,7 @@ impl SegmentPool {
             }
             let z = e.seg;
             let s = &mut self.segs[z as usize];
-            if !s.alive || s.stamp != e.stamp {
+            if s.len == 0 || s.stamp != e.stamp {
                 self.queue.pop_front();
                 self.stale -= 1;
                 continue;
@@ -209,9 +210,7 @@ impl SegmentPool {
         let h = self.start_hash(z);
         let removed = self.starts.remove_if(h, z);
         debug_assert!(removed, "a live segment's start is indexed");
-        let s = &mut self.segs[z as usize];
-        s.alive = false;
-        s.chain = Arc::new(Vec::new());
+        self.segs[z as usize].chain = self.no_chain.clone();
         self.spare_segs.push(z);
     }
 
@@ -227,7 +226,6 @@ impl SegmentPool {
             ref_cnt: s.ref_cnt,
             stamp: 0,
             next: NONE,
-            alive: true,
         };
         if s.ref_cnt > 0 {
             let tail = self.new_segment(Segment {
@@ -267,7 +265,7 @@ impl SegmentPool {
             if s.covers(pos, h) {
                 return z;
             }
-            z = if s.alive { s.next } else { NONE };
+            z = if s.len > 0 { s.next } else { NONE };
         }
         // The nearest segment start at or before `pos` decides: a segment holding `pos`
         // holds every hash from its start to `pos`, and those past its start are not starts.
@@ -320,6 +318,7 @@ impl KvPool for SegmentPool {
             caching,
             next_stamp: 1,
             epoch: 0,
+            no_chain: Arc::new(Vec::new()),
         };
         p.push_plain(n);
         p
@@ -364,7 +363,7 @@ impl KvPool for SegmentPool {
         p
     }
 
-    fn count_busy(&self, scan: &mut SegScan) -> usize {
+    fn count_busy(&self, scan: &SegScan) -> usize {
         scan.hits
             .iter()
             .filter(|(z, _)| self.segs[*z as usize].ref_cnt > 0)
@@ -403,14 +402,14 @@ impl KvPool for SegmentPool {
             self.queue.retain(|e| {
                 e.seg == NONE || {
                     let s = &segs[e.seg as usize];
-                    s.alive && s.stamp == e.stamp
+                    s.len > 0 && s.stamp == e.stamp
                 }
             });
             self.stale = 0;
         }
     }
 
-    fn allocate(&mut self, held: &mut SegHeld, n: u32, _id_limit: u32) {
+    fn allocate(&mut self, held: &mut SegHeld, n: u32) {
         debug_assert!(n <= self.free, "free count checked");
         self.pop_front(n);
         held.tail += n;
@@ -461,7 +460,7 @@ impl KvPool for SegmentPool {
             }
             let extend = o != NONE && {
                 let s = &self.segs[o as usize];
-                s.alive
+                s.len > 0
                     && s.ref_cnt == 1
                     && s.next == NONE
                     && s.start + s.len == q as u32
@@ -479,7 +478,6 @@ impl KvPool for SegmentPool {
                     ref_cnt: 1,
                     stamp: 0,
                     next: NONE,
-                    alive: true,
                 });
                 let inserted = self.starts.insert_if_absent(h, o);
                 debug_assert!(inserted);
@@ -509,7 +507,7 @@ impl KvPool for SegmentPool {
             while left > 0 {
                 chain.push(z);
                 let s = &self.segs[z as usize];
-                debug_assert!(s.alive && s.ref_cnt > 0 && s.len <= left);
+                debug_assert!(s.len > 0 && s.ref_cnt > 0 && s.len <= left);
                 left -= s.len;
                 z = s.next;
             }
@@ -590,8 +588,8 @@ mod tests {
                             b.scan_hits(&mut sb, &h[..cap]),
                             "seed {seed} step {step}"
                         );
-                        let busy = a.count_busy(&mut sa);
-                        assert_eq!(busy, b.count_busy(&mut sb));
+                        let busy = a.count_busy(&sa);
+                        assert_eq!(busy, b.count_busy(&sb));
                         let extra = rng.range(0, (h.len() - hits) as u64) as u32;
                         if extra as usize + hits - busy > a.num_free() as usize {
                             continue;
@@ -599,8 +597,8 @@ mod tests {
                         a.take_hits(&sa, &mut r.a);
                         b.take_hits(&sb, &mut r.b);
                         r.limit = rng.range(0, h.len() as u64) as u32;
-                        KvPool::allocate(&mut a, &mut r.a, extra, r.limit);
-                        b.allocate(&mut r.b, extra, r.limit);
+                        a.allocate(&mut r.a, extra);
+                        b.allocate(&mut r.b, extra);
                         r.registered = hits as u32;
                         r.hashes = Some(h);
                     }
@@ -614,8 +612,8 @@ mod tests {
                                 let more = (rng.range(1, 2) as u32)
                                     .min(h.len() as u32 - held)
                                     .min(a.num_free());
-                                KvPool::allocate(&mut a, &mut r.a, more, r.limit);
-                                b.allocate(&mut r.b, more, r.limit);
+                                a.allocate(&mut r.a, more);
+                                b.allocate(&mut r.b, more);
                                 let upto = (held + more).min(r.limit).max(r.registered);
                                 a.register(&mut r.a, &h, upto);
                                 b.register(&mut r.b, &h, upto);
@@ -641,11 +639,11 @@ mod tests {
                 assert_eq!(a.evictions(), b.evictions(), "seed {seed} step {step}");
                 let probe = chain(&mut rng, 20);
                 assert_eq!(a.scan_hits(&mut sa, &probe), b.scan_hits(&mut sb, &probe));
-                assert_eq!(a.count_busy(&mut sa), b.count_busy(&mut sb));
+                assert_eq!(a.count_busy(&sa), b.count_busy(&sb));
                 for r in &reqs {
                     if let Some(h) = &r.hashes {
                         assert_eq!(a.scan_hits(&mut sa, h), b.scan_hits(&mut sb, h));
-                        assert_eq!(a.count_busy(&mut sa), b.count_busy(&mut sb));
+                        assert_eq!(a.count_busy(&sa), b.count_busy(&sb));
                     }
                 }
             }
