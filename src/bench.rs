@@ -2,7 +2,6 @@
 
 use crate::config::RunConfig;
 use crate::error::Result;
-use crate::sim::simulate;
 use crate::trace::Trace;
 use std::time::Instant;
 
@@ -52,13 +51,13 @@ pub fn measure_mode(
     repeats: u32,
     reference: bool,
 ) -> Result<BenchFigure> {
-    let (mut setup, _, _) = cfg.setup()?;
-    setup.reference_mode = reference;
+    let mut prepared = crate::pipeline::prepare(trace, cfg)?;
+    prepared.setup.reference_mode = reference;
     let mut best = f64::INFINITY;
     let mut steps = 0;
     for _ in 0..repeats.max(1) {
         let t0 = Instant::now();
-        let r = simulate(trace, &setup);
+        let r = prepared.simulate()?;
         best = best.min(t0.elapsed().as_secs_f64());
         steps = r.stats.steps;
     }

@@ -128,19 +128,17 @@ pub fn default_trace() -> Result<Trace> {
 /// tier (enough for all 51 documents), 8 GiB of CPU in front of the disk tier.
 pub fn default_base() -> RunConfig {
     let mut c = RunConfig::default();
-    c.set("max_local_cpu_size_gb", &json!(66))
-        .expect("valid key");
-    c.set("kv_offloading_size_gb", &json!(66))
-        .expect("valid key");
+    c.lmcache.max_local_cpu_size = Some(66.0);
+    c.native_gib = 66.0;
     c
 }
 
 /// Runs every variant over `base` (in parallel; results in variant order).
-pub fn compare(
-    trace: &Trace,
+pub fn compare<'t>(
+    trace: &'t Trace,
     base: &RunConfig,
     variants: &[Variant],
-) -> Result<Vec<(Variant, RunConfig, RunOutput)>> {
+) -> Result<Vec<(Variant, RunConfig, RunOutput<'t>)>> {
     variants
         .par_iter()
         .map(|v| {

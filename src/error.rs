@@ -83,6 +83,19 @@ pub enum Error {
     /// A broken invariant inside kvreplay: a bug, never the user's fault.
     #[error("internal invariant broken: {0}")]
     Invariant(String),
+    /// The simulation ran out of events while requests were still unfinished: nothing could
+    /// ever wake them (a bug in an engine or connector, never the user's fault).
+    #[error(
+        "simulation deadlock at {at}: no event left while {unfinished} requests are unfinished: {state}"
+    )]
+    Deadlock {
+        /// Requests neither finished nor rejected.
+        unfinished: usize,
+        /// The simulated time of the last event.
+        at: crate::time::SimTime,
+        /// The engine's state then, in words.
+        state: String,
+    },
 }
 
 impl Error {

@@ -10,7 +10,7 @@
 
 use crate::config::RunConfig;
 use crate::error::Result;
-use crate::pipeline::run;
+use crate::pipeline::prepare;
 use crate::sweep::point_metrics;
 use crate::trace::Trace;
 use crate::util::rng::Rng;
@@ -49,9 +49,10 @@ pub fn intervals(
     samples: u32,
     seed: u64,
 ) -> Result<IntervalReport> {
-    let nominal = point_metrics(&run(trace, cfg)?);
-    let (setup, _, _) = cfg.setup()?;
-    let varied: BTreeMap<String, f64> = setup
+    let prepared = prepare(trace, cfg)?;
+    let nominal = point_metrics(&prepared.clone().run()?);
+    let varied: BTreeMap<String, f64> = prepared
+        .setup
         .transfer
         .spread
         .iter()
@@ -73,27 +74,15 @@ pub fn intervals(
         .into_par_iter()
         .map(|i| {
             let mut rng = Rng::stream(seed ^ i as u64, "interval");
-            let mut s = setup.clone();
+            let mut p = prepared.clone();
             for (k, sigma) in &varied {
-                if let Some(slot) = s.transfer.slot(k) {
+                if let Some(slot) = p.setup.transfer.slot(k) {
                     *slot *= (sigma * rng.std_normal()).exp();
                 }
             }
-            let t = crate::pipeline::scale_arrivals(trace, cfg.qps_scale);
-            let result = crate::sim::simulate(&t, &s);
-            let recs = crate::metrics::record::records(&t, &result);
-            let summary = crate::metrics::summary::RunSummary::new(&recs, &result);
-            crate::sweep::METRICS
-                .iter()
-                .filter_map(|m| {
-                    summary
-                        .metric(&recs, m)
-                        .filter(|v| v.is_finite())
-                        .map(|v| (m.to_string(), v))
-                })
-                .collect()
+            Ok(point_metrics(&p.run()?))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let mut metrics = BTreeMap::new();
     for (k, v) in &nominal {
         let mut xs: Vec<f64> = runs.iter().filter_map(|r| r.get(k).copied()).collect();

@@ -1,8 +1,8 @@
 //! kvreplay: a deterministic trace-replay simulator for LLM serving with KV cache offloading
 //! (vLLM V1 + LMCache).
 //!
-//! Data flow: `trace` (import, generate, store) -> engine -> cache tiers -> cost -> metrics ->
-//! report, with calibrate and validate beside them.
+//! Data flow: `trace` (import, generate, store) -> engine -> connector (cache tiers) -> cost ->
+//! metrics -> report, with calibrate and validate beside them.
 
 #![warn(missing_docs)]
 
@@ -10,6 +10,7 @@ pub mod bench;
 pub mod calibrate;
 pub mod compare;
 pub mod config;
+pub mod connector;
 pub mod cost;
 pub mod engine;
 pub mod error;
@@ -28,6 +29,7 @@ pub mod sweep;
 #[cfg(test)]
 pub(crate) mod testkit;
 pub mod tiers;
+pub mod time;
 pub mod trace;
 pub mod util;
 pub mod validate;

@@ -262,9 +262,7 @@ fn run(cli: Cli) -> Result<()> {
             output,
         } => cli::run::compare(trace.as_deref(), variants.as_deref(), Some(&sim), &output),
         Command::Keys => {
-            for (k, what) in kvreplay::config::KEYS {
-                println!("{k:<52} {what}");
-            }
+            print!("{}", kvreplay::config::keys::help());
             Ok(())
         }
         Command::Bench {
@@ -454,10 +452,15 @@ fn run_bench(
     repeats: u32,
 ) -> Result<()> {
     use kvreplay::bench::measure;
-    use kvreplay::config::RunConfig;
-    let mut cfg = RunConfig::default();
-    cfg.set("tier", &serde_json::json!("cpu"))?;
-    cfg.set("max_local_cpu_size_gb", &serde_json::json!(50))?;
+    use kvreplay::config::{LmCacheKeys, RunConfig, Tier};
+    let cfg = RunConfig {
+        tier: Some(Tier::Cpu),
+        lmcache: LmCacheKeys {
+            max_local_cpu_size: Some(50.0),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     println!(
         "{:<44} {:>9} {:>9} {:>9} {:>11} {:>9}",
         "simulation", "requests", "steps", "wall s", "requests/s", "RSS MiB"

@@ -1,45 +1,67 @@
-//! One run from configuration to summary: the path `run`, `compare`, `validate` and `sweep` share.
+//! One path from a trace and a typed configuration to records and a summary, shared by `run`,
+//! `compare`, `sweep`, `plan`, `validate`, `interval` and `bench`:
+//!
+//! trace + [`RunConfig`] -> [`prepare`] -> [`Prepared`] (arrivals scaled, setup resolved) ->
+//! [`Prepared::simulate`] -> [`crate::sim::SimResult`] -> [`Prepared::run`] -> [`RunOutput`]
+//! (records and summary, computed once).
+//!
+//! The trace is borrowed throughout; it is copied only when `qps_scale` changes its arrivals.
 
 use crate::config::RunConfig;
 use crate::error::Result;
 use crate::metrics::record::{RequestRecord, records};
 use crate::metrics::summary::RunSummary;
-use crate::sim::{SimResult, SimSetup, simulate};
+use crate::sim::{SimResult, SimSetup, TracePrep, simulate, simulate_shared};
 use crate::trace::Trace;
 use std::borrow::Cow;
 
-/// A finished simulation with its derived records and summary.
+/// A simulation ready to run: the trace as it will be replayed and the resolved setup.
 #[derive(Debug, Clone)]
-pub struct RunOutput {
-    /// The trace as simulated (arrivals scaled by `qps_scale`).
-    pub trace: Trace,
-    /// The raw result.
-    pub result: SimResult,
-    /// One record per request.
-    pub records: Vec<RequestRecord>,
-    /// Aggregates.
-    pub summary: RunSummary,
+pub struct Prepared<'t> {
+    /// The trace as simulated (arrivals scaled by `qps_scale`; borrowed when unscaled).
+    pub trace: Cow<'t, Trace>,
     /// The resolved setup (engine settings, cost parameters with their provenance).
     pub setup: SimSetup,
     /// The GPU profile's provenance ("spec, not measured: ..." or a calibration record).
     pub gpu_provenance: String,
 }
 
-impl RunOutput {
+/// A finished simulation with its derived records and summary.
+#[derive(Debug, Clone)]
+pub struct RunOutput<'t> {
+    /// The trace as simulated.
+    pub trace: Cow<'t, Trace>,
+    /// The raw result.
+    pub result: SimResult,
+    /// One record per request.
+    pub records: Vec<RequestRecord>,
+    /// Aggregates.
+    pub summary: RunSummary,
+    /// The resolved setup.
+    pub setup: SimSetup,
+    /// The GPU profile's provenance.
+    pub gpu_provenance: String,
+}
+
+/// Which inputs of a prediction were measured and which are spec defaults, in words.
+pub fn provenance(setup: &SimSetup, gpu_provenance: &str) -> serde_json::Value {
+    let (measured, spec): (Vec<_>, Vec<_>) = setup
+        .transfer
+        .provenance
+        .iter()
+        .partition(|(_, v)| v.starts_with("measured"));
+    serde_json::json!({
+        "step_time": gpu_provenance,
+        "fitted_step_time": setup.step_model.fitted.is_some(),
+        "transfer_measured": measured.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+        "transfer_spec": spec.into_iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+    })
+}
+
+impl RunOutput<'_> {
     /// Which inputs of the prediction were measured and which are spec defaults, in words.
     pub fn provenance(&self) -> serde_json::Value {
-        let (measured, spec): (Vec<_>, Vec<_>) = self
-            .setup
-            .transfer
-            .provenance
-            .iter()
-            .partition(|(_, v)| v.starts_with("measured"));
-        serde_json::json!({
-            "step_time": self.gpu_provenance,
-            "fitted_step_time": self.setup.step_model.fitted.is_some(),
-            "transfer_measured": measured.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect::<std::collections::BTreeMap<_, _>>(),
-            "transfer_spec": spec.into_iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
-        })
+        provenance(&self.setup, &self.gpu_provenance)
     }
 }
 
@@ -56,34 +78,71 @@ pub fn scale_arrivals(trace: &Trace, factor: f64) -> Cow<'_, Trace> {
     Cow::Owned(t)
 }
 
-/// Simulates `trace` under `cfg`.
-pub fn run(trace: &Trace, cfg: &RunConfig) -> Result<RunOutput> {
-    run_shared(trace, cfg, None)
-}
-
-/// [`run`] reusing what depends on the trace alone when the caller has it (`sim::TracePrep`;
-/// arrival scaling does not change it).
-pub fn run_shared(
-    trace: &Trace,
-    cfg: &RunConfig,
-    prep: Option<&crate::sim::TracePrep>,
-) -> Result<RunOutput> {
+/// Resolves `cfg` for `trace`: scales its arrivals and builds the simulation setup.
+pub fn prepare<'t>(trace: &'t Trace, cfg: &RunConfig) -> Result<Prepared<'t>> {
     let (setup, _, gpu) = cfg.setup()?;
-    let trace = scale_arrivals(trace, cfg.qps_scale).into_owned();
-    let result = match prep {
-        Some(p) => crate::sim::simulate_shared(&trace, &setup, p),
-        None => simulate(&trace, &setup),
-    };
-    let records = records(&trace, &result);
-    let summary = RunSummary::new(&records, &result);
-    Ok(RunOutput {
-        trace,
-        result,
-        records,
-        summary,
+    Ok(Prepared {
+        trace: scale_arrivals(trace, cfg.arrivals.qps_scale),
         setup,
         gpu_provenance: gpu.provenance,
     })
+}
+
+impl<'t> Prepared<'t> {
+    /// Replays the trace.
+    pub fn simulate(&self) -> Result<SimResult> {
+        simulate(&self.trace, &self.setup)
+    }
+
+    /// Replays the trace reusing what depends on the trace alone (`sim::TracePrep`; arrival
+    /// scaling does not change it).
+    pub fn simulate_shared(&self, prep: &TracePrep) -> Result<SimResult> {
+        simulate_shared(&self.trace, &self.setup, prep)
+    }
+
+    /// Replays the trace and derives its records and summary.
+    pub fn run(self) -> Result<RunOutput<'t>> {
+        let result = self.simulate()?;
+        Ok(self.finish(result))
+    }
+
+    /// [`Prepared::run`] with [`Prepared::simulate_shared`].
+    pub fn run_shared(self, prep: &TracePrep) -> Result<RunOutput<'t>> {
+        let result = self.simulate_shared(prep)?;
+        Ok(self.finish(result))
+    }
+
+    /// Records and summary of `result`, a replay of this preparation.
+    pub fn finish(self, result: SimResult) -> RunOutput<'t> {
+        let records = records(&self.trace, &result);
+        let summary = RunSummary::new(&records, &result);
+        RunOutput {
+            trace: self.trace,
+            result,
+            records,
+            summary,
+            setup: self.setup,
+            gpu_provenance: self.gpu_provenance,
+        }
+    }
+}
+
+/// Simulates `trace` under `cfg`.
+pub fn run<'t>(trace: &'t Trace, cfg: &RunConfig) -> Result<RunOutput<'t>> {
+    prepare(trace, cfg)?.run()
+}
+
+/// [`run`] reusing what depends on the trace alone when the caller has it.
+pub fn run_shared<'t>(
+    trace: &'t Trace,
+    cfg: &RunConfig,
+    prep: Option<&TracePrep>,
+) -> Result<RunOutput<'t>> {
+    let p = prepare(trace, cfg)?;
+    match prep {
+        Some(prep) => p.run_shared(prep),
+        None => p.run(),
+    }
 }
 
 #[cfg(test)]
@@ -105,5 +164,14 @@ mod tests {
         }
         // The last of N requests at 2 req/s arrives at N/rate = 5 s; at 4 req/s, 2.5 s.
         assert_eq!(s.requests.last().unwrap().arrival_ns, 2_500_000_000);
+    }
+
+    #[test]
+    fn an_unscaled_trace_is_borrowed_not_copied() {
+        let t = random::generate(&random::Params::default(), 0).unwrap();
+        let mut cfg = RunConfig::default();
+        assert!(matches!(prepare(&t, &cfg).unwrap().trace, Cow::Borrowed(_)));
+        cfg.arrivals.qps_scale = 2.0;
+        assert!(matches!(prepare(&t, &cfg).unwrap().trace, Cow::Owned(_)));
     }
 }

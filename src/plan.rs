@@ -16,7 +16,6 @@ use crate::sweep::point_metrics;
 use crate::trace::Trace;
 use rayon::prelude::*;
 use serde::Serialize;
-use serde_json::json;
 use std::collections::BTreeMap;
 
 /// A condition on a named metric.
@@ -109,15 +108,56 @@ pub struct Plan {
     pub evidence: Vec<Probe>,
 }
 
+/// The setting a plan searches over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Knob {
+    /// The open-loop arrival-rate multiplier (`qps_scale`).
+    QpsScale,
+    /// LMCache's CPU tier, GiB (`max_local_cpu_size_gb`).
+    CpuGib,
+    /// LMCache's disk tier, GiB (`max_local_disk_size_gb`).
+    DiskGib,
+    /// LMCache's chunk size, tokens (`chunk_size`).
+    ChunkSize,
+}
+
+impl Knob {
+    /// The configuration key it is (for questions and tables).
+    pub fn key(self) -> &'static str {
+        match self {
+            Knob::QpsScale => "qps_scale",
+            Knob::CpuGib => "max_local_cpu_size_gb",
+            Knob::DiskGib => "max_local_disk_size_gb",
+            Knob::ChunkSize => "chunk_size",
+        }
+    }
+
+    /// `cfg` with the knob at `x`.
+    fn apply(self, cfg: &mut RunConfig, x: f64) -> Result<()> {
+        let bad = |want: &str| Error::Config(format!("{}: expected {want}, found {x}", self.key()));
+        match self {
+            Knob::QpsScale if x > 0.0 && x.is_finite() => cfg.arrivals.qps_scale = x,
+            Knob::CpuGib if x >= 0.0 && x.is_finite() => cfg.lmcache.max_local_cpu_size = Some(x),
+            Knob::DiskGib if x >= 0.0 && x.is_finite() => cfg.lmcache.max_local_disk_size = Some(x),
+            Knob::ChunkSize if x >= 1.0 && x.fract() == 0.0 && x <= u32::MAX as f64 => {
+                cfg.lmcache.chunk_size = Some(x as u32)
+            }
+            Knob::ChunkSize => return Err(bad("a positive integer")),
+            _ => return Err(bad("a positive number")),
+        }
+        Ok(())
+    }
+}
+
 fn evaluate(
     trace: &Trace,
     cfg: &RunConfig,
     targets: &[Target],
     x: f64,
-    set: &str,
+    knob: Knob,
 ) -> Result<Probe> {
     let mut c = cfg.clone();
-    c.set(set, &json!(x))?;
+    knob.apply(&mut c, x)?;
     let out = run(trace, &c)?;
     let metrics = point_metrics(&out);
     let ok = targets.iter().all(|t| t.met(&metrics));
@@ -197,7 +237,7 @@ pub fn max_rate(trace: &Trace, cfg: &RunConfig, slos: &[Target]) -> Result<Plan>
         Error::Config("the trace has no open-loop arrival rate to scale (closed-loop clients set their own pace)".into())
     })?;
     let mut evidence = Vec::new();
-    let eval = |x: f64| evaluate(trace, cfg, slos, x, "qps_scale");
+    let eval = |x: f64| evaluate(trace, cfg, slos, x, Knob::QpsScale);
     let best = match bracket(&eval, 1.0, true, (1.0 / 1024.0, 4096.0), &mut evidence)? {
         (Some(mut ok), Some(mut fail)) => {
             // Bisect in log space: rates span decades.
@@ -228,12 +268,12 @@ pub fn max_rate(trace: &Trace, cfg: &RunConfig, slos: &[Target]) -> Result<Plan>
     })
 }
 
-/// The smallest tier (`key`: `max_local_cpu_size_gb` or `max_local_disk_size_gb`) reaching
-/// every target, to within `resolution_gib`.
+/// The smallest tier (`knob`: [`Knob::CpuGib`] or [`Knob::DiskGib`]) reaching every target, to
+/// within `resolution_gib`.
 pub fn smallest_tier(
     trace: &Trace,
     cfg: &RunConfig,
-    key: &str,
+    knob: Knob,
     targets: &[Target],
     resolution_gib: f64,
 ) -> Result<Plan> {
@@ -243,7 +283,7 @@ pub fn smallest_tier(
         ));
     }
     let mut evidence = Vec::new();
-    let eval = |x: f64| evaluate(trace, cfg, targets, x, key);
+    let eval = |x: f64| evaluate(trace, cfg, targets, x, knob);
     // Targets hold from some size up: find the smallest, then bisect linearly between the largest
     // failing size and it, to the resolution.
     let best = match bracket(&eval, 1.0, false, (1.0 / 16.0, 16_384.0), &mut evidence)? {
@@ -265,7 +305,7 @@ pub fn smallest_tier(
         (None, _) => None,
     };
     Ok(Plan {
-        question: format!("smallest {key} meeting {}", describe(targets)),
+        question: format!("smallest {} meeting {}", knob.key(), describe(targets)),
         answer: best,
         answer_text: match best {
             Some(g) => format!("{g} GiB"),
@@ -288,15 +328,20 @@ pub fn best_chunk(
             "give at least one candidate chunk size".into(),
         ));
     }
+    if !(rtt_ms >= 0.0 && rtt_ms.is_finite()) {
+        return Err(Error::Config(format!(
+            "rtt_ms: expected a number >= 0, found {rtt_ms}"
+        )));
+    }
     let mut c = cfg.clone();
     if !matches!(c.effective_tier(), crate::config::Tier::Remote) {
-        c.set("tier", &json!("remote"))?;
+        c.tier = Some(crate::config::Tier::Remote);
     }
-    c.set("rtt_ms", &json!(rtt_ms))?;
+    c.rtt_s = rtt_ms / 1e3;
     let evidence: Vec<Probe> = candidates
         .par_iter()
         .map(|&k| {
-            let mut p = evaluate(trace, &c, &[], k as f64, "chunk_size")?;
+            let mut p = evaluate(trace, &c, &[], k as f64, Knob::ChunkSize)?;
             p.ok = p.metrics.contains_key(metric);
             Ok(p)
         })
@@ -370,11 +415,13 @@ mod tests {
     fn smallest_cpu_tier_meets_its_hit_target_and_half_of_it_does_not() {
         // A shared 1024-token prefix on every prompt: a small CPU tier already serves it.
         let t = trace(2.0, 60, 1024);
-        let mut cfg = RunConfig::default();
-        cfg.set("tier", &json!("cpu")).unwrap();
-        cfg.set("enable_prefix_caching", &json!(false)).unwrap();
+        let mut cfg = RunConfig {
+            tier: Some(crate::config::Tier::Cpu),
+            ..Default::default()
+        };
+        cfg.engine.enable_prefix_caching = Some(false);
         let target = [Target::parse("hit_rate_cpu=0.3").unwrap()];
-        let p = smallest_tier(&t, &cfg, "max_local_cpu_size_gb", &target, 0.25).unwrap();
+        let p = smallest_tier(&t, &cfg, Knob::CpuGib, &target, 0.25).unwrap();
         let g = p.answer.unwrap();
         assert!(p.evidence.iter().any(|e| e.x == g && e.ok));
         assert!(p.evidence.iter().filter(|e| e.x < g).all(|e| !e.ok));

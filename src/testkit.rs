@@ -8,6 +8,7 @@ use crate::model::lookup;
 use crate::sim::{SimResult, SimSetup, simulate};
 use crate::tiers::OffloadConfig;
 use crate::tiers::lmcache::LmCacheConfig;
+use crate::time::SimDuration;
 use crate::trace::{Pool, Request, Run, Trace, TraceMeta};
 
 /// One millisecond in nanoseconds.
@@ -64,9 +65,9 @@ pub fn setup(flags: EngineFlags, offload: OffloadConfig) -> SimSetup {
         step_model,
         transfer,
         layers: card.layers,
-        sample_interval_ns: 10 * MS,
+        sample_interval: SimDuration::from_ns(10 * MS),
         reference_mode: false,
-        request_overhead_ns: 0,
+        request_overhead: SimDuration::ZERO,
     }
 }
 
@@ -81,7 +82,7 @@ pub fn lmcache_cpu(chunk: u32, gib: u64) -> OffloadConfig {
 
 /// Simulates `t` on [`setup`] with `flags` and no offload.
 pub fn run(t: &Trace, flags: EngineFlags) -> SimResult {
-    simulate(t, &setup(flags, OffloadConfig::None))
+    simulate(t, &setup(flags, OffloadConfig::None)).unwrap()
 }
 
 /// One running sequence at a time, so that requests queue behind each other.

@@ -1,8 +1,9 @@
 //! The engine's must-hold properties on realistic workloads (issue: engine simulator).
 
 use kvreplay::config::RunConfig;
-use kvreplay::engine::request::{Phase, ReqState};
+use kvreplay::engine::request::{Phase, RejectReason, ReqState};
 use kvreplay::sim::{SimResult, simulate};
+use kvreplay::time::SimTime;
 use kvreplay::trace::Trace;
 use kvreplay::trace::generate::{llmperf, random};
 use serde_json::json;
@@ -11,7 +12,7 @@ fn run(trace: &Trace, keys: serde_json::Value) -> SimResult {
     let mut c = RunConfig::default();
     c.set_all(keys.as_object().unwrap()).unwrap();
     let (setup, _, _) = c.setup().unwrap();
-    simulate(trace, &setup)
+    simulate(trace, &setup).unwrap()
 }
 
 fn round(trace: &Trace, r: &SimResult, k: u32) -> Vec<ReqState> {
@@ -25,7 +26,7 @@ fn round(trace: &Trace, r: &SimResult, k: u32) -> Vec<ReqState> {
 
 fn mean_ttft_s(reqs: &[ReqState]) -> f64 {
     reqs.iter()
-        .map(|s| (s.first_token_ns.unwrap() - s.arrival_ns) as f64 / 1e9)
+        .map(|s| (s.first_token.unwrap() - s.arrival).as_secs_f64())
         .sum::<f64>()
         / reqs.len() as f64
 }
@@ -112,18 +113,18 @@ fn offload_without_reuse_only_costs() {
         let ttft = |r: &SimResult| {
             r.reqs
                 .iter()
-                .map(|s| s.first_token_ns.unwrap())
+                .map(|s| s.first_token.map(SimTime::as_ns).unwrap())
                 .sum::<u64>()
         };
         assert!(ttft(&off) >= ttft(&none), "{tier}");
-        assert!(off.end_ns >= none.end_ns, "{tier}");
+        assert!(off.end.as_ns() >= none.end.as_ns(), "{tier}");
     }
     // LMCache stores are on the critical path: strictly slower.
     let lmc = run(
         &t,
         json!({"model": "Qwen/Qwen3-8B", "gpu": "H100", "tier": "cpu"}),
     );
-    assert!(lmc.end_ns > none.end_ns);
+    assert!(lmc.end.as_ns() > none.end.as_ns());
 }
 
 #[test]
@@ -146,7 +147,7 @@ fn ttft_grows_with_remote_rtt() {
         let ttft = r
             .reqs
             .iter()
-            .map(|s| (s.first_token_ns.unwrap() - s.arrival_ns) as f64)
+            .map(|s| (s.first_token.unwrap() - s.arrival).as_ns() as f64)
             .sum::<f64>()
             / r.reqs.len() as f64;
         assert!(ttft > last, "rtt {rtt}: {ttft} <= {last}");
@@ -178,12 +179,13 @@ fn every_request_is_simulated_or_rejected_with_a_reason() {
     assert_eq!(finished + rejected.len(), t.requests.len());
     assert!(!rejected.is_empty());
     for s in rejected {
-        assert!(
-            s.reject
-                .as_deref()
-                .unwrap()
-                .contains("exceeds max_model_len 3000")
-        );
+        assert!(matches!(
+            s.reject,
+            Some(RejectReason::ExceedsMaxModelLen {
+                max_model_len: 3000,
+                ..
+            })
+        ));
         assert!(s.prompt_len + s.output_len > 3000);
     }
 }
@@ -203,13 +205,19 @@ fn shortcuts_leave_a_real_trace_unchanged() {
     )
     .unwrap();
     let (mut setup, _, _) = c.setup().unwrap();
-    let fast = simulate(&t, &setup);
+    let fast = simulate(&t, &setup).unwrap();
     setup.reference_mode = true;
-    let slow = simulate(&t, &setup);
+    let slow = simulate(&t, &setup).unwrap();
     let key = |r: &SimResult| {
         r.reqs
             .iter()
-            .map(|s| (s.first_token_ns, s.finish_ns, s.origin))
+            .map(|s| {
+                (
+                    s.first_token.map(SimTime::as_ns),
+                    s.finish.map(SimTime::as_ns),
+                    s.origin,
+                )
+            })
             .collect::<Vec<_>>()
     };
     assert!(

@@ -141,13 +141,13 @@ pub fn plan(cmd: PlanCommand) -> Result<()> {
             let t = kvreplay::trace::read(&trace)?;
             let (mut cfg, _) = sim.run_config()?;
             let key = if disk {
-                cfg.set("tier", &serde_json::json!("disk"))?;
-                "max_local_disk_size_gb"
+                cfg.tier = Some(kvreplay::config::Tier::Disk);
+                plan::Knob::DiskGib
             } else {
                 if cfg.effective_tier() == kvreplay::config::Tier::None {
-                    cfg.set("tier", &serde_json::json!("cpu"))?;
+                    cfg.tier = Some(kvreplay::config::Tier::Cpu);
                 }
-                "max_local_cpu_size_gb"
+                plan::Knob::CpuGib
             };
             show(
                 &plan::smallest_tier(&t, &cfg, key, &targets(&ts)?, resolution_gib)?,

@@ -44,8 +44,8 @@ pub fn run(
     );
     let prov = o.provenance();
     config["provenance"] = prov.clone();
-    let summary = kvreplay::report::write_run(&dir, &o.trace, &o.result, &config)?;
-    print!("{}", kvreplay::report::print_summary(&summary));
+    kvreplay::report::write_run(&dir, &o, &config)?;
+    print!("{}", kvreplay::report::print_summary(&o.summary));
     print_provenance(&prov);
     if let Some(n) = interval_samples {
         let r = kvreplay::interval::intervals(&t, &cfg, n, 0)?;
@@ -192,7 +192,7 @@ pub fn compare(
         std::fs::create_dir_all(&sub).with_context(|| format!("creating {}", sub.display()))?;
         let mut config = cfg.to_json();
         config["provenance"] = o.provenance();
-        kvreplay::report::write_run(&sub, &o.trace, &o.result, &config)?;
+        kvreplay::report::write_run(&sub, o, &config)?;
         json_rows
             .push(serde_json::json!({"variant": v.label, "config": cfg.to_json(), "summary": s}));
     }

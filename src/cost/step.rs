@@ -50,7 +50,7 @@ impl BatchShape {
 
 /// Fitted linear step-time coefficients (seconds): `c0 + c_prefill * prefill_tokens +
 /// c_decode * decode_seqs + c_attn * prefill_attn_pairs + c_ctx * decode_ctx`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct Fitted {
     /// Fixed seconds per step.
     pub c0: f64,

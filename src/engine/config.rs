@@ -7,7 +7,7 @@ use crate::model::ModelCard;
 use serde::Serialize;
 
 /// Flags a user may set; `None` means "as vLLM would choose".
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct EngineFlags {
     /// `--block-size` (default 16).
     pub block_size: Option<u32>,
@@ -52,6 +52,12 @@ pub struct EngineConfig {
 
 const GIB: f64 = (1u64 << 30) as f64;
 
+/// vLLM's default `--block-size`.
+pub const DEFAULT_BLOCK_SIZE: u32 = 16;
+
+/// vLLM's default `--gpu-memory-utilization`.
+pub const DEFAULT_GPU_MEMORY_UTILIZATION: f64 = 0.9;
+
 impl EngineConfig {
     /// Resolves `flags` for `card` on `gpu` as vLLM's OpenAI API server does.
     ///
@@ -66,7 +72,7 @@ impl EngineConfig {
                 "--tensor-parallel-size must be at least 1".into(),
             ));
         }
-        let block_size = flags.block_size.unwrap_or(16);
+        let block_size = flags.block_size.unwrap_or(DEFAULT_BLOCK_SIZE);
         if block_size == 0 {
             return Err(Error::Config("--block-size must be positive".into()));
         }
@@ -83,7 +89,9 @@ impl EngineConfig {
             ));
         }
         let max_model_len = flags.max_model_len.unwrap_or(card.max_position);
-        let util = flags.gpu_memory_utilization.unwrap_or(0.9);
+        let util = flags
+            .gpu_memory_utilization
+            .unwrap_or(DEFAULT_GPU_MEMORY_UTILIZATION);
         if !(util > 0.0 && util <= 1.0) {
             return Err(Error::Config(format!(
                 "--gpu-memory-utilization must be in (0, 1], got {util}"

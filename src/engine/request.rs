@@ -1,6 +1,6 @@
 //! A request's state inside the engine, and what is recorded about it.
 
-use crate::tiers::lmcache::Chunk;
+use crate::time::{SimDuration, SimTime};
 
 /// Where a request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,11 +24,11 @@ pub enum Phase {
 pub struct Origin {
     /// vLLM's GPU prefix cache.
     pub gpu: u32,
-    /// Offload CPU tier (LMCache local CPU, or vLLM's native CPU offload).
+    /// A connector's CPU tier.
     pub cpu: u32,
-    /// LMCache local disk.
+    /// A connector's disk tier.
     pub disk: u32,
-    /// LMCache remote store.
+    /// A connector's remote store.
     pub remote: u32,
     /// Computed by the forward pass.
     pub computed: u32,
@@ -49,24 +49,20 @@ pub struct ReqState {
     pub num_computed: u32,
     /// Tokens generated so far.
     pub num_output: u32,
-    /// Offload keys (LMCache chunks, or native offload blocks) of the prompt.
-    pub chunks: Vec<Chunk>,
-    /// Leading chunks already in the offload store (hits, or stored by this request).
-    pub chunks_saved: u32,
     /// Time the request was sent.
-    pub arrival_ns: u64,
+    pub arrival: SimTime,
     /// First time it was scheduled.
-    pub scheduled_ns: Option<u64>,
+    pub scheduled: Option<SimTime>,
     /// Time its first token was produced.
-    pub first_token_ns: Option<u64>,
+    pub first_token: Option<SimTime>,
     /// Time its last token was produced.
-    pub finish_ns: Option<u64>,
+    pub finish: Option<SimTime>,
     /// Time its previous token was produced.
-    pub last_token_ns: u64,
+    pub last_token: SimTime,
     /// Sum of the gaps between successive tokens.
-    pub itl_sum_ns: u64,
+    pub itl_sum: SimDuration,
     /// Largest gap between successive tokens.
-    pub itl_max_ns: u64,
+    pub itl_max: SimDuration,
     /// Prompt tokens by origin (of the prefill that completed).
     pub origin: Origin,
     /// Bytes loaded into the GPU from offload tiers.
@@ -76,14 +72,9 @@ pub struct ReqState {
     /// Times it was preempted.
     pub preemptions: u32,
     /// Time an asynchronous load completes (phase Loading).
-    pub ready_ns: u64,
-    /// Tokens an asynchronous load brings (phase Loading).
-    pub pending_load: u32,
+    pub ready: SimTime,
     /// Why it was never simulated.
-    pub reject: Option<String>,
-    /// LMCache's cached lookup result while it waits (LMCache looks a request up once, pins
-    /// the hits, and forgets the result when the request is scheduled).
-    pub lmc_lookup: Option<crate::tiers::lmcache::TierHits>,
+    pub reject: Option<RejectReason>,
 }
 
 impl ReqState {
@@ -96,23 +87,19 @@ impl ReqState {
             phase: Phase::Pending,
             num_computed: 0,
             num_output: 0,
-            chunks: Vec::new(),
-            chunks_saved: 0,
-            arrival_ns: 0,
-            scheduled_ns: None,
-            first_token_ns: None,
-            finish_ns: None,
-            last_token_ns: 0,
-            itl_sum_ns: 0,
-            itl_max_ns: 0,
+            arrival: SimTime::ZERO,
+            scheduled: None,
+            first_token: None,
+            finish: None,
+            last_token: SimTime::ZERO,
+            itl_sum: SimDuration::ZERO,
+            itl_max: SimDuration::ZERO,
             origin: Origin::default(),
             bytes_loaded: 0,
             bytes_stored: 0,
             preemptions: 0,
-            ready_ns: 0,
-            pending_load: 0,
+            ready: SimTime::ZERO,
             reject: None,
-            lmc_lookup: None,
         }
     }
 
@@ -122,15 +109,143 @@ impl ReqState {
     }
 
     /// Records a token produced at `t`.
-    pub fn emit_token(&mut self, t: u64) {
+    pub fn emit_token(&mut self, t: SimTime) {
         if self.num_output == 0 {
-            self.first_token_ns = Some(t);
+            self.first_token = Some(t);
         } else {
-            let gap = t - self.last_token_ns;
-            self.itl_sum_ns += gap;
-            self.itl_max_ns = self.itl_max_ns.max(gap);
+            let gap = t - self.last_token;
+            self.itl_sum += gap;
+            self.itl_max = self.itl_max.max(gap);
         }
-        self.last_token_ns = t;
+        self.last_token = t;
         self.num_output += 1;
+    }
+}
+
+/// Why a request did not complete. Its text (`Display`) is what records and Parquet carry; its
+/// [`kind`](RejectReason::kind) is what summaries count by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RejectReason {
+    /// Prompt plus output exceed `max_model_len` (vLLM refuses the request).
+    ExceedsMaxModelLen {
+        /// Prompt + output tokens.
+        tokens: u64,
+        /// The engine's `max_model_len`.
+        max_model_len: u32,
+    },
+    /// The request needs more KV blocks than the GPU has: it could never be scheduled.
+    ExceedsKvCapacity {
+        /// Blocks it needs.
+        blocks: u64,
+        /// Blocks the GPU has.
+        gpu_blocks: u32,
+    },
+    /// Never sent: its client pool stopped early (vLLM multi-turn's early stop).
+    Abandoned,
+}
+
+impl RejectReason {
+    /// Every kind, in the order summaries list them.
+    pub const KINDS: [&'static str; 3] = [
+        "exceeds max_model_len",
+        "exceeds GPU KV capacity",
+        "abandoned by early stop",
+    ];
+
+    /// The kind of reason, for counting (one of [`RejectReason::KINDS`]).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RejectReason::ExceedsMaxModelLen { .. } => Self::KINDS[0],
+            RejectReason::ExceedsKvCapacity { .. } => Self::KINDS[1],
+            RejectReason::Abandoned => Self::KINDS[2],
+        }
+    }
+
+    /// Whether the request was ever sent to the server.
+    pub fn was_sent(&self) -> bool {
+        !matches!(self, RejectReason::Abandoned)
+    }
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RejectReason::ExceedsMaxModelLen {
+                tokens,
+                max_model_len,
+            } => write!(
+                f,
+                "prompt + output = {tokens} tokens exceeds max_model_len {max_model_len}"
+            ),
+            RejectReason::ExceedsKvCapacity { blocks, gpu_blocks } => {
+                write!(f, "needs {blocks} KV blocks, the GPU has {gpu_blocks}")
+            }
+            RejectReason::Abandoned => write!(
+                f,
+                "abandoned: the client pool stopped early (vLLM multi-turn early stop)"
+            ),
+        }
+    }
+}
+
+impl std::str::FromStr for RejectReason {
+    type Err = String;
+
+    /// Reads back what `Display` wrote (a `requests.parquet` column).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("not a reject reason kvreplay writes: {s:?}");
+        if let Some(rest) = s.strip_prefix("prompt + output = ") {
+            let (tokens, max) = rest
+                .split_once(" tokens exceeds max_model_len ")
+                .ok_or_else(bad)?;
+            return Ok(RejectReason::ExceedsMaxModelLen {
+                tokens: tokens.parse().map_err(|_| bad())?,
+                max_model_len: max.parse().map_err(|_| bad())?,
+            });
+        }
+        if let Some(rest) = s.strip_prefix("needs ") {
+            let (blocks, gpu) = rest
+                .split_once(" KV blocks, the GPU has ")
+                .ok_or_else(bad)?;
+            return Ok(RejectReason::ExceedsKvCapacity {
+                blocks: blocks.parse().map_err(|_| bad())?,
+                gpu_blocks: gpu.parse().map_err(|_| bad())?,
+            });
+        }
+        if s == RejectReason::Abandoned.to_string() {
+            return Ok(RejectReason::Abandoned);
+        }
+        Err(bad())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reject_reasons_read_back_what_they_write() {
+        let all = [
+            RejectReason::ExceedsMaxModelLen {
+                tokens: 140_000,
+                max_model_len: 131_072,
+            },
+            RejectReason::ExceedsKvCapacity {
+                blocks: 9,
+                gpu_blocks: 3,
+            },
+            RejectReason::Abandoned,
+        ];
+        for r in all {
+            assert_eq!(r.to_string().parse::<RejectReason>(), Ok(r));
+        }
+        assert_eq!(all.map(|r| r.kind()).to_vec(), RejectReason::KINDS.to_vec());
+        assert_eq!(
+            all[1].to_string(),
+            "needs 9 KV blocks, the GPU has 3",
+            "the text records carry"
+        );
+        assert!("needs many KV blocks".parse::<RejectReason>().is_err());
+        assert!(!RejectReason::Abandoned.was_sent() && all[0].was_sent());
     }
 }

@@ -7,17 +7,21 @@
 //!    front of the waiting queue and is recomputed from scratch later).
 //! 2. Only if nothing was preempted, waiting requests are admitted in order while fewer than
 //!    `max_num_seqs` run and budget remains: GPU prefix-cache hit (capped at the sequence length
-//!    minus one), then the connector's lookup, then blocks for the hit plus the new tokens (if
-//!    they do not fit, admission stops). A request whose external KV loads asynchronously is
-//!    skipped until the load completes.
+//!    minus one), then the KV connector's match ([`KvConnector`]), then blocks for the hit plus
+//!    the new tokens (if they do not fit, admission stops). A request whose external KV loads
+//!    asynchronously is skipped until the load completes.
 //! 3. The step takes: connector lookups (blocking, at scheduling) + blocking loads + the forward
-//!    pass + stores on the critical path (LMCache's GPU-to-CPU copy). With `use_layerwise` the
-//!    transfers overlap the forward pass layer by layer.
+//!    pass + saves on the critical path. When the connector works layer by layer, the
+//!    transfers overlap the forward pass.
 //! 4. At the step's end every request whose computed tokens reach its length samples a token;
 //!    those with all their tokens finish and free their blocks.
 //!
+//! The engine knows connectors only through the [`KvConnector`] trait (`crate::connector`): a new
+//! one plugs in without a change here.
+//!
 //! Decode-only stretches run in one call ([`Engine::step`] with a horizon): when every running
-//! request decodes, no connector work happens and no waiting request can be admitted (none
+//! request decodes, the connector needs nothing from those steps but saves of filled blocks off
+//! the critical path, and no waiting request can be admitted (none
 //! waits, the batch is full, or the first found no room and nothing has freed any since), a
 //! step differs from the last only by one more token per request. The stretch then costs O(1)
 //! per step plus the steps where a request crosses a block boundary (a block allocated or
@@ -27,30 +31,18 @@
 
 use super::config::EngineConfig;
 use super::pool::KvPool;
-use super::request::{Origin, Phase, ReqState};
+use super::request::{Origin, Phase, RejectReason, ReqState};
 use super::segments::SegmentPool;
-use crate::cost::{BatchShape, StepModel, TransferProfile};
-use crate::tiers::OffloadConfig;
-use crate::tiers::lmcache::{LmCache, TierHits};
-use crate::tiers::native::NativeOffload;
+use crate::connector::{ConnectorRequest, DecodeSaves, KvConnector, Load, Matched};
+use crate::cost::{BatchShape, StepModel};
+use crate::time::{Seconds, SimDuration, SimTime};
 use crate::trace::Trace;
-use crate::trace::content::{self, for_each_block};
+use crate::trace::content;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-/// The offload connector's state.
-#[derive(Debug)]
-pub enum Offload {
-    /// None: vLLM alone.
-    None,
-    /// LMCache.
-    LmCache(Box<LmCache>),
-    /// vLLM's native CPU offload.
-    Native(NativeOffload),
-}
-
 /// Counters over a run.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct EngineStats {
     /// Steps executed.
     pub steps: u64,
@@ -61,10 +53,11 @@ pub struct EngineStats {
     /// Tokens decoded.
     pub decode_tokens: u64,
     /// Time the engine spent in steps.
-    pub busy_ns: u64,
-    /// Time spent in connector lookups, blocking loads and critical-path stores.
-    pub transfer_ns: u64,
-    /// Sum over steps of used GPU blocks x step duration (for the time-weighted mean usage).
+    pub busy: SimDuration,
+    /// Time spent in connector lookups, blocking loads and critical-path saves.
+    pub transfer: SimDuration,
+    /// Sum over steps of used GPU blocks x step duration in ns (for the time-weighted mean
+    /// usage).
     pub used_block_ns: f64,
     /// Most GPU blocks in use at once.
     pub peak_used_blocks: u32,
@@ -77,14 +70,14 @@ pub struct EngineStats {
 #[derive(Debug, Clone, Default)]
 pub struct StepOutcome {
     /// When the step ends.
-    pub end_ns: u64,
+    pub end: SimTime,
     /// Requests that finished at the end.
     pub finished: Vec<u32>,
     /// Times at which asynchronous loads started in this step complete.
-    pub wakeups: Vec<u64>,
+    pub wakeups: Vec<SimTime>,
 }
 
-/// One vLLM instance with its connector, on block pool `P` (the run-length pool by default;
+/// One vLLM instance with its KV connector, on block pool `P` (the run-length pool by default;
 /// the reference mode runs on the per-block one).
 #[derive(Debug)]
 pub struct Engine<'t, P: KvPool = SegmentPool> {
@@ -100,20 +93,19 @@ pub struct Engine<'t, P: KvPool = SegmentPool> {
     hashes: Vec<Arc<Vec<u64>>>,
     /// The empty chain: requests' hashes before they are computed and after they finish.
     no_chain: Arc<Vec<u64>>,
-    /// Per request, whether its hashes and offload keys are computed.
+    /// Per request, whether its hashes are computed.
     prepared: Vec<bool>,
     /// Scratch space of prefix-hit scans.
     scan: P::Scan,
     waiting: VecDeque<u32>,
     running: Vec<u32>,
-    /// The offload connector.
-    pub offload: Offload,
+    /// The KV connector.
+    connector: Box<dyn KvConnector>,
     step_model: StepModel,
-    transfer: TransferProfile,
     layers: u32,
     /// Counters.
     pub stats: EngineStats,
-    /// Gaps between successive tokens of all requests, for ITL percentiles.
+    /// Gaps between successive tokens of all requests (ns), for ITL percentiles.
     pub itl_hist: crate::metrics::histogram::LogHistogram,
     /// Per request, tokens of its sequence that another request shares (see
     /// `content::shareable_prefixes`): only blocks within it are indexed in the prefix cache.
@@ -131,19 +123,34 @@ pub struct Engine<'t, P: KvPool = SegmentPool> {
 /// See [`Engine::stretch_classes`].
 type StretchClasses = (Vec<Vec<(u32, u64)>>, Vec<Vec<u32>>);
 
-/// Seconds to integer nanoseconds.
-pub fn ns(s: f64) -> u64 {
-    (s * 1e9).round().max(0.0) as u64
+/// The connector's view of request `idx` (a free function: it borrows fields the caller may
+/// hold apart from the connector).
+fn conn_req<'a>(
+    trace: &'a Trace,
+    hashes: &'a [Arc<Vec<u64>>],
+    reqs: &[ReqState],
+    block_size: u32,
+    idx: u32,
+) -> ConnectorRequest<'a> {
+    let r = &reqs[idx as usize];
+    ConnectorRequest {
+        idx,
+        request: &trace.requests[idx as usize],
+        block_hashes: &hashes[idx as usize],
+        block_size,
+        prompt_len: r.prompt_len,
+        num_tokens: r.num_tokens(),
+        num_computed: r.num_computed,
+    }
 }
 
 impl<'t, P: KvPool> Engine<'t, P> {
-    /// An engine for `trace` with every request pending.
+    /// An engine for `trace` with every request pending, in front of `connector`.
     pub fn new(
         cfg: EngineConfig,
         trace: &'t Trace,
-        offload: &OffloadConfig,
+        connector: Box<dyn KvConnector>,
         step_model: StepModel,
-        transfer: TransferProfile,
         layers: u32,
     ) -> Self {
         let reqs: Vec<ReqState> = trace
@@ -152,17 +159,6 @@ impl<'t, P: KvPool> Engine<'t, P> {
             .enumerate()
             .map(|(i, r)| ReqState::new(i as u32, r.input_len, r.output_len))
             .collect();
-        let offload = match offload {
-            OffloadConfig::None => Offload::None,
-            OffloadConfig::LmCache(c) => {
-                Offload::LmCache(Box::new(LmCache::new(c.clone(), cfg.kv_bytes_per_token)))
-            }
-            OffloadConfig::Native { cpu_bytes } => Offload::Native(NativeOffload::new(
-                *cpu_bytes,
-                cfg.block_size,
-                cfg.kv_bytes_per_token * cfg.block_size as u64,
-            )),
-        };
         let n = reqs.len();
         let no_chain = Arc::new(Vec::new());
         Engine {
@@ -177,9 +173,8 @@ impl<'t, P: KvPool> Engine<'t, P> {
             reqs,
             waiting: VecDeque::new(),
             running: Vec::new(),
-            offload,
+            connector,
             step_model,
-            transfer,
             layers: layers.max(1),
             stats: EngineStats::default(),
             itl_hist: Default::default(),
@@ -188,6 +183,11 @@ impl<'t, P: KvPool> Engine<'t, P> {
             blocked: None,
             stretch_classes: Default::default(),
         }
+    }
+
+    /// The KV connector (for its counters at the end of a run).
+    pub fn connector(&self) -> &dyn KvConnector {
+        self.connector.as_ref()
     }
 
     /// Sets, per request, how many leading tokens another request shares (see
@@ -205,6 +205,40 @@ impl<'t, P: KvPool> Engine<'t, P> {
         if on {
             self.shareable = vec![u32::MAX; self.reqs.len()];
         }
+    }
+
+    /// Why nothing can run, in words (for a deadlock error): what runs, what waits, who holds
+    /// the GPU's blocks.
+    pub fn stall_state(&self) -> String {
+        let holding: Vec<u32> = self
+            .waiting
+            .iter()
+            .copied()
+            .filter(|&i| P::held_len(&self.held[i as usize]) > 0)
+            .collect();
+        let held: u32 = holding
+            .iter()
+            .map(|&i| P::held_len(&self.held[i as usize]))
+            .sum();
+        let front = self.waiting.front().map(|&i| {
+            let r = &self.reqs[i as usize];
+            let need = self.blocks_for(r.num_tokens());
+            let have = P::held_len(&self.held[i as usize]);
+            format!(
+                "; the first waiting request needs {} more blocks",
+                need.saturating_sub(have)
+            )
+        });
+        format!(
+            "{} running, {} waiting ({} of them hold {held} of the GPU's {} KV blocks, loaded \
+             asynchronously by the connector), {} blocks free{}",
+            self.running.len(),
+            self.waiting.len(),
+            holding.len(),
+            self.cfg.num_gpu_blocks,
+            self.pool.num_free(),
+            front.unwrap_or_default()
+        )
     }
 
     /// Requests waiting or running.
@@ -233,8 +267,8 @@ impl<'t, P: KvPool> Engine<'t, P> {
     }
 
     /// The client sends a request at `now` (its TTFT and E2E count from here).
-    pub fn mark_sent(&mut self, idx: u32, now: u64) {
-        self.reqs[idx as usize].arrival_ns = now;
+    pub fn mark_sent(&mut self, idx: u32, now: SimTime) {
+        self.reqs[idx as usize].arrival = now;
     }
 
     /// A request reaches the engine's scheduler (after the server's own per-request work).
@@ -246,19 +280,19 @@ impl<'t, P: KvPool> Engine<'t, P> {
         let total = r.prompt_len as u64 + r.output_len as u64;
         if total > self.cfg.max_model_len as u64 {
             r.phase = Phase::Rejected;
-            r.reject = Some(format!(
-                "prompt + output = {total} tokens exceeds max_model_len {}",
-                self.cfg.max_model_len
-            ));
+            r.reject = Some(RejectReason::ExceedsMaxModelLen {
+                tokens: total,
+                max_model_len: self.cfg.max_model_len,
+            });
             return false;
         }
         let blocks = (total - 1).div_ceil(bs);
         if blocks > self.cfg.num_gpu_blocks as u64 {
             r.phase = Phase::Rejected;
-            r.reject = Some(format!(
-                "needs {blocks} KV blocks, the GPU has {}",
-                self.cfg.num_gpu_blocks
-            ));
+            r.reject = Some(RejectReason::ExceedsKvCapacity {
+                blocks,
+                gpu_blocks: self.cfg.num_gpu_blocks,
+            });
             return false;
         }
         r.phase = Phase::Waiting;
@@ -273,7 +307,7 @@ impl<'t, P: KvPool> Engine<'t, P> {
         self.hashes = chains.to_vec();
     }
 
-    /// Computes the request's block hashes (unless given) and offload keys once.
+    /// Computes the request's block hashes once (unless given).
     fn prepare(&mut self, idx: u32) {
         if self.prepared[idx as usize] {
             return;
@@ -284,23 +318,6 @@ impl<'t, P: KvPool> Engine<'t, P> {
             self.hashes[idx as usize] =
                 Arc::new(content::sequence_hashes(req, self.cfg.block_size));
         }
-        let mut chunks = Vec::new();
-        if let Offload::LmCache(l) = &self.offload {
-            let req = &self.trace.requests[idx as usize];
-            let cs = l.cfg.chunk_size;
-            chunks.reserve(((req.input_len + req.output_len) / cs + 1) as usize);
-            let partial = l.cfg.save_unfull_chunk;
-            if l.cfg.save_decode_cache {
-                for_each_block(req.sequence(), cs, partial, |end, k| {
-                    chunks.push((end as u32, k))
-                });
-            } else {
-                for_each_block(req.prompt.iter().copied(), cs, partial, |end, k| {
-                    chunks.push((end as u32, k))
-                });
-            }
-        }
-        self.reqs[idx as usize].chunks = chunks;
     }
 
     fn blocks_for(&self, tokens: u32) -> u32 {
@@ -334,10 +351,9 @@ impl<'t, P: KvPool> Engine<'t, P> {
         self.pool
             .register(&mut self.held[idx as usize], hashes, full);
         self.release(idx);
+        self.connector.request_preempted(idx);
         let r = &mut self.reqs[idx as usize];
         r.num_computed = 0;
-        r.chunks_saved = 0;
-        r.lmc_lookup = None;
         r.preemptions += 1;
         r.phase = Phase::Waiting;
         self.stats.preemptions += 1;
@@ -348,7 +364,7 @@ impl<'t, P: KvPool> Engine<'t, P> {
     /// all start before `horizon` (see the module doc); `None` when there is nothing to run.
     /// `horizon` is the earliest time at which something outside the engine may change its
     /// state (an arrival, a wake-up) or observe it (a usage sample); `now` or less: one step.
-    pub fn step(&mut self, now: u64, horizon: u64) -> Option<StepOutcome> {
+    pub fn step(&mut self, now: SimTime, horizon: SimTime) -> Option<StepOutcome> {
         if horizon > now
             && !self.reference
             && let Some(out) = self.decode_stretch(now, horizon)
@@ -360,15 +376,14 @@ impl<'t, P: KvPool> Engine<'t, P> {
 
     /// Runs decode-only steps from `now` while the conditions of the module doc hold; `None`
     /// (having changed nothing) when fewer than two steps could run that way.
-    fn decode_stretch(&mut self, now: u64, horizon: u64) -> Option<StepOutcome> {
+    fn decode_stretch(&mut self, now: SimTime, horizon: SimTime) -> Option<StepOutcome> {
         if self.running.is_empty() {
             return None;
         }
-        let async_loading = match &self.offload {
-            Offload::None => false,
-            // Stores cover prompt chunks only, all saved when the prefill ended.
-            Offload::LmCache(l) if !l.cfg.save_decode_cache => l.cfg.enable_async_loading,
-            _ => return None,
+        let save_full_blocks = match self.connector.decode_saves() {
+            DecodeSaves::Nothing => false,
+            DecodeSaves::AtFullBlocks => true,
+            DecodeSaves::EveryStep => return None,
         };
         let n = self.running.len() as u64;
         if n > self.cfg.max_num_batched_tokens as u64 {
@@ -388,8 +403,7 @@ impl<'t, P: KvPool> Engine<'t, P> {
                 let still = self.blocked == Some((front, self.pool.admission_epoch()))
                     && r.phase == Phase::Waiting
                     && r.num_computed == 0
-                    && (r.lmc_lookup.is_some() || matches!(self.offload, Offload::None))
-                    && !async_loading;
+                    && self.connector.match_is_settled(front);
                 if !still {
                     return None;
                 }
@@ -440,7 +454,7 @@ impl<'t, P: KvPool> Engine<'t, P> {
         }
         let mut t = now;
         // End of the first step, and the longest later step (every request's gap then).
-        let (mut first_end, mut max_gap) = (0, 0);
+        let (mut first_end, mut max_gap) = (SimTime::ZERO, SimDuration::ZERO);
         let mut k = 0u64;
         while k < k_max && (k == 0 || t < horizon) {
             let step = k + 1;
@@ -462,11 +476,18 @@ impl<'t, P: KvPool> Engine<'t, P> {
                 seqs: n,
                 ..BatchShape::default()
             };
-            let end = t + ns(self.step_model.step_s(&shape));
+            let end = t + SimDuration::from_secs_f64(self.step_model.step_s(&shape));
             for &idx in &fill[class] {
                 let c = self.reqs[idx as usize].num_computed;
                 self.reqs[idx as usize].num_computed = c + step as u32;
                 self.cache_full_blocks(idx);
+                if save_full_blocks {
+                    let bs = self.cfg.block_size;
+                    let req = conn_req(self.trace, &self.hashes, &self.reqs, bs, idx);
+                    let saved = self.connector.save(&req, end);
+                    debug_assert_eq!(saved.critical, Seconds::ZERO, "saves off the critical path");
+                    self.reqs[idx as usize].bytes_stored += saved.bytes;
+                }
                 self.reqs[idx as usize].num_computed = c;
             }
             let registered = watch_blocked
@@ -475,15 +496,15 @@ impl<'t, P: KvPool> Engine<'t, P> {
                     .is_some_and(|(_, e)| e != self.pool.admission_epoch());
             self.stats.steps += 1;
             self.stats.decode_tokens += n;
-            self.stats.busy_ns += end - t;
+            self.stats.busy += end - t;
             let used = self.pool.num_used();
             self.stats.peak_used_blocks = self.stats.peak_used_blocks.max(used);
-            self.stats.used_block_ns += used as f64 * (end - t) as f64;
+            self.stats.used_block_ns += used as f64 * (end - t).as_ns() as f64;
             if k == 0 {
                 first_end = end;
             } else {
                 // Every request's gap in a later step is the step itself.
-                self.itl_hist.add(end - t, n);
+                self.itl_hist.add((end - t).as_ns(), n);
                 max_gap = max_gap.max(end - t);
             }
             t = end;
@@ -500,11 +521,11 @@ impl<'t, P: KvPool> Engine<'t, P> {
         let last_end = t;
         for &idx in &self.running {
             let r = &mut self.reqs[idx as usize];
-            let gap1 = first_end - r.last_token_ns;
-            self.itl_hist.add(gap1, 1);
-            r.itl_sum_ns += last_end - r.last_token_ns;
-            r.itl_max_ns = r.itl_max_ns.max(gap1).max(max_gap);
-            r.last_token_ns = last_end;
+            let gap1 = first_end - r.last_token;
+            self.itl_hist.add(gap1.as_ns(), 1);
+            r.itl_sum += last_end - r.last_token;
+            r.itl_max = r.itl_max.max(gap1).max(max_gap);
+            r.last_token = last_end;
             r.num_output += k as u32;
             r.num_computed += k as u32;
         }
@@ -513,19 +534,19 @@ impl<'t, P: KvPool> Engine<'t, P> {
             self.cache_full_blocks(idx);
         }
         Some(StepOutcome {
-            end_ns: last_end,
+            end: last_end,
             ..StepOutcome::default()
         })
     }
 
     /// Runs one step starting at `now`; `None` when there is nothing to run.
-    fn one_step(&mut self, now: u64) -> Option<StepOutcome> {
+    fn one_step(&mut self, now: SimTime) -> Option<StepOutcome> {
         let mut out = StepOutcome::default();
         let mut budget = self.cfg.max_num_batched_tokens;
         let mut plan: Vec<(u32, u32)> = Vec::new();
         let mut shape = BatchShape::default();
-        let mut lookup_s = 0.0;
-        let mut load_s = 0.0;
+        let mut lookup = Seconds::ZERO;
+        let mut load = Seconds::ZERO;
         let mut preempted = false;
 
         // 1. Running requests.
@@ -562,13 +583,13 @@ impl<'t, P: KvPool> Engine<'t, P> {
                     break;
                 }
                 if self.reqs[idx as usize].phase == Phase::Loading {
-                    if self.reqs[idx as usize].ready_ns > now {
+                    if self.reqs[idx as usize].ready > now {
                         skipped.push(self.waiting.pop_front().expect("front exists"));
                         continue;
                     }
                     self.reqs[idx as usize].phase = Phase::Waiting;
                 }
-                match self.admit(idx, now, budget, &mut lookup_s, &mut load_s) {
+                match self.admit(idx, now, budget, &mut lookup, &mut load) {
                     Admit::Scheduled(n) => {
                         self.waiting.pop_front();
                         self.add_to_shape(&mut shape, idx, n);
@@ -577,7 +598,7 @@ impl<'t, P: KvPool> Engine<'t, P> {
                         self.running.push(idx);
                         let r = &mut self.reqs[idx as usize];
                         r.phase = Phase::Running;
-                        r.scheduled_ns.get_or_insert(now);
+                        r.scheduled.get_or_insert(now);
                     }
                     Admit::Loading(ready) => {
                         skipped.push(self.waiting.pop_front().expect("front exists"));
@@ -599,34 +620,39 @@ impl<'t, P: KvPool> Engine<'t, P> {
             return if out.wakeups.is_empty() {
                 None
             } else {
-                out.end_ns = now + ns(lookup_s);
+                out.end = now + lookup.to_duration();
                 Some(out)
             };
         }
 
-        // 3. Forward pass, then stores on the critical path.
-        let forward_s = self.step_model.step_s(&shape);
-        let fwd_end = now + ns(lookup_s + load_s + forward_s);
-        let mut store_s = 0.0;
+        // 3. Forward pass, then saves on the critical path.
+        let forward = Seconds(self.step_model.step_s(&shape));
+        let fwd_end = now + (lookup + load + forward).to_duration();
+        let mut store = Seconds::ZERO;
+        let bs = self.cfg.block_size;
         for &(idx, n) in &plan {
             self.reqs[idx as usize].num_computed += n;
             self.cache_full_blocks(idx);
-            store_s += self.offload_store(idx, fwd_end);
+            let req = conn_req(self.trace, &self.hashes, &self.reqs, bs, idx);
+            let saved = self.connector.save(&req, fwd_end);
+            self.reqs[idx as usize].bytes_stored += saved.bytes;
+            store += saved.critical;
         }
-        let transfer_s = if self.offload_layerwise() {
+        let (lookup_s, load_s, forward_s, store_s) = (lookup.0, load.0, forward.0, store.0);
+        let transfer_s = if self.connector.layerwise() {
             let moved = load_s + store_s;
             (forward_s.max(moved) - forward_s) + moved / self.layers as f64
         } else {
             load_s + store_s
         };
         let total = lookup_s + transfer_s + forward_s;
-        let end = now + ns(total);
+        let end = now + SimDuration::from_secs_f64(total);
         self.stats.steps += 1;
-        self.stats.busy_ns += end - now;
-        self.stats.transfer_ns += ns(lookup_s + transfer_s);
+        self.stats.busy += end - now;
+        self.stats.transfer += SimDuration::from_secs_f64(lookup_s + transfer_s);
         let used = self.pool.num_used();
         self.stats.peak_used_blocks = self.stats.peak_used_blocks.max(used);
-        self.stats.used_block_ns += used as f64 * (end - now) as f64;
+        self.stats.used_block_ns += used as f64 * (end - now).as_ns() as f64;
 
         // 4. Sample tokens, finish requests.
         for &(idx, _) in &plan {
@@ -635,12 +661,12 @@ impl<'t, P: KvPool> Engine<'t, P> {
                 continue; // a chunked prefill that is not done yet
             }
             if r.num_output > 0 {
-                self.itl_hist.add(end - r.last_token_ns, 1);
+                self.itl_hist.add((end - r.last_token).as_ns(), 1);
             }
             r.emit_token(end);
             if r.num_output == r.output_len {
                 r.phase = Phase::Finished;
-                r.finish_ns = Some(end);
+                r.finish = Some(end);
                 out.finished.push(idx);
             }
         }
@@ -648,18 +674,14 @@ impl<'t, P: KvPool> Engine<'t, P> {
             for &idx in &out.finished {
                 self.release(idx);
                 self.hashes[idx as usize] = self.no_chain.clone();
-                self.reqs[idx as usize].chunks = Vec::new();
+                self.connector.request_finished(idx);
             }
             let reqs = &self.reqs;
             self.running
                 .retain(|i| reqs[*i as usize].phase == Phase::Running);
         }
-        out.end_ns = end;
+        out.end = end;
         Some(out)
-    }
-
-    fn offload_layerwise(&self) -> bool {
-        matches!(&self.offload, Offload::LmCache(l) if l.cfg.use_layerwise)
     }
 
     fn add_to_shape(&mut self, shape: &mut BatchShape, idx: u32, n: u32) {
@@ -683,52 +705,14 @@ impl<'t, P: KvPool> Engine<'t, P> {
             .register(&mut self.held[idx as usize], hashes, shareable);
     }
 
-    /// Stores what the step completed; returns seconds on the critical path.
-    fn offload_store(&mut self, idx: u32, at: u64) -> f64 {
-        let r = &mut self.reqs[idx as usize];
-        match &mut self.offload {
-            Offload::None => 0.0,
-            Offload::LmCache(l) => {
-                // Chunks before `chunks_saved` are covered already: look only past them.
-                let first = r.chunks_saved as usize;
-                let covered = first
-                    + r.chunks[first.min(r.chunks.len())..]
-                        .iter()
-                        .take_while(|(end, _)| *end <= r.num_computed)
-                        .count();
-                if covered <= first {
-                    return 0.0;
-                }
-                let (s, bytes) = l.store(&r.chunks, first, covered, at, &self.transfer);
-                r.chunks_saved = covered as u32;
-                r.bytes_stored += bytes;
-                s
-            }
-            Offload::Native(n) => {
-                let hashes = &self.hashes[idx as usize];
-                let full = (r.num_computed / self.cfg.block_size).min(hashes.len() as u32);
-                if full > r.chunks_saved {
-                    let bytes = n.store(
-                        &hashes[r.chunks_saved as usize..full as usize],
-                        at,
-                        &self.transfer,
-                    );
-                    r.bytes_stored += bytes;
-                    r.chunks_saved = full;
-                }
-                0.0
-            }
-        }
-    }
-
     /// Tries to admit waiting request `idx` with `budget` tokens left in the step.
     fn admit(
         &mut self,
         idx: u32,
-        now: u64,
+        now: SimTime,
         budget: u32,
-        lookup_s: &mut f64,
-        load_s: &mut f64,
+        lookup: &mut Seconds,
+        load: &mut Seconds,
     ) -> Admit {
         let bs = self.cfg.block_size;
         if self.reqs[idx as usize].num_computed > 0 {
@@ -754,78 +738,31 @@ impl<'t, P: KvPool> Engine<'t, P> {
         };
         let gpu_hit = gpu_blocks as u32 * bs;
 
-        // The connector's lookup.
-        let mut ext_end = gpu_hit;
-        let mut origin = Origin {
-            gpu: gpu_hit.min(prompt_len),
-            ..Origin::default()
+        // The connector's match beyond the local hit.
+        let req = conn_req(self.trace, &self.hashes, &self.reqs, bs, idx);
+        let m = self
+            .connector
+            .get_num_new_matched_tokens(&req, gpu_hit, now);
+        *lookup += m.lookup;
+        let (ext_end, tiers, load_async) = match m.matched {
+            Matched::Later { ready } => {
+                self.scan = scan;
+                let r = &mut self.reqs[idx as usize];
+                r.phase = Phase::Loading;
+                r.ready = ready;
+                return Admit::Loading(ready);
+            }
+            Matched::Tokens {
+                end,
+                tiers,
+                load_async,
+            } => (end.max(gpu_hit), tiers, load_async),
         };
-        let mut pending_load = 0.0;
-        let mut pending_bytes = 0u64;
-        let mut lmc_hits: Option<(TierHits, u32)> = None;
-        match &mut self.offload {
-            Offload::None => {}
-            Offload::LmCache(l) => {
-                // LMCache caches a request's lookup (and pins its hits) until vLLM schedules it:
-                // a waiting request retried step after step pays for one lookup.
-                let hits = match self.reqs[idx as usize].lmc_lookup {
-                    Some(h) => h,
-                    None => {
-                        let (h, ls) =
-                            l.lookup(&self.reqs[idx as usize].chunks, now, &self.transfer);
-                        *lookup_s += ls;
-                        self.reqs[idx as usize].lmc_lookup = Some(h);
-                        h
-                    }
-                };
-                let r = &self.reqs[idx as usize];
-                let hit_tokens = LmCache::tokens_of(&r.chunks, hits.total()).min(num_tokens - 1);
-                if l.cfg.enable_async_loading && hits.disk + hits.remote > 0 && hit_tokens > gpu_hit
-                {
-                    // Prefetch into the CPU tier; the request is skipped until it completes and
-                    // then finds its prefix in CPU.
-                    let (s, _) = l.fetch_cost(&r.chunks, &hits, &self.transfer);
-                    let ready = now + ns(s);
-                    l.promote(&r.chunks, &hits, ready);
-                    let r = &mut self.reqs[idx as usize];
-                    r.phase = Phase::Loading;
-                    r.ready_ns = ready;
-                    // After the prefetch the request looks up again and finds its prefix in CPU.
-                    r.lmc_lookup = None;
-                    return Admit::Loading(ready);
-                }
-                if hit_tokens > gpu_hit {
-                    ext_end = hit_tokens;
-                    let c_end = LmCache::tokens_of(&r.chunks, hits.cpu);
-                    let d_end = LmCache::tokens_of(&r.chunks, hits.cpu + hits.disk);
-                    let span = |a: u32, b: u32| {
-                        b.min(ext_end)
-                            .saturating_sub(a.max(gpu_hit))
-                            .min(prompt_len.saturating_sub(a.max(gpu_hit)))
-                    };
-                    origin.cpu = span(0, c_end);
-                    origin.disk = span(c_end, d_end);
-                    origin.remote = span(d_end, ext_end);
-                }
-                lmc_hits = Some((hits, hit_tokens));
-            }
-            Offload::Native(nat) => {
-                let hashes = &self.hashes[idx as usize];
-                let cap = max_hit_blocks.min(hashes.len());
-                let hit = nat.lookup(&hashes[gpu_blocks..cap], now);
-                if hit > 0 {
-                    ext_end = gpu_hit + hit * bs;
-                    origin.cpu = (hit * bs).min(prompt_len.saturating_sub(gpu_hit));
-                    pending_load = nat.load_s(hit, &self.transfer);
-                    pending_bytes = hit as u64 * bs as u64 * self.cfg.kv_bytes_per_token;
-                }
-            }
-        }
 
-        // Blocks for the hit and the new tokens.
+        // Blocks for the hit and the new tokens (for the hit only when it loads
+        // asynchronously: the new tokens wait for it).
         let n = (num_tokens - ext_end).min(budget);
-        let is_native_load = pending_load > 0.0;
-        let target = if is_native_load { ext_end } else { ext_end + n };
+        let target = if load_async { ext_end } else { ext_end + n };
         // Free blocks needed: the new ones, plus the hit blocks that sit in the free queue.
         let need_new = self.blocks_for(target) as usize - gpu_blocks;
         let touched_free = gpu_blocks - self.pool.count_busy(&scan);
@@ -833,37 +770,40 @@ impl<'t, P: KvPool> Engine<'t, P> {
             self.scan = scan;
             return Admit::NoRoom;
         }
-        self.reqs[idx as usize].lmc_lookup = None;
         self.pool.take_hits(&scan, &mut self.held[idx as usize]);
         self.scan = scan;
         let ok = self.grow(idx, target);
         debug_assert!(ok);
 
         // Record where the prompt's tokens come from.
+        let mut origin = Origin {
+            gpu: gpu_hit.min(prompt_len),
+            cpu: tiers.cpu,
+            disk: tiers.disk,
+            remote: tiers.remote,
+            computed: 0,
+        };
         origin.computed = prompt_len - origin.gpu - origin.cpu - origin.disk - origin.remote;
         let r = &mut self.reqs[idx as usize];
         r.origin = origin;
         r.num_computed = ext_end;
 
-        if is_native_load {
-            r.bytes_loaded += pending_bytes;
-            r.chunks_saved = (ext_end / bs).min(self.hashes[idx as usize].len() as u32);
-            let ready = now + ns(pending_load);
-            r.phase = Phase::Loading;
-            r.ready_ns = ready;
-            return Admit::Loading(ready);
-        }
-        if let (Offload::LmCache(l), Some((hits, hit_tokens))) = (&mut self.offload, lmc_hits) {
-            let r = &mut self.reqs[idx as usize];
-            r.chunks_saved = hits.total();
-            if hit_tokens > gpu_hit {
-                // Blocking retrieve: disk/remote hits are read and promoted, then everything from
-                // the GPU hit to the end of the LMCache hit is loaded.
-                let (fetch, _) = l.fetch_cost(&r.chunks, &hits, &self.transfer);
-                l.promote(&r.chunks, &hits, now);
-                let (load, bytes) = l.gpu_load_s(&r.chunks, gpu_hit, hit_tokens, &self.transfer);
-                *load_s += fetch + load;
+        let req = conn_req(self.trace, &self.hashes, &self.reqs, bs, idx);
+        let started = self
+            .connector
+            .update_state_after_alloc(&req, gpu_hit, &m.matched, now);
+        let r = &mut self.reqs[idx as usize];
+        match started {
+            Load::None => {}
+            Load::Blocking { time, bytes } => {
+                *load += time;
                 r.bytes_loaded += bytes;
+            }
+            Load::Async { ready, bytes } => {
+                r.bytes_loaded += bytes;
+                r.phase = Phase::Loading;
+                r.ready = ready;
+                return Admit::Loading(ready);
             }
         }
         Admit::Scheduled(n)
@@ -872,6 +812,6 @@ impl<'t, P: KvPool> Engine<'t, P> {
 
 enum Admit {
     Scheduled(u32),
-    Loading(u64),
+    Loading(SimTime),
     NoRoom,
 }

@@ -52,8 +52,9 @@ pub mod tokens;
 pub use client::Outcome;
 pub use compare::compare_live;
 
+use crate::engine::request::RejectReason;
 use crate::error::{Error, Result};
-use crate::metrics::record::{RequestRecord, Status};
+use crate::metrics::record::{Reason, RequestRecord, Status};
 use crate::metrics::summary::{Stats, Throughput, wall_s};
 use crate::sim::clients::{Next, PoolState};
 use crate::trace::{Request, Trace};
@@ -282,17 +283,21 @@ pub fn records(trace: &Trace, slots: &[Slot]) -> Vec<RequestRecord> {
                 measured_e2e_s: q.measured.e2e_ns.map(secs),
             };
             match slot {
-                Slot::Pending => r.reject_reason = Some("unfinished: never sent".into()),
-                Slot::Abandoned => r.reject_reason = Some(ABANDONED.into()),
+                Slot::Pending => {
+                    r.reject_reason = Some(Reason::Failed("unfinished: never sent".into()))
+                }
+                Slot::Abandoned => {
+                    r.reject_reason = Some(Reason::Rejected(RejectReason::Abandoned))
+                }
                 Slot::Sent(o) => {
                     r.arrival_s = Some(secs(o.send_ns));
                     if let Some(e) = &o.error {
-                        r.reject_reason = Some(e.clone());
+                        r.reject_reason = Some(Reason::Failed(e.clone()));
                         return r;
                     }
                     let (Some(&first), Some(&last)) = (o.chunk_ns.first(), o.chunk_ns.last())
                     else {
-                        r.reject_reason = Some("no tokens streamed".into());
+                        r.reject_reason = Some(Reason::Failed("no tokens streamed".into()));
                         return r;
                     };
                     r.status = Status::Finished;
@@ -367,7 +372,11 @@ pub fn summarize(records: &[RequestRecord], slots: &[Slot]) -> LiveSummary {
     let fin: Vec<&RequestRecord> = records.iter().filter(|r| r.finished()).collect();
     let mut failed_by_reason = BTreeMap::new();
     for r in records.iter().filter(|r| !r.finished()) {
-        let k = error_kind(r.reject_reason.as_deref().unwrap_or(""));
+        let k = match &r.reject_reason {
+            Some(Reason::Failed(e)) => error_kind(e),
+            Some(r) => r.kind().to_string(),
+            None => String::new(),
+        };
         *failed_by_reason.entry(k).or_insert(0u64) += 1;
     }
     let duration_s = wall_s(records.iter());

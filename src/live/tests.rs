@@ -260,7 +260,7 @@ fn open_loop_requests_are_sent_on_time_and_timed() {
     // And with a simulator prediction of the same trace, read back from `run`'s files.
     let pdir = tmp("open-pred");
     let o = crate::pipeline::run(&t, &crate::config::RunConfig::default()).unwrap();
-    crate::report::write_run(&pdir, &o.trace, &o.result, &json!({})).unwrap();
+    crate::report::write_run(&pdir, &o, &json!({})).unwrap();
     let c = compare_live(&dir, &pdir).unwrap();
     assert_eq!(c["requests"]["matched"], 3);
     assert_eq!(c["aggregate"]["e2e"]["n"], 3);
@@ -359,7 +359,10 @@ fn early_stop_abandons_unsent_requests() {
     let recs = compare::read_requests(&dir.join("requests.parquet")).unwrap();
     assert!(recs[0].finished() && recs[1].finished());
     for r in &recs[2..] {
-        assert_eq!(r.reject_reason.as_deref(), Some(ABANDONED));
+        assert_eq!(
+            r.reject_reason.as_ref().map(|r| r.to_string()).as_deref(),
+            Some(ABANDONED)
+        );
         assert_eq!(r.arrival_s, None);
     }
     assert_eq!(
@@ -382,7 +385,13 @@ fn failures_are_recorded_per_request() {
     let out = run_live(&t, &opts(&m), &dir, "t").unwrap();
     let recs = compare::read_requests(&dir.join("requests.parquet")).unwrap();
     assert!(recs[0].finished());
-    let why = |i: usize| recs[i].reject_reason.clone().unwrap_or_default();
+    let why = |i: usize| {
+        recs[i]
+            .reject_reason
+            .as_ref()
+            .map(|r| r.to_string())
+            .unwrap_or_default()
+    };
     assert!(
         why(1).starts_with("HTTP 500: {\"error\":\"boom\"}"),
         "{}",

@@ -15,10 +15,12 @@
 //! | `e2e_s` | last token - sent |
 //! | `tokens_*` | prompt tokens by origin (GPU prefix cache, CPU, disk, remote, computed); they sum to `input_len` for a finished request and are 0 for a rejected one |
 
-use crate::engine::request::{Phase, ReqState};
+use crate::engine::request::{Phase, RejectReason, ReqState};
 use crate::sim::SimResult;
+use crate::time::SimTime;
 use crate::trace::Trace;
 use serde::Serialize;
+use std::fmt;
 
 /// Whether the engine ran a request to completion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -40,6 +42,50 @@ impl Status {
     }
 }
 
+/// Why a request did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// The simulator (or a live run's client pool) did not run it, for a reason it names.
+    Rejected(RejectReason),
+    /// A live run's request failed as its client saw it (an HTTP status, a timeout, a broken
+    /// stream): the text the client reported.
+    Failed(String),
+}
+
+impl Reason {
+    /// What summaries count it by: the reject reason's kind, or a live failure's text.
+    pub fn kind(&self) -> &str {
+        match self {
+            Reason::Rejected(r) => r.kind(),
+            Reason::Failed(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Rejected(r) => r.fmt(f),
+            Reason::Failed(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<&str> for Reason {
+    /// Reads back a written reason: one kvreplay's simulator writes, else a live failure.
+    fn from(s: &str) -> Reason {
+        s.parse()
+            .map(Reason::Rejected)
+            .unwrap_or_else(|_| Reason::Failed(s.to_string()))
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// What the simulation predicts for one request.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RequestRecord {
@@ -52,7 +98,7 @@ pub struct RequestRecord {
     /// Finished or rejected.
     pub status: Status,
     /// Why a rejected request did not run.
-    pub reject_reason: Option<String>,
+    pub reject_reason: Option<Reason>,
     /// Send time, seconds from the trace start.
     pub arrival_s: Option<f64>,
     /// First scheduled - sent.
@@ -118,8 +164,8 @@ fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
-fn span(from: u64, to: Option<u64>) -> Option<f64> {
-    to.map(|t| secs(t.saturating_sub(from)))
+fn span(from: SimTime, to: Option<SimTime>) -> Option<f64> {
+    to.map(|t| t.since(from).as_secs_f64())
 }
 
 /// Whether the request ever reached the engine. Requests abandoned by an early-stopping pool are
@@ -127,10 +173,7 @@ fn span(from: u64, to: Option<u64>) -> Option<f64> {
 fn was_sent(s: &ReqState) -> bool {
     match s.phase {
         Phase::Pending => false,
-        Phase::Rejected => !s
-            .reject
-            .as_deref()
-            .is_some_and(|r| r.starts_with("abandoned")),
+        Phase::Rejected => s.reject.is_none_or(|r| r.was_sent()),
         _ => true,
     }
 }
@@ -144,13 +187,13 @@ pub fn records(trace: &Trace, result: &SimResult) -> Vec<RequestRecord> {
         .map(|(q, s)| {
             let finished = s.phase == Phase::Finished;
             let sent = was_sent(s);
-            let at = s.arrival_ns;
+            let at = s.arrival;
+            // A completed simulation leaves every request finished or rejected with a reason.
+            debug_assert!(finished || s.reject.is_some(), "{:?}", s.phase);
             let reject_reason = if finished {
                 None
             } else {
-                Some(s.reject.clone().unwrap_or_else(|| {
-                    format!("unfinished: the simulation ended in phase {:?}", s.phase)
-                }))
+                s.reject.map(Reason::Rejected)
             };
             let gaps = q.output_len.saturating_sub(1);
             let with_gaps = finished && gaps > 0;
@@ -169,24 +212,20 @@ pub fn records(trace: &Trace, result: &SimResult) -> Vec<RequestRecord> {
                     Status::Rejected
                 },
                 reject_reason,
-                arrival_s: sent.then(|| secs(at)),
-                queue_s: if sent { span(at, s.scheduled_ns) } else { None },
+                arrival_s: sent.then(|| at.as_secs_f64()),
+                queue_s: if sent { span(at, s.scheduled) } else { None },
                 ttft_s: if finished {
-                    span(at, s.first_token_ns)
+                    span(at, s.first_token)
                 } else {
                     None
                 },
-                tpot_s: match (with_gaps, s.first_token_ns, s.finish_ns) {
-                    (true, Some(f), Some(e)) => Some(secs(e.saturating_sub(f)) / gaps as f64),
+                tpot_s: match (with_gaps, s.first_token, s.finish) {
+                    (true, Some(f), Some(e)) => Some(e.since(f).as_secs_f64() / gaps as f64),
                     _ => None,
                 },
-                itl_mean_s: with_gaps.then(|| secs(s.itl_sum_ns) / gaps as f64),
-                itl_max_s: with_gaps.then(|| secs(s.itl_max_ns)),
-                e2e_s: if finished {
-                    span(at, s.finish_ns)
-                } else {
-                    None
-                },
+                itl_mean_s: with_gaps.then(|| s.itl_sum.as_secs_f64() / gaps as f64),
+                itl_max_s: with_gaps.then(|| s.itl_max.as_secs_f64()),
+                e2e_s: if finished { span(at, s.finish) } else { None },
                 input_len: q.input_len,
                 output_len: q.output_len,
                 tokens_gpu: o.gpu,
@@ -239,12 +278,10 @@ mod tests {
         // C: 990 + 20 > 1000.
         let c = &rec[2];
         assert_eq!(c.status, Status::Rejected);
-        assert!(
-            c.reject_reason
-                .as_deref()
-                .unwrap()
-                .contains("max_model_len")
-        );
+        assert!(matches!(
+            c.reject_reason,
+            Some(Reason::Rejected(RejectReason::ExceedsMaxModelLen { .. }))
+        ));
         assert_eq!(c.arrival_s, Some(0.0));
         assert_eq!((c.ttft_s, c.e2e_s, c.queue_s), (None, None, None));
         assert_eq!(c.tokens_computed, 0);

@@ -43,11 +43,11 @@ use super::histogram::LogHistogram;
 use super::record::RequestRecord;
 use crate::sim::SimResult;
 use crate::util::stats::quantile_sorted;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Distribution of a latency, in seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     /// Number of values.
     pub n: u64,
@@ -120,7 +120,7 @@ impl Stats {
 
 /// Prompt tokens of finished requests by where they came from, as fractions of all of them; the
 /// five sum to 1.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 pub struct HitFractions {
     /// GPU prefix cache.
     pub gpu: f64,
@@ -143,19 +143,23 @@ impl HitFractions {
 
 /// Tokens and rates of finished requests over a run's wall time, defined once for simulated
 /// and live runs alike (flattened into their summaries' JSON).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Throughput {
     /// Prompt tokens of finished requests.
     pub input_tokens: u64,
     /// Output tokens of finished requests.
     pub output_tokens: u64,
     /// Prompt tokens per second of wall time.
+    #[serde(deserialize_with = "required")]
     pub input_tps: Option<f64>,
     /// Output tokens per second of wall time.
+    #[serde(deserialize_with = "required")]
     pub output_tps: Option<f64>,
     /// Prompt plus output tokens per second of wall time.
+    #[serde(deserialize_with = "required")]
     pub total_tps: Option<f64>,
     /// Finished requests per minute of wall time.
+    #[serde(deserialize_with = "required")]
     pub requests_per_min: Option<f64>,
 }
 
@@ -187,8 +191,16 @@ pub fn wall_s<'a>(records: impl Iterator<Item = &'a RequestRecord> + Clone) -> O
     Some(end - start)
 }
 
+/// Reads an `Option` field that must be present (as `null` when it has no value), so that a
+/// renamed or missing field is an error rather than a silent `None`.
+fn required<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> std::result::Result<Option<T>, D::Error> {
+    Option::<T>::deserialize(d)
+}
+
 /// The aggregates of one run. Field order is the JSON order.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     /// Requests in the trace.
     pub requests_in: u64,
@@ -196,24 +208,31 @@ pub struct RunSummary {
     pub simulated: u64,
     /// Requests not completed.
     pub rejected: u64,
-    /// Rejected requests by kind of reason (see [`reject_kind`]).
+    /// Rejected requests by kind of reason (see `Reason::kind`).
     pub rejected_by_reason: BTreeMap<String, u64>,
     /// First send to last finish, seconds.
+    #[serde(deserialize_with = "required")]
     pub duration_s: Option<f64>,
     /// Time to first token.
+    #[serde(deserialize_with = "required")]
     pub ttft: Option<Stats>,
     /// Time per output token after the first (requests with more than one output token).
+    #[serde(deserialize_with = "required")]
     pub tpot: Option<Stats>,
     /// Gaps between successive tokens of all requests (histogram).
+    #[serde(deserialize_with = "required")]
     pub itl: Option<Stats>,
     /// End-to-end latency.
+    #[serde(deserialize_with = "required")]
     pub e2e: Option<Stats>,
     /// First scheduled - sent.
+    #[serde(deserialize_with = "required")]
     pub queue: Option<Stats>,
     /// Tokens and rates of finished requests over the wall time.
     #[serde(flatten)]
     pub throughput: Throughput,
     /// Prompt tokens by origin, as fractions.
+    #[serde(deserialize_with = "required")]
     pub hit_fractions: Option<HitFractions>,
     /// Bytes loaded into the GPU from offload tiers.
     pub bytes_loaded: u64,
@@ -234,6 +253,7 @@ pub struct RunSummary {
     /// GPU KV blocks.
     pub num_gpu_blocks: u32,
     /// Time-weighted mean fraction of GPU blocks in use over the wall time.
+    #[serde(deserialize_with = "required")]
     pub kv_usage_mean: Option<f64>,
     /// Largest fraction of GPU blocks in use at once.
     pub kv_usage_peak: f64,
@@ -241,24 +261,9 @@ pub struct RunSummary {
     /// shares are never registered, since no other request could hit them, so their eviction
     /// is not counted).
     pub gpu_evictions: u64,
-    /// Offload connector counters (tier-specific).
-    pub offload: serde_json::Value,
-}
-
-/// The kind of a reject reason, for counting: `exceeds max_model_len`, `exceeds GPU KV capacity`,
-/// `abandoned by early stop`, `unfinished`, or the reason itself when it is none of those.
-pub fn reject_kind(reason: &str) -> String {
-    if reason.contains("max_model_len") {
-        "exceeds max_model_len".into()
-    } else if reason.contains("KV blocks") {
-        "exceeds GPU KV capacity".into()
-    } else if reason.starts_with("abandoned") {
-        "abandoned by early stop".into()
-    } else if reason.starts_with("unfinished") {
-        "unfinished".into()
-    } else {
-        reason.to_string()
-    }
+    /// The KV connector's counters (`null` without one).
+    #[serde(deserialize_with = "required")]
+    pub offload: Option<crate::connector::ConnectorStats>,
 }
 
 /// The records of one scope.
@@ -371,11 +376,11 @@ impl RunSummary {
         let v = View::new(records, None);
         let mut rejected_by_reason = BTreeMap::new();
         for r in v.all.iter().filter(|r| !r.finished()) {
-            let kind = reject_kind(r.reject_reason.as_deref().unwrap_or(""));
-            *rejected_by_reason.entry(kind).or_insert(0u64) += 1;
+            let kind = r.reject_reason.as_ref().map_or("", |r| r.kind());
+            *rejected_by_reason.entry(kind.to_string()).or_insert(0u64) += 1;
         }
         let simulated = v.fin.len() as u64;
-        let dur_ns = result.end_ns.saturating_sub(result.start_ns);
+        let dur_ns = result.end.since(result.start).as_ns();
         let duration_s = (simulated > 0).then_some(dur_ns as f64 / 1e9);
         let (input_tokens, output_tokens) = (v.input_tokens(), v.output_tokens());
         let blocks = result.num_gpu_blocks.max(1) as f64;
@@ -399,13 +404,13 @@ impl RunSummary {
             steps: st.steps,
             prefill_tokens: st.prefill_tokens,
             decode_tokens: st.decode_tokens,
-            busy_s: st.busy_ns as f64 / 1e9,
-            transfer_s: st.transfer_ns as f64 / 1e9,
+            busy_s: st.busy.as_secs_f64(),
+            transfer_s: st.transfer.as_secs_f64(),
             num_gpu_blocks: result.num_gpu_blocks,
             kv_usage_mean: (dur_ns > 0).then(|| st.used_block_ns / dur_ns as f64 / blocks),
             kv_usage_peak: st.peak_used_blocks as f64 / blocks,
             gpu_evictions: result.gpu_evictions,
-            offload: result.offload_stats.clone(),
+            offload: result.connector_stats.clone(),
         }
     }
 
@@ -659,7 +664,7 @@ mod tests {
             req(2, 200, vec![Run::new(7, 0, 200)], 1),
             req(3, 300, vec![Run::new(7, 0, 200)], 1),
         ]);
-        let r = simulate(&t, &setup(f, lmcache_cpu(256, 5)));
+        let r = simulate(&t, &setup(f, lmcache_cpu(256, 5))).unwrap();
         let rec = records(&t, &r);
         let s = RunSummary::new(&rec, &r);
         let h = s.hit_fractions.unwrap();
@@ -669,20 +674,17 @@ mod tests {
         assert!((h.gpu + h.cpu + h.disk + h.remote + h.computed - 1.0).abs() < 1e-12);
         assert_eq!(s.bytes_loaded, 512 * 128 * 1024);
         assert!(s.bytes_stored >= 512 * 128 * 1024);
-        assert!(s.offload.is_object());
+        assert!(matches!(
+            s.offload,
+            Some(crate::connector::ConnectorStats::LmCache { .. })
+        ));
+        // The summary reads back as itself (the report reads summary.json through this type).
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<RunSummary>(&text).unwrap(), s);
     }
 
     #[test]
-    fn reject_kinds_and_help() {
-        assert_eq!(
-            reject_kind("needs 9 KV blocks, the GPU has 3"),
-            "exceeds GPU KV capacity"
-        );
-        assert_eq!(
-            reject_kind("abandoned: the client pool stopped early"),
-            "abandoned by early stop"
-        );
-        assert_eq!(reject_kind("other thing"), "other thing");
+    fn metric_names_and_scopes() {
         assert!(metric_names_help().contains("itlgap"));
         assert_eq!(
             split_scope("round12_ttft_mean_s"),

@@ -12,7 +12,7 @@
 
 use crate::error::{Error, InputError, Result};
 use crate::metrics::record::RequestRecord;
-use crate::metrics::summary::Stats;
+use crate::metrics::summary::{HitFractions, RunSummary, Stats};
 use crate::plot::{self, Figure, Slo, ValidationPoint};
 use crate::report::parquet::read_requests;
 use crate::sweep::SweepPoint;
@@ -377,14 +377,6 @@ impl Page {
 // ---------------------------------------------------------------------------------------------
 // Runs and comparisons
 
-fn get_f(v: &Value, path: &[&str]) -> Option<f64> {
-    let mut cur = v;
-    for p in path {
-        cur = cur.get(p)?;
-    }
-    cur.as_f64()
-}
-
 fn text_of(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -450,90 +442,87 @@ fn provenance_rows(config: &Value) -> Vec<String> {
     out
 }
 
-fn summary_rows(s: &Value) -> Vec<(String, String)> {
-    let stat = |m: &str, st: &str| get_f(s, &[m, st]);
-    let hit = |t: &str| get_f(s, &["hit_fractions", t]);
+fn summary_rows(s: &RunSummary) -> Vec<(String, String)> {
+    let count = |n: u64| Some(n as f64);
+    let h = s.hit_fractions;
+    let hit = |f: fn(&HitFractions) -> f64| h.as_ref().map(f);
+    let gib = |b: u64| Some(b as f64 / (1u64 << 30) as f64);
     let mut rows = vec![
         (
             "requests (finished / rejected)".to_string(),
-            format!(
-                "{} / {}",
-                opt(get_f(s, &["simulated"])),
-                opt(get_f(s, &["rejected"]))
-            ),
+            format!("{} / {}", opt(count(s.simulated)), opt(count(s.rejected))),
         ),
-        ("wall time (s)".into(), opt(get_f(s, &["duration_s"]))),
+        ("wall time (s)".into(), opt(s.duration_s)),
     ];
-    for (m, words) in [
-        ("ttft", "TTFT"),
-        ("tpot", "TPOT"),
-        ("e2e", "E2E latency"),
-        ("queue", "queueing delay"),
+    for (st, words) in [
+        (&s.ttft, "TTFT"),
+        (&s.tpot, "TPOT"),
+        (&s.e2e, "E2E latency"),
+        (&s.queue, "queueing delay"),
     ] {
         rows.push((
             format!("{words} mean / p50 / p99 (s)"),
             format!(
                 "{} / {} / {}",
-                opt(stat(m, "mean")),
-                opt(stat(m, "p50")),
-                opt(stat(m, "p99"))
+                opt(st.map(|x| x.mean)),
+                opt(st.map(|x| x.p50)),
+                opt(st.map(|x| x.p99))
             ),
         ));
     }
+    let t = &s.throughput;
     rows.extend([
         (
             "output / prompt throughput (tok/s)".into(),
-            format!(
-                "{} / {}",
-                opt(get_f(s, &["output_tps"])),
-                opt(get_f(s, &["input_tps"]))
-            ),
+            format!("{} / {}", opt(t.output_tps), opt(t.input_tps)),
         ),
         (
             "completed requests per minute".into(),
-            opt(get_f(s, &["requests_per_min"])),
+            opt(t.requests_per_min),
         ),
         (
             "prompt tokens from GPU / CPU / disk / remote / computed".into(),
             format!(
                 "{} / {} / {} / {} / {}",
-                pct(hit("gpu")),
-                pct(hit("cpu")),
-                pct(hit("disk")),
-                pct(hit("remote")),
-                pct(hit("computed"))
+                pct(hit(|h| h.gpu)),
+                pct(hit(|h| h.cpu)),
+                pct(hit(|h| h.disk)),
+                pct(hit(|h| h.remote)),
+                pct(hit(|h| h.computed))
             ),
         ),
         (
             "GiB loaded into / stored from the GPU".into(),
             format!(
                 "{} / {}",
-                opt(get_f(s, &["bytes_loaded"]).map(|b| b / (1u64 << 30) as f64)),
-                opt(get_f(s, &["bytes_stored"]).map(|b| b / (1u64 << 30) as f64))
+                opt(gib(s.bytes_loaded)),
+                opt(gib(s.bytes_stored))
             ),
         ),
         (
             "GPU KV usage mean / peak".into(),
-            format!(
-                "{} / {}",
-                pct(get_f(s, &["kv_usage_mean"])),
-                pct(get_f(s, &["kv_usage_peak"]))
-            ),
+            format!("{} / {}", pct(s.kv_usage_mean), pct(Some(s.kv_usage_peak))),
         ),
-        ("preemptions".into(), opt(get_f(s, &["preemptions"]))),
+        ("preemptions".into(), opt(count(s.preemptions))),
     ]);
-    if let Some(m) = s.get("rejected_by_reason").and_then(Value::as_object)
-        && !m.is_empty()
-    {
+    if !s.rejected_by_reason.is_empty() {
         rows.push((
             "rejected by reason".into(),
-            m.iter()
-                .map(|(k, v)| format!("{k}: {}", text_of(v)))
+            s.rejected_by_reason
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
                 .collect::<Vec<_>>()
                 .join("; "),
         ));
     }
     rows
+}
+
+/// The `summary` object of a `summary.json` or `compare.json` row, read as a [`RunSummary`]: a
+/// missing or renamed field is an error naming it, not a blank cell.
+fn run_summary(v: Option<&Value>, path: &Path) -> Result<RunSummary> {
+    let v = v.ok_or_else(|| bad(path, "no `summary` object"))?;
+    serde_json::from_value(v.clone()).map_err(|e| bad(path, format!("summary: {e}")))
 }
 
 /// Finished requests' latency statistics by barrier round (round 0 warm-up, round 1 query).
@@ -581,9 +570,7 @@ const ROUND_HEAD: [&str; 6] = [
 fn run_page(dir: &Path, opts: &Options) -> Result<String> {
     let sj = read_json(&dir.join("summary.json"))?;
     let config = sj.get("config").cloned().unwrap_or(Value::Null);
-    let summary = sj
-        .get("summary")
-        .ok_or_else(|| bad(&dir.join("summary.json"), "no `summary` object"))?;
+    let summary = &run_summary(sj.get("summary"), &dir.join("summary.json"))?;
     let tier = config
         .get("tier")
         .map(text_of)
@@ -673,8 +660,9 @@ fn compare_page(dir: &Path, opts: &Options) -> Result<String> {
     ]);
     let mut table = Vec::new();
     for (r, (label, rs)) in rows.iter().zip(&recs) {
-        let s = r.get("summary").cloned().unwrap_or(Value::Null);
-        let hit = |t: &str| get_f(&s, &["hit_fractions", t]);
+        let s = run_summary(r.get("summary"), &cj_path)?;
+        let h = s.hit_fractions;
+        let hit = |f: fn(&HitFractions) -> f64| h.as_ref().map(f);
         let mut row: Vec<Cell> = vec![
             Cell::from(label.clone()),
             Cell::from(
@@ -683,8 +671,8 @@ fn compare_page(dir: &Path, opts: &Options) -> Result<String> {
                     .map(text_of)
                     .unwrap_or_else(|| "-".into()),
             ),
-            Cell::from(opt(get_f(&s, &["ttft", "mean"]))),
-            Cell::from(opt(get_f(&s, &["ttft", "p99"]))),
+            Cell::from(opt(s.ttft.map(|x| x.mean))),
+            Cell::from(opt(s.ttft.map(|x| x.p99))),
         ];
         if rounds {
             let q = rs.as_ref().and_then(|rs| {
@@ -697,14 +685,14 @@ fn compare_page(dir: &Path, opts: &Options) -> Result<String> {
             row.push(Cell::from(opt(q.map(|s| s.mean))));
         }
         row.extend([
-            Cell::from(opt(get_f(&s, &["e2e", "mean"]))),
-            Cell::from(opt(get_f(&s, &["duration_s"]))),
-            Cell::from(opt(get_f(&s, &["output_tps"]))),
-            Cell::from(pct(hit("gpu"))),
-            Cell::from(pct(hit("cpu"))),
-            Cell::from(pct(hit("disk"))),
-            Cell::from(pct(hit("remote"))),
-            Cell::from(opt(get_f(&s, &["rejected"]))),
+            Cell::from(opt(s.e2e.map(|x| x.mean))),
+            Cell::from(opt(s.duration_s)),
+            Cell::from(opt(s.throughput.output_tps)),
+            Cell::from(pct(hit(|h| h.gpu))),
+            Cell::from(pct(hit(|h| h.cpu))),
+            Cell::from(pct(hit(|h| h.disk))),
+            Cell::from(pct(hit(|h| h.remote))),
+            Cell::from(opt(Some(s.rejected as f64))),
         ]);
         table.push(row);
     }
@@ -1268,8 +1256,8 @@ mod tests {
             let sub = dir.join(v.label.replace([':', '/'], "_"));
             let mut config = cfg.to_json();
             config["provenance"] = o.provenance();
-            let s = crate::report::write_run(&sub, &o.trace, &o.result, &config).unwrap();
-            rows.push(json!({"variant": v.label, "config": cfg.to_json(), "summary": s}));
+            crate::report::write_run(&sub, o, &config).unwrap();
+            rows.push(json!({"variant": v.label, "config": cfg.to_json(), "summary": o.summary}));
         }
         std::fs::write(
             dir.join("compare.json"),
@@ -1308,6 +1296,13 @@ mod tests {
         self_contained(&html);
         assert!(html.contains("<h2>Summary</h2>") && html.contains("<h2>By round</h2>"));
         assert_eq!(html.matches("<svg").count(), 2);
+        // The summary is read through its type: a renamed field is an error naming the field,
+        // not a row of "-".
+        let sj = run.join("summary.json");
+        let text = std::fs::read_to_string(&sj).unwrap();
+        std::fs::write(&sj, text.replace("\"ttft\":", "\"ttft_s\":")).unwrap();
+        let e = report(&run, &Options::default()).unwrap_err().to_string();
+        assert!(e.contains("summary: missing field `ttft`"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -14,10 +14,10 @@ pub use parquet::write_requests;
 pub use text::print_summary;
 
 use crate::error::{Error, Result};
-use crate::metrics::record::records;
+use crate::metrics::record::RequestRecord;
 use crate::metrics::summary::RunSummary;
+use crate::pipeline::RunOutput;
 use crate::sim::{KvSample, SimResult};
-use crate::trace::Trace;
 use serde::Serialize;
 use std::path::Path;
 
@@ -42,23 +42,27 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::io(path.display().to_string(), e))
 }
 
-/// Writes `requests.parquet`, `summary.json` and `kv_usage.json` into `dir` (created if needed)
-/// and returns the summary.
-pub fn write_run(
+/// Writes a run's `requests.parquet`, `summary.json` and `kv_usage.json` into `dir` (created if
+/// needed), from the records and summary the pipeline computed.
+pub fn write_run(dir: &Path, out: &RunOutput, config_json: &serde_json::Value) -> Result<()> {
+    write_parts(dir, &out.records, &out.summary, &out.result, config_json)
+}
+
+/// [`write_run`] from its parts.
+pub fn write_parts(
     dir: &Path,
-    trace: &Trace,
+    records: &[RequestRecord],
+    summary: &RunSummary,
     result: &SimResult,
     config_json: &serde_json::Value,
-) -> Result<RunSummary> {
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
-    let recs = records(trace, result);
-    let summary = RunSummary::new(&recs, result);
-    write_requests(&recs, &dir.join("requests.parquet"))?;
+    write_requests(records, &dir.join("requests.parquet"))?;
     write_json(
         &dir.join("summary.json"),
         &SummaryFile {
             config: config_json,
-            summary: &summary,
+            summary,
         },
     )?;
     write_json(
@@ -67,8 +71,7 @@ pub fn write_run(
             num_gpu_blocks: result.num_gpu_blocks,
             samples: &result.kv_samples,
         },
-    )?;
-    Ok(summary)
+    )
 }
 
 #[cfg(test)]

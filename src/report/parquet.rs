@@ -78,7 +78,7 @@ fn to_batch(
         recs.iter().for_each(|r| b.append_option(f(r)));
         Arc::new(b.finish()) as ArrayRef
     };
-    let strs = |f: fn(&RequestRecord) -> Option<&str>| {
+    let strs = |f: fn(&RequestRecord) -> Option<std::borrow::Cow<'_, str>>| {
         let mut b = StringBuilder::new();
         recs.iter().for_each(|r| b.append_option(f(r)));
         Arc::new(b.finish()) as ArrayRef
@@ -87,8 +87,8 @@ fn to_batch(
         u64s(|r| r.id),
         u32s(|r| r.round),
         opt_u64s(|r| r.session),
-        strs(|r| Some(r.status.as_str())),
-        strs(|r| r.reject_reason.as_deref()),
+        strs(|r| Some(r.status.as_str().into())),
+        strs(|r| r.reject_reason.as_ref().map(|x| x.to_string().into())),
         f64s(|r| r.arrival_s),
         f64s(|r| r.queue_s),
         f64s(|r| r.ttft_s),
@@ -182,7 +182,7 @@ pub fn read_requests(path: &Path) -> Result<Vec<RequestRecord>> {
                 } else {
                     Status::Rejected
                 },
-                reject_reason: (!reason.is_null(i)).then(|| reason.value(i).to_string()),
+                reject_reason: (!reason.is_null(i)).then(|| reason.value(i).into()),
                 arrival_s: of(arrival, i),
                 queue_s: of(queue, i),
                 ttft_s: of(ttft, i),

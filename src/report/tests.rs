@@ -1,10 +1,24 @@
 //! Output files: round trip of `requests.parquet`, contents of the JSON files, determinism.
 
 use super::*;
+use crate::metrics::record::records;
 use crate::testkit::mixed;
 use ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use arrow_array::{Array, Float64Array, StringArray, UInt32Array, UInt64Array};
 use std::path::PathBuf;
+
+/// Writes the run's files from its records and summary; returns the summary.
+fn write_run(
+    dir: &std::path::Path,
+    t: &crate::trace::Trace,
+    r: &SimResult,
+    config: &serde_json::Value,
+) -> Result<RunSummary> {
+    let recs = crate::metrics::record::records(t, r);
+    let summary = RunSummary::new(&recs, r);
+    write_parts(dir, &recs, &summary, r, config)?;
+    Ok(summary)
+}
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("kvr-report-{}-{name}", std::process::id()));

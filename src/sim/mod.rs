@@ -9,12 +9,15 @@
 
 pub mod clients;
 
+use crate::connector::ConnectorStats;
 use crate::cost::{StepModel, TransferProfile};
-use crate::engine::request::{Phase, ReqState};
+use crate::engine::request::{Phase, RejectReason, ReqState};
 use crate::engine::scheduler::EngineStats;
 use crate::engine::{Engine, EngineConfig};
+use crate::error::{Error, Result};
 use crate::metrics::histogram::LogHistogram;
 use crate::tiers::OffloadConfig;
+use crate::time::{SimDuration, SimTime};
 use crate::trace::Trace;
 use clients::{Next, PoolState};
 use std::cmp::Reverse;
@@ -35,15 +38,15 @@ pub struct SimSetup {
     /// Model layers (for layer-wise transfer overlap).
     pub layers: u32,
     /// Interval between GPU KV usage samples.
-    pub sample_interval_ns: u64,
+    pub sample_interval: SimDuration,
     /// Run without the engine's exactness-preserving shortcuts (for equivalence tests).
     pub reference_mode: bool,
     /// The server's own time per request before the scheduler sees it (HTTP, tokenization).
-    pub request_overhead_ns: u64,
+    pub request_overhead: SimDuration,
 }
 
 /// A GPU KV usage sample.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KvSample {
     /// Simulated time, seconds.
     pub t_s: f64,
@@ -62,61 +65,83 @@ pub struct SimResult {
     pub reqs: Vec<ReqState>,
     /// Engine counters.
     pub stats: EngineStats,
-    /// Inter-token gaps of all requests.
+    /// Inter-token gaps of all requests, ns.
     pub itl_hist: LogHistogram,
     /// GPU KV usage over time.
     pub kv_samples: Vec<KvSample>,
     /// Prefix-cache evictions on the GPU.
     pub gpu_evictions: u64,
-    /// Offload counters, as JSON (tier-specific).
-    pub offload_stats: serde_json::Value,
+    /// The KV connector's counters (`None` without one).
+    pub connector_stats: Option<ConnectorStats>,
     /// Time the first request was sent.
-    pub start_ns: u64,
+    pub start: SimTime,
     /// Time the last request finished.
-    pub end_ns: u64,
+    pub end: SimTime,
     /// GPU blocks.
     pub num_gpu_blocks: u32,
 }
 
+/// What happens at an instant. Events at the same instant are handled in the order of
+/// [`Event::phase`], then in the order they were scheduled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
+    /// The engine's step ends: its finished requests are complete, the engine is idle.
     StepEnd,
+    /// A closed-loop client may send its next request.
     ClientReady { pool: u32, client: u32 },
+    /// A request is sent (its TTFT counts from here).
     Send { req: u32 },
+    /// A sent request reaches the scheduler after the server's per-request overhead.
     Submit { req: u32 },
+    /// An asynchronous load completes (the engine looks at its waiting queue again).
     Wake,
 }
 
-fn phase(e: &Event) -> u8 {
-    match e {
-        Event::StepEnd => 0,
-        Event::ClientReady { .. } => 1,
-        Event::Send { .. } => 2,
-        Event::Submit { .. } => 3,
-        Event::Wake => 4,
+impl Event {
+    /// The same-time order: completions free blocks and clients before anything new is sent,
+    /// sends before the scheduler sees them, wake-ups last.
+    fn phase(&self) -> u8 {
+        match self {
+            Event::StepEnd => 0,
+            Event::ClientReady { .. } => 1,
+            Event::Send { .. } => 2,
+            Event::Submit { .. } => 3,
+            Event::Wake => 4,
+        }
     }
 }
 
+/// The event queue: by time, then phase, then scheduling order. It refuses events in the past.
 struct Queue {
-    heap: BinaryHeap<Reverse<(u64, u8, u64, Event)>>,
+    heap: BinaryHeap<Reverse<(SimTime, u8, u64, Event)>>,
     seq: u64,
+    now: SimTime,
 }
 
 impl Queue {
-    fn push(&mut self, t: u64, e: Event) {
+    fn push(&mut self, t: SimTime, e: Event) -> Result<()> {
+        if t < self.now {
+            return Err(Error::Invariant(format!(
+                "{e:?} scheduled at {t}, before the current time {}",
+                self.now
+            )));
+        }
         self.seq += 1;
-        self.heap.push(Reverse((t, phase(&e), self.seq, e)));
+        self.heap.push(Reverse((t, e.phase(), self.seq, e)));
+        Ok(())
     }
-    fn peek_time(&self) -> Option<u64> {
+    fn peek_time(&self) -> Option<SimTime> {
         self.heap.peek().map(|Reverse((t, ..))| *t)
     }
-    fn pop(&mut self) -> Option<(u64, Event)> {
-        self.heap.pop().map(|Reverse((t, _, _, e))| (t, e))
+    fn pop(&mut self) -> Option<(SimTime, Event)> {
+        let (t, e) = self.heap.pop().map(|Reverse((t, _, _, e))| (t, e))?;
+        self.now = t;
+        Some((t, e))
     }
 }
 
 /// Replays `trace` through one engine; deterministic for a given trace and setup.
-pub fn simulate(trace: &Trace, setup: &SimSetup) -> SimResult {
+pub fn simulate(trace: &Trace, setup: &SimSetup) -> Result<SimResult> {
     simulate_shared(trace, setup, &TracePrep::new(trace, None))
 }
 
@@ -161,7 +186,7 @@ impl TracePrep {
 }
 
 /// [`simulate`] with what depends on the trace alone computed beforehand.
-pub fn simulate_shared(trace: &Trace, setup: &SimSetup, prep: &TracePrep) -> SimResult {
+pub fn simulate_shared(trace: &Trace, setup: &SimSetup, prep: &TracePrep) -> Result<SimResult> {
     if setup.reference_mode {
         replay::<crate::engine::blocks::BlockPool>(trace, setup, prep)
     } else {
@@ -174,13 +199,13 @@ fn replay<P: crate::engine::pool::KvPool>(
     trace: &Trace,
     setup: &SimSetup,
     prep: &TracePrep,
-) -> SimResult {
+) -> Result<SimResult> {
+    let connector = crate::connector::build(&setup.offload, &setup.engine, &setup.transfer);
     let mut engine = Engine::<P>::new(
         setup.engine.clone(),
         trace,
-        &setup.offload,
+        connector,
         setup.step_model.clone(),
-        setup.transfer.clone(),
         setup.layers,
     );
     engine.set_reference_mode(setup.reference_mode);
@@ -194,71 +219,71 @@ fn replay<P: crate::engine::pool::KvPool>(
     let mut q = Queue {
         heap: BinaryHeap::new(),
         seq: 0,
+        now: SimTime::ZERO,
     };
     for (i, r) in trace.requests.iter().enumerate() {
         if r.pool.is_none() {
-            q.push(r.arrival_ns, Event::Send { req: i as u32 });
+            q.push(
+                SimTime::from_ns(r.arrival_ns),
+                Event::Send { req: i as u32 },
+            )?;
         }
     }
     for (p, ps) in pools.iter().enumerate() {
         for c in 0..ps.clients.len() {
-            q.push(
-                0,
-                Event::ClientReady {
-                    pool: p as u32,
-                    client: c as u32,
-                },
-            );
+            let (pool, client) = (p as u32, c as u32);
+            q.push(SimTime::ZERO, Event::ClientReady { pool, client })?;
         }
     }
     // Which client sent a closed-loop request.
     let mut sender: HashMap<u32, u32> = HashMap::new();
     let mut busy = false;
-    let mut now = 0u64;
-    let mut start_ns: Option<u64> = None;
-    let mut end_ns = 0u64;
+    let mut now = SimTime::ZERO;
+    let mut start: Option<SimTime> = None;
+    let mut end = SimTime::ZERO;
     let mut samples = Vec::new();
-    let mut next_sample = 0u64;
-    let interval = setup.sample_interval_ns.max(1);
+    let mut next_sample = SimTime::ZERO;
+    let interval = setup.sample_interval.max(SimDuration::from_ns(1));
 
+    // A request completed (finished or rejected) at `at`: its client, if any, goes on.
     let complete = |idx: u32,
-                    at: u64,
+                    at: SimTime,
                     pools: &mut Vec<PoolState>,
                     sender: &mut HashMap<u32, u32>,
-                    q: &mut Queue| {
-        if let Some(&(p, u)) = where_.get(&idx) {
-            let c = sender.remove(&idx).unwrap_or(0) as usize;
-            let round = trace.requests[idx as usize].round;
-            let wake = pools[p].completed(c, u, round);
-            let think = trace.requests[idx as usize].think_ns;
+                    q: &mut Queue|
+     -> Result<()> {
+        let Some(&(p, u)) = where_.get(&idx) else {
+            return Ok(()); // open loop
+        };
+        let c = sender.remove(&idx).ok_or_else(|| {
+            Error::Invariant(format!(
+                "closed-loop request {idx} completed, but no client sent it"
+            ))
+        })? as usize;
+        let req = &trace.requests[idx as usize];
+        let wake = pools[p].completed(c, u, req.round);
+        let think = SimDuration::from_ns(req.think_ns);
+        let pool = p as u32;
+        q.push(
+            at + think,
+            Event::ClientReady {
+                pool,
+                client: c as u32,
+            },
+        )?;
+        for w in wake {
             q.push(
-                at + think,
+                at,
                 Event::ClientReady {
-                    pool: p as u32,
-                    client: c as u32,
+                    pool,
+                    client: w as u32,
                 },
-            );
-            for w in wake {
-                q.push(
-                    at,
-                    Event::ClientReady {
-                        pool: p as u32,
-                        client: w as u32,
-                    },
-                );
-            }
+            )?;
         }
+        Ok(())
     };
 
-    loop {
-        let Some(t) = q.peek_time() else {
-            if !busy && engine.has_work() {
-                // Only loading requests remain and no wake-up is queued: cannot happen, since a
-                // load always schedules its wake-up.
-                debug_assert!(false, "engine has work but nothing is scheduled");
-            }
-            break;
-        };
+    while let Some(t) = q.peek_time() {
         now = t;
         while q.peek_time() == Some(t) {
             let (_, e) = q.pop().expect("peeked");
@@ -268,19 +293,19 @@ fn replay<P: crate::engine::pool::KvPool>(
                 }
                 Event::Wake => {}
                 Event::Send { req } => {
-                    start_ns.get_or_insert(t);
+                    start.get_or_insert(t);
                     engine.mark_sent(req, t);
-                    if setup.request_overhead_ns == 0 {
+                    if setup.request_overhead == SimDuration::ZERO {
                         if !engine.submit(req) {
-                            complete(req, t, &mut pools, &mut sender, &mut q);
+                            complete(req, t, &mut pools, &mut sender, &mut q)?;
                         }
                     } else {
-                        q.push(t + setup.request_overhead_ns, Event::Submit { req });
+                        q.push(t + setup.request_overhead, Event::Submit { req })?;
                     }
                 }
                 Event::Submit { req } => {
                     if !engine.submit(req) {
-                        complete(req, t, &mut pools, &mut sender, &mut q);
+                        complete(req, t, &mut pools, &mut sender, &mut q)?;
                     }
                 }
                 Event::ClientReady { pool, client } => {
@@ -288,67 +313,65 @@ fn replay<P: crate::engine::pool::KvPool>(
                     for r in abandoned {
                         let st = &mut engine.reqs[r as usize];
                         st.phase = Phase::Rejected;
-                        st.reject = Some(
-                            "abandoned: the client pool stopped early (vLLM multi-turn early stop)"
-                                .into(),
-                        );
+                        st.reject = Some(RejectReason::Abandoned);
                     }
                     if let Next::Send(req) = next {
                         sender.insert(req, client);
-                        let at = t.max(trace.requests[req as usize].arrival_ns);
-                        q.push(at, Event::Send { req });
+                        let at = t.max(SimTime::from_ns(trace.requests[req as usize].arrival_ns));
+                        q.push(at, Event::Send { req })?;
                     }
                 }
             }
         }
         // A decode-only stretch may run up to the next event or usage sample.
-        let horizon = q.peek_time().unwrap_or(u64::MAX).min(next_sample);
+        let horizon = q.peek_time().unwrap_or(SimTime::MAX).min(next_sample);
         if !busy
             && engine.has_work()
             && let Some(out) = engine.step(now, horizon)
         {
             busy = true;
             for w in &out.wakeups {
-                q.push(*w, Event::Wake);
+                q.push(*w, Event::Wake)?;
             }
             for &idx in &out.finished {
-                end_ns = end_ns.max(out.end_ns);
-                complete(idx, out.end_ns, &mut pools, &mut sender, &mut q);
+                end = end.max(out.end);
+                complete(idx, out.end, &mut pools, &mut sender, &mut q)?;
             }
             while next_sample <= now {
                 samples.push(KvSample {
-                    t_s: next_sample as f64 / 1e9,
+                    t_s: next_sample.as_secs_f64(),
                     used: engine.used_blocks() as f64 / setup.engine.num_gpu_blocks as f64,
                     running: engine.num_running() as u32,
                     waiting: engine.num_waiting() as u32,
                 });
                 next_sample += interval;
             }
-            q.push(out.end_ns, Event::StepEnd);
+            q.push(out.end, Event::StepEnd)?;
         }
     }
-    let _ = now;
-    let offload_stats = match &engine.offload {
-        crate::engine::scheduler::Offload::None => serde_json::Value::Null,
-        crate::engine::scheduler::Offload::LmCache(l) => {
-            let (c, d, r) = l.evictions();
-            serde_json::json!({"kind": "lmcache", "counters": l.stats, "evictions": {"cpu": c, "disk": d, "remote": r}})
-        }
-        crate::engine::scheduler::Offload::Native(n) => {
-            serde_json::json!({"kind": "native", "stores": n.stores, "loads": n.loads, "evictions": n.evictions()})
-        }
-    };
-    SimResult {
+    let unfinished = engine
+        .reqs
+        .iter()
+        .filter(|r| !matches!(r.phase, Phase::Finished | Phase::Rejected))
+        .count();
+    if unfinished > 0 {
+        return Err(Error::Deadlock {
+            unfinished,
+            at: now,
+            state: engine.stall_state(),
+        });
+    }
+    Ok(SimResult {
         gpu_evictions: engine.gpu_evictions(),
         stats: engine.stats.clone(),
         itl_hist: engine.itl_hist.clone(),
+        connector_stats: engine.connector().stats(),
         reqs: engine.reqs,
         kv_samples: samples,
-        offload_stats,
-        start_ns: start_ns.unwrap_or(0),
-        end_ns,
+        start: start.unwrap_or(SimTime::ZERO),
+        end,
         num_gpu_blocks: setup.engine.num_gpu_blocks,
-    }
+    })
 }
 
 #[cfg(test)]

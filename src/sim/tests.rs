@@ -4,6 +4,7 @@ use super::*;
 use crate::engine::EngineFlags;
 use crate::testkit::{MS, lmcache_cpu, pooled, req, run, setup, trace};
 use crate::tiers::lmcache::LmCacheConfig;
+use crate::time::{SimDuration, SimTime};
 use crate::trace::{Request, Run};
 
 #[test]
@@ -13,9 +14,9 @@ fn one_request_prefill_then_decode_steps() {
     let s = &r.reqs[0];
     // Step 1 computes the prompt and samples token 1; steps 2 and 3 decode tokens 2 and 3.
     assert_eq!(r.stats.steps, 3);
-    assert_eq!(s.first_token_ns, Some(10 * MS));
-    assert_eq!(s.finish_ns, Some(30 * MS));
-    assert_eq!((s.itl_sum_ns, s.itl_max_ns), (20 * MS, 10 * MS));
+    assert_eq!(s.first_token.map(SimTime::as_ns), Some(10 * MS));
+    assert_eq!(s.finish.map(SimTime::as_ns), Some(30 * MS));
+    assert_eq!((s.itl_sum.as_ns(), s.itl_max.as_ns()), (20 * MS, 10 * MS));
     assert_eq!(r.stats.prefill_tokens, 100);
     assert_eq!(r.stats.decode_tokens, 2);
     assert_eq!(s.origin.computed, 100);
@@ -27,8 +28,8 @@ fn chunked_prefill_splits_a_long_prompt_by_the_token_budget() {
     let r = run(&t, EngineFlags::default());
     // 8192 + 8192 + 3616: the first token comes at the end of the third step.
     assert_eq!(r.stats.steps, 3);
-    assert_eq!(r.reqs[0].first_token_ns, Some(30 * MS));
-    assert_eq!(r.reqs[0].finish_ns, Some(30 * MS));
+    assert_eq!(r.reqs[0].first_token.map(SimTime::as_ns), Some(30 * MS));
+    assert_eq!(r.reqs[0].finish.map(SimTime::as_ns), Some(30 * MS));
 }
 
 #[test]
@@ -45,8 +46,8 @@ fn decodes_ride_along_a_prefill_in_the_same_step() {
     let r = run(&t, f);
     // Step at 10 ms: request 0 decodes (1 token), request 1 gets 8191 tokens; at 20 ms request 0
     // decodes again and request 1 computes its last 1809 tokens.
-    assert_eq!(r.reqs[1].first_token_ns, Some(30 * MS));
-    assert_eq!(r.reqs[0].finish_ns, Some(40 * MS));
+    assert_eq!(r.reqs[1].first_token.map(SimTime::as_ns), Some(30 * MS));
+    assert_eq!(r.reqs[0].finish.map(SimTime::as_ns), Some(40 * MS));
     assert_eq!(r.stats.steps, 4);
 }
 
@@ -79,7 +80,7 @@ fn lmcache_cpu_tier_hits_full_chunks_and_loads_what_the_gpu_lacks() {
         req(2, 200, vec![Run::new(7, 0, 200)], 1),
         req(3, 300, vec![Run::new(7, 0, 200)], 1),
     ]);
-    let r = simulate(&t, &setup(f.clone(), lmcache_cpu(256, 5)));
+    let r = simulate(&t, &setup(f.clone(), lmcache_cpu(256, 5))).unwrap();
     // 600 tokens = 2 full chunks (512) + a partial chunk that is not saved.
     assert_eq!((r.reqs[1].origin.cpu, r.reqs[1].origin.computed), (512, 88));
     assert_eq!(r.reqs[1].bytes_loaded, 512 * 128 * 1024);
@@ -93,7 +94,7 @@ fn lmcache_cpu_tier_hits_full_chunks_and_loads_what_the_gpu_lacks() {
         cpu_bytes: Some(5 << 30),
         ..Default::default()
     });
-    let r = simulate(&t, &setup(f, unfull));
+    let r = simulate(&t, &setup(f, unfull)).unwrap();
     assert_eq!((r.reqs[3].origin.cpu, r.reqs[3].origin.computed), (199, 1));
 }
 
@@ -103,7 +104,7 @@ fn lmcache_loads_only_beyond_the_gpu_hit() {
         req(0, 0, vec![Run::new(1, 0, 600)], 1),
         req(1, 100, vec![Run::new(1, 0, 600)], 1),
     ]);
-    let r = simulate(&t, &setup(EngineFlags::default(), lmcache_cpu(256, 5)));
+    let r = simulate(&t, &setup(EngineFlags::default(), lmcache_cpu(256, 5))).unwrap();
     // The GPU still has 37 blocks (592 tokens); LMCache's 512 add nothing.
     assert_eq!(r.reqs[1].origin.gpu, 592);
     assert_eq!(r.reqs[1].origin.cpu, 0);
@@ -132,7 +133,7 @@ fn conservation_every_prompt_token_has_one_origin() {
         lmcache_cpu(256, 1),
         OffloadConfig::Native { cpu_bytes: 1 << 30 },
     ] {
-        let r = simulate(&t, &setup(f.clone(), off));
+        let r = simulate(&t, &setup(f.clone(), off)).unwrap();
         for (s, q) in r.reqs.iter().zip(&t.requests) {
             let o = s.origin;
             assert_eq!(o.gpu + o.cpu + o.disk + o.remote + o.computed, q.input_len);
@@ -158,7 +159,7 @@ fn preemption_recomputes_the_last_running_request() {
     assert_eq!(r.reqs[0].preemptions, 0);
     assert!(r.reqs.iter().all(|s| s.num_output == 60));
     // Request 0 is never delayed: one token per 10 ms step.
-    assert_eq!(r.reqs[0].finish_ns, Some(600 * MS));
+    assert_eq!(r.reqs[0].finish.map(SimTime::as_ns), Some(600 * MS));
 }
 
 #[test]
@@ -173,10 +174,10 @@ fn closed_loop_clients_send_after_completion_plus_think_time() {
     let t = pooled(reqs, 2);
     let r = run(&t, EngineFlags::default());
     // Requests 0 and 1 start together and finish at 20 ms; 2 and 3 are sent at 25 ms.
-    assert_eq!(r.reqs[0].finish_ns, Some(20 * MS));
-    assert_eq!(r.reqs[2].arrival_ns, 25 * MS);
-    assert_eq!(r.reqs[3].arrival_ns, 25 * MS);
-    assert_eq!(r.reqs[3].finish_ns, Some(45 * MS));
+    assert_eq!(r.reqs[0].finish.map(SimTime::as_ns), Some(20 * MS));
+    assert_eq!(r.reqs[2].arrival.as_ns(), 25 * MS);
+    assert_eq!(r.reqs[3].arrival.as_ns(), 25 * MS);
+    assert_eq!(r.reqs[3].finish.map(SimTime::as_ns), Some(45 * MS));
 }
 
 #[test]
@@ -191,8 +192,8 @@ fn rounds_are_barriers() {
     reqs[2].round = 1;
     let t = pooled(reqs, 2);
     let r = run(&t, EngineFlags::default());
-    assert_eq!(r.reqs[0].finish_ns, Some(100 * MS));
-    assert_eq!(r.reqs[2].arrival_ns, 100 * MS);
+    assert_eq!(r.reqs[0].finish.map(SimTime::as_ns), Some(100 * MS));
+    assert_eq!(r.reqs[2].arrival.as_ns(), 100 * MS);
 }
 
 #[test]
@@ -208,12 +209,18 @@ fn identical_inputs_give_identical_results() {
         })
         .collect();
     let t = trace(reqs);
-    let a = simulate(&t, &setup(EngineFlags::default(), lmcache_cpu(256, 1)));
-    let b = simulate(&t, &setup(EngineFlags::default(), lmcache_cpu(256, 1)));
+    let a = simulate(&t, &setup(EngineFlags::default(), lmcache_cpu(256, 1))).unwrap();
+    let b = simulate(&t, &setup(EngineFlags::default(), lmcache_cpu(256, 1))).unwrap();
     let key = |r: &SimResult| {
         r.reqs
             .iter()
-            .map(|s| (s.first_token_ns, s.finish_ns, s.origin))
+            .map(|s| {
+                (
+                    s.first_token.map(SimTime::as_ns),
+                    s.finish.map(SimTime::as_ns),
+                    s.origin,
+                )
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(key(&a), key(&b));
@@ -241,10 +248,10 @@ fn shortcuts_leave_every_result_unchanged() {
         lmcache_cpu(256, 1),
         OffloadConfig::Native { cpu_bytes: 1 << 30 },
     ] {
-        let fast = simulate(&t, &setup(f.clone(), off.clone()));
+        let fast = simulate(&t, &setup(f.clone(), off.clone())).unwrap();
         let mut s = setup(f.clone(), off.clone());
         s.reference_mode = true;
-        let slow = simulate(&t, &s);
+        let slow = simulate(&t, &s).unwrap();
         assert!(
             fast.stats.preemptions > 0,
             "the case must exercise preemption"
@@ -267,13 +274,13 @@ fn assert_same_results(fast: &SimResult, slow: &SimResult, what: &str) {
             .map(|s| {
                 (
                     s.phase,
-                    s.scheduled_ns,
-                    s.first_token_ns,
-                    s.finish_ns,
+                    s.scheduled.map(SimTime::as_ns),
+                    s.first_token.map(SimTime::as_ns),
+                    s.finish.map(SimTime::as_ns),
                     s.origin,
                     s.preemptions,
-                    s.itl_sum_ns,
-                    s.itl_max_ns,
+                    s.itl_sum.as_ns(),
+                    s.itl_max.as_ns(),
                     s.bytes_loaded,
                     s.bytes_stored,
                 )
@@ -301,7 +308,7 @@ fn assert_same_results(fast: &SimResult, slow: &SimResult, what: &str) {
             .collect::<Vec<_>>()
     };
     assert_eq!(samples(fast), samples(slow), "{what}");
-    assert_eq!(fast.offload_stats, slow.offload_stats, "{what}");
+    assert_eq!(fast.connector_stats, slow.connector_stats, "{what}");
 }
 
 #[test]
@@ -317,21 +324,23 @@ fn a_waiting_request_is_looked_up_in_lmcache_once() {
         num_gpu_blocks: Some(40),
         ..Default::default()
     };
-    let r = simulate(&t, &setup(f, lmcache_cpu(256, 1)));
+    let r = simulate(&t, &setup(f, lmcache_cpu(256, 1))).unwrap();
     // Request 1 could not start before request 0 finished.
-    assert!(r.reqs[1].scheduled_ns.unwrap() >= r.reqs[0].finish_ns.unwrap());
-    assert!(r.stats.steps >= 100);
-    assert_eq!(
-        r.offload_stats["counters"]["lookups"], 2,
-        "{}",
-        r.offload_stats
+    assert!(
+        r.reqs[1].scheduled.map(SimTime::as_ns).unwrap()
+            >= r.reqs[0].finish.map(SimTime::as_ns).unwrap()
     );
+    assert!(r.stats.steps >= 100);
+    let Some(ConnectorStats::LmCache { counters, .. }) = r.connector_stats else {
+        panic!("{:?}", r.connector_stats)
+    };
+    assert_eq!(counters.lookups, 2);
 }
 
 /// [`setup`] with usage sampled once a second, so that decode-only stretches can run.
 fn sparse_sampling(flags: EngineFlags, offload: crate::tiers::OffloadConfig) -> SimSetup {
     let mut s = setup(flags, offload);
-    s.sample_interval_ns = 1000 * MS;
+    s.sample_interval = SimDuration::from_ns(1000 * MS);
     s
 }
 
@@ -344,13 +353,14 @@ fn a_decode_stretch_runs_in_one_call_with_the_same_times() {
     let r = simulate(
         &t,
         &sparse_sampling(EngineFlags::default(), crate::tiers::OffloadConfig::None),
-    );
+    )
+    .unwrap();
     let s = &r.reqs[0];
     assert_eq!(r.stats.steps, 40);
     assert_eq!(r.stats.stretch_steps, 38);
-    assert_eq!(s.first_token_ns, Some(10 * MS));
-    assert_eq!(s.finish_ns, Some(400 * MS));
-    assert_eq!((s.itl_sum_ns, s.itl_max_ns), (390 * MS, 10 * MS));
+    assert_eq!(s.first_token.map(SimTime::as_ns), Some(10 * MS));
+    assert_eq!(s.finish.map(SimTime::as_ns), Some(400 * MS));
+    assert_eq!((s.itl_sum.as_ns(), s.itl_max.as_ns()), (390 * MS, 10 * MS));
     assert_eq!(r.itl_hist.count(), 39);
     assert_eq!(r.stats.decode_tokens, 39);
     assert_eq!(r.stats.peak_used_blocks, 9);
@@ -387,10 +397,10 @@ fn decode_stretches_match_stepping_one_by_one() {
             num_gpu_blocks: Some(blocks),
             ..Default::default()
         };
-        let fast = simulate(&t, &sparse_sampling(f.clone(), off.clone()));
+        let fast = simulate(&t, &sparse_sampling(f.clone(), off.clone())).unwrap();
         let mut s = sparse_sampling(f, off);
         s.reference_mode = true;
-        let slow = simulate(&t, &s);
+        let slow = simulate(&t, &s).unwrap();
         // With room, most steps run in stretches; when the GPU is short, some still do.
         let part = if blocks > 200 { 2 } else { 20 };
         assert!(
@@ -454,13 +464,14 @@ fn random_traces_give_identical_results_with_and_without_shortcuts() {
             _ => crate::tiers::OffloadConfig::Native { cpu_bytes: 1 << 28 },
         };
         let mut fast_setup = setup(f, off);
-        fast_setup.sample_interval_ns = [10 * MS, 1000 * MS][rng.range(0, 1) as usize];
+        fast_setup.sample_interval =
+            SimDuration::from_ns([10 * MS, 1000 * MS][rng.range(0, 1) as usize]);
         let mut slow_setup = fast_setup.clone();
         slow_setup.reference_mode = true;
         let prep = super::TracePrep::new(&t, Some([16, 32][case % 2]));
         assert_eq!(fast_setup.engine.block_size, 16);
-        let fast = super::simulate_shared(&t, &fast_setup, &prep);
-        let slow = simulate(&t, &slow_setup);
+        let fast = super::simulate_shared(&t, &fast_setup, &prep).unwrap();
+        let slow = simulate(&t, &slow_setup).unwrap();
         assert_same_results(&fast, &slow, &format!("case {case}"));
         stretched += u32::from(fast.stats.stretch_steps > 0);
         preempted += u32::from(fast.stats.preemptions > 0);
@@ -491,13 +502,14 @@ fn a_blocked_request_waits_through_stretches_and_starts_when_room_is_freed() {
     let fast = simulate(
         &t,
         &sparse_sampling(f.clone(), crate::tiers::OffloadConfig::None),
-    );
+    )
+    .unwrap();
     let mut s = sparse_sampling(f, crate::tiers::OffloadConfig::None);
     s.reference_mode = true;
-    let slow = simulate(&t, &s);
+    let slow = simulate(&t, &s).unwrap();
     // Request 0: prefill at step 1 (first token at 10 ms), 39 more tokens: done at 400 ms.
-    assert_eq!(fast.reqs[0].finish_ns, Some(400 * MS));
-    assert_eq!(fast.reqs[1].scheduled_ns, Some(400 * MS));
+    assert_eq!(fast.reqs[0].finish.map(SimTime::as_ns), Some(400 * MS));
+    assert_eq!(fast.reqs[1].scheduled.map(SimTime::as_ns), Some(400 * MS));
     assert!(
         fast.stats.stretch_steps > 20,
         "{}",

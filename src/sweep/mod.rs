@@ -335,7 +335,7 @@ mod tests {
             }
             let alone = crate::pipeline::run(&t, &cfg).unwrap();
             assert_eq!(p.metrics, point_metrics(&alone), "point {}", p.index);
-            assert!(alone.result.reqs.iter().all(|r| r.finish_ns.is_some()));
+            assert!(alone.result.reqs.iter().all(|r| r.finish.is_some()));
         }
         // The memory setting matters, so the comparison above covers distinct results.
         assert!(points[0].metrics != points[1].metrics);

@@ -16,6 +16,7 @@
 
 use super::lru::LruTier;
 use crate::cost::TransferProfile;
+use crate::time::{SimDuration, SimTime};
 use serde::Serialize;
 
 /// Which remote store `remote_url` names.
@@ -60,6 +61,17 @@ pub enum Serde {
     CacheGen,
 }
 
+impl Serde {
+    /// The serde LMCache's `remote_serde` names (`naive`, `cachegen`).
+    pub fn from_name(name: &str) -> Option<Serde> {
+        match name {
+            "naive" => Some(Serde::Naive),
+            "cachegen" => Some(Serde::CacheGen),
+            _ => None,
+        }
+    }
+}
+
 /// The remote tier's configuration.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RemoteConfig {
@@ -73,6 +85,24 @@ pub struct RemoteConfig {
     pub serde: Serde,
     /// Capacity in bytes (`u64::MAX`: unbounded).
     pub capacity_bytes: u64,
+}
+
+impl RemoteConfig {
+    /// The store a remote tier uses when no `remote_url` is given.
+    pub const DEFAULT_URL: &'static str = "redis://remote:6379";
+}
+
+impl Default for RemoteConfig {
+    /// A Redis 0.1 ms away (the same host), 4 operations in flight, raw KV, unbounded.
+    fn default() -> Self {
+        RemoteConfig {
+            kind: RemoteKind::Redis,
+            rtt_s: 0.0001,
+            concurrency: 4,
+            serde: Serde::Naive,
+            capacity_bytes: u64::MAX,
+        }
+    }
 }
 
 /// LMCache configuration (the keys of an `lmcache_config.yaml`).
@@ -134,7 +164,7 @@ impl TierHits {
 }
 
 /// Counters over a run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct LmCacheStats {
     /// Lookups made.
     pub lookups: u64,
@@ -159,8 +189,8 @@ pub struct LmCache {
     cpu: Option<LruTier>,
     disk: Option<LruTier>,
     remote: Option<LruTier>,
-    disk_free_at: Vec<u64>,
-    remote_free_at: Vec<u64>,
+    disk_free_at: Vec<SimTime>,
+    remote_free_at: Vec<SimTime>,
     /// Counters.
     pub stats: LmCacheStats,
 }
@@ -168,12 +198,8 @@ pub struct LmCache {
 /// A chunk of a request's token sequence: where it ends (exclusive token index) and its key.
 pub type Chunk = (u32, u64);
 
-fn ns(s: f64) -> u64 {
-    (s * 1e9).round().max(0.0) as u64
-}
-
 /// Assigns a job of `dur` ns to the earliest free worker; returns its completion time.
-fn enqueue(workers: &mut [u64], now: u64, dur: u64) -> u64 {
+fn enqueue(workers: &mut [SimTime], now: SimTime, dur: SimDuration) -> SimTime {
     let (i, free) = workers
         .iter()
         .copied()
@@ -195,9 +221,9 @@ impl LmCache {
             cpu: cfg.cpu_bytes.map(LruTier::new),
             disk: cfg.disk_bytes.map(LruTier::new),
             remote: cfg.remote.as_ref().map(|r| LruTier::new(r.capacity_bytes)),
-            disk_free_at: vec![0; cfg.disk_writers.max(1) as usize],
+            disk_free_at: vec![SimTime::ZERO; cfg.disk_writers.max(1) as usize],
             remote_free_at: vec![
-                0;
+                SimTime::ZERO;
                 cfg.remote.as_ref().map_or(1, |r| r.concurrency.max(1)) as usize
             ],
             stats: LmCacheStats::default(),
@@ -216,7 +242,12 @@ impl LmCache {
 
     /// Looks `chunks` up tier by tier at `now`; returns the hits and the seconds the lookup
     /// blocks the scheduler (remote existence checks: one round trip per chunk checked).
-    pub fn lookup(&mut self, chunks: &[Chunk], now: u64, tp: &TransferProfile) -> (TierHits, f64) {
+    pub fn lookup(
+        &mut self,
+        chunks: &[Chunk],
+        now: SimTime,
+        tp: &TransferProfile,
+    ) -> (TierHits, f64) {
         self.stats.lookups += 1;
         let mut hits = TierHits::default();
         let mut i = 0usize;
@@ -302,7 +333,7 @@ impl LmCache {
     }
 
     /// Promotes the disk and remote hits into the CPU tier, visible from `ready_at`.
-    pub fn promote(&mut self, chunks: &[Chunk], hits: &TierHits, ready_at: u64) {
+    pub fn promote(&mut self, chunks: &[Chunk], hits: &TierHits, ready_at: SimTime) {
         let c = hits.cpu as usize;
         let r = c + (hits.disk + hits.remote) as usize;
         for i in c..r {
@@ -350,7 +381,7 @@ impl LmCache {
         chunks: &[Chunk],
         first: usize,
         last: usize,
-        now: u64,
+        now: SimTime,
         tp: &TransferProfile,
     ) -> (f64, u64) {
         if last <= first {
@@ -359,7 +390,7 @@ impl LmCache {
         let bytes: u64 = (first..last).map(|i| self.chunk_bytes(chunks, i)).sum();
         let n = (last - first) as u64;
         let mut critical = tp.gpu_store_s(bytes, n);
-        let done_copy = now + ns(critical);
+        let done_copy = now + SimDuration::from_secs_f64(critical);
         for i in first..last {
             let (key, b) = (chunks[i].1, self.chunk_bytes(chunks, i));
             if let Some(cpu) = &mut self.cpu
@@ -368,7 +399,11 @@ impl LmCache {
                 self.stats.cpu_stores += 1;
             }
             if self.disk.as_ref().is_some_and(|d| !d.has(key)) {
-                let end = enqueue(&mut self.disk_free_at, done_copy, ns(tp.disk_write_s(b)));
+                let end = enqueue(
+                    &mut self.disk_free_at,
+                    done_copy,
+                    SimDuration::from_secs_f64(tp.disk_write_s(b)),
+                );
                 if let Some(disk) = &mut self.disk {
                     disk.insert(key, b, end);
                 }
@@ -382,14 +417,14 @@ impl LmCache {
                 Serde::CacheGen => bytes as f64 / (tp.cachegen_encode_gbps * 1e9),
             };
             critical += ser;
-            let ready = now + ns(critical);
+            let ready = now + SimDuration::from_secs_f64(critical);
             for i in first..last {
                 let (key, b) = (chunks[i].1, self.chunk_bytes(chunks, i));
                 if self.remote.as_ref().is_some_and(|r| r.has(key)) {
                     continue;
                 }
                 let wire = self.wire_bytes_with(b, tp);
-                let dur = ns(tp.remote_op_s(wire, put_rt, rc.rtt_s));
+                let dur = SimDuration::from_secs_f64(tp.remote_op_s(wire, put_rt, rc.rtt_s));
                 let end = enqueue(&mut self.remote_free_at, ready, dur);
                 if let Some(remote) = &mut self.remote {
                     remote.insert(key, b, end);

@@ -4,6 +4,7 @@
 //! a lookup before then misses, as a real `contains` would. Capacity is charged when the write
 //! is issued, since the backend reserves its space then.
 
+use crate::time::SimTime;
 use crate::util::hashindex::HashIndex;
 
 const NIL: u32 = u32::MAX;
@@ -12,7 +13,7 @@ const NIL: u32 = u32::MAX;
 struct Entry {
     key: u64,
     bytes: u64,
-    ready_at: u64,
+    ready_at: SimTime,
     prev: u32,
     next: u32,
 }
@@ -70,7 +71,7 @@ impl LruTier {
     }
 
     /// Whether `key` is present and its write completed by `now`.
-    pub fn contains(&self, key: u64, now: u64) -> bool {
+    pub fn contains(&self, key: u64, now: SimTime) -> bool {
         match self.map.get(key) {
             Some(s) => self.slots[s as usize].ready_at <= now,
             None => false,
@@ -119,7 +120,7 @@ impl LruTier {
 
     /// Inserts `key` (or refreshes it), evicting least recently used entries until it fits.
     /// Returns false when the entry is larger than the whole tier (then nothing changes).
-    pub fn insert(&mut self, key: u64, bytes: u64, ready_at: u64) -> bool {
+    pub fn insert(&mut self, key: u64, bytes: u64, ready_at: SimTime) -> bool {
         if bytes > self.capacity {
             return false;
         }
@@ -171,29 +172,30 @@ impl LruTier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    const T0: SimTime = SimTime::ZERO;
 
     #[test]
     fn evicts_least_recently_used_by_bytes() {
         let mut t = LruTier::new(300);
-        assert!(t.insert(1, 100, 0));
-        assert!(t.insert(2, 100, 0));
-        assert!(t.insert(3, 100, 0));
+        assert!(t.insert(1, 100, T0));
+        assert!(t.insert(2, 100, T0));
+        assert!(t.insert(3, 100, T0));
         t.touch(1); // order (LRU first): 2, 3, 1
-        assert!(t.insert(4, 150, 0)); // evicts 2 and 3
+        assert!(t.insert(4, 150, T0)); // evicts 2 and 3
         assert_eq!(t.evictions, 2);
-        assert!(t.contains(1, 0) && t.contains(4, 0));
-        assert!(!t.contains(2, 0) && !t.contains(3, 0));
+        assert!(t.contains(1, T0) && t.contains(4, T0));
+        assert!(!t.contains(2, T0) && !t.contains(3, T0));
         assert_eq!(t.used(), 250);
-        assert!(!t.insert(9, 301, 0));
+        assert!(!t.insert(9, 301, T0));
         assert_eq!(t.len(), 2);
     }
 
     #[test]
     fn entries_are_visible_once_written() {
         let mut t = LruTier::new(u64::MAX);
-        t.insert(5, 10, 1_000);
-        assert!(!t.contains(5, 999));
+        t.insert(5, 10, SimTime::from_ns(1_000));
+        assert!(!t.contains(5, SimTime::from_ns(999)));
         assert!(t.has(5));
-        assert!(t.contains(5, 1_000));
+        assert!(t.contains(5, SimTime::from_ns(1_000)));
     }
 }

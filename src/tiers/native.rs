@@ -7,6 +7,7 @@
 
 use super::lru::LruTier;
 use crate::cost::TransferProfile;
+use crate::time::{SimDuration, SimTime};
 
 /// The native CPU offload state.
 #[derive(Debug)]
@@ -14,15 +15,11 @@ pub struct NativeOffload {
     cpu: LruTier,
     block_bytes: u64,
     block_size: u32,
-    copy_free_at: u64,
+    copy_free_at: SimTime,
     /// Blocks copied to the CPU pool.
     pub stores: u64,
     /// Blocks loaded back.
     pub loads: u64,
-}
-
-fn ns(s: f64) -> u64 {
-    (s * 1e9).round().max(0.0) as u64
 }
 
 impl NativeOffload {
@@ -32,14 +29,14 @@ impl NativeOffload {
             cpu: LruTier::new(cpu_bytes),
             block_bytes,
             block_size,
-            copy_free_at: 0,
+            copy_free_at: SimTime::ZERO,
             stores: 0,
             loads: 0,
         }
     }
 
     /// Leading blocks of `hashes` held in the CPU pool at `now`, touched so that they stay.
-    pub fn lookup(&mut self, hashes: &[u64], now: u64) -> u32 {
+    pub fn lookup(&mut self, hashes: &[u64], now: SimTime) -> u32 {
         let n = hashes
             .iter()
             .take_while(|h| self.cpu.contains(**h, now))
@@ -59,14 +56,16 @@ impl NativeOffload {
 
     /// Copies the blocks with `hashes` to the CPU pool after a step ending at `now`; the copies
     /// queue on one copy stream. Returns the bytes copied.
-    pub fn store(&mut self, hashes: &[u64], now: u64, tp: &TransferProfile) -> u64 {
+    pub fn store(&mut self, hashes: &[u64], now: SimTime, tp: &TransferProfile) -> u64 {
         let mut bytes = 0;
         for h in hashes {
             if self.cpu.has(*h) {
                 self.cpu.touch(*h);
                 continue;
             }
-            let dur = ns(tp.block_copy_us * 1e-6 + self.block_bytes as f64 / (tp.d2h_gbps * 1e9));
+            let dur = SimDuration::from_secs_f64(
+                tp.block_copy_us * 1e-6 + self.block_bytes as f64 / (tp.d2h_gbps * 1e9),
+            );
             self.copy_free_at = self.copy_free_at.max(now) + dur;
             if self.cpu.insert(*h, self.block_bytes, self.copy_free_at) {
                 self.stores += 1;

@@ -19,7 +19,7 @@ use crate::cost::GpuProfile;
 use crate::error::{Error, Result};
 use crate::metrics::record::records;
 use crate::metrics::summary::RunSummary;
-use crate::sim::simulate;
+use crate::pipeline;
 use crate::trace::Trace;
 use crate::trace::generate::from_study;
 use rayon::prelude::*;
@@ -108,8 +108,8 @@ pub struct StudyResult {
     pub check_max_rel_error: Option<f64>,
 }
 
-/// A run made ready to simulate.
-struct Prepared {
+/// A study run made ready to simulate: its configuration and workload.
+struct StudyCase {
     cfg: RunConfig,
     trace: Trace,
     /// With `warmup_repeat`, the first request index of the measured copy.
@@ -137,31 +137,17 @@ fn prepare(
     run: &StudyRun,
     gpu: &str,
     overrides: &Map<String, Value>,
-) -> Result<Prepared> {
+) -> Result<StudyCase> {
     let mut cfg = RunConfig::default();
     let ctx = |e: Error| Error::Config(format!("{}: runs[{}]: {e}", study.file, run.index));
     cfg.set("model", &json!(study.model)).map_err(ctx)?;
     cfg.set("gpu", &json!(gpu)).map_err(ctx)?;
     cfg.set("tp", &json!(study.tp)).map_err(ctx)?;
     for (k, v) in &study.lmcache {
-        // LMCache keys in a study are those of an lmcache_config.yaml.
-        match k.as_str() {
-            "remote_url"
-            | "chunk_size"
-            | "local_cpu"
-            | "max_local_cpu_size"
-            | "max_local_cpu_size_gb"
-            | "local_disk"
-            | "max_local_disk_size"
-            | "max_local_disk_size_gb"
-            | "remote_serde"
-            | "save_unfull_chunk"
-            | "enable_async_loading"
-            | "use_layerwise"
-            | "save_decode_cache" => {
-                cfg.set(k, v).map_err(ctx)?;
-            }
-            _ => {}
+        // LMCache keys in a study are those of an lmcache_config.yaml; the ones kvreplay does
+        // not model are left out, as `--lmcache-config` does.
+        if crate::config::keys::find(k).is_some_and(|key| key.lmcache_file) {
+            cfg.set(k, v).map_err(ctx)?;
         }
     }
     let mut workload = study.workload.clone();
@@ -186,7 +172,7 @@ fn prepare(
     let seed = workload.get("seed").and_then(Value::as_u64).unwrap_or(0);
     let trace = from_study(&study.kind, &workload, seed, &study.file)?;
     if !warmup_repeat {
-        return Ok(Prepared {
+        return Ok(StudyCase {
             cfg,
             trace,
             measured_from: 0,
@@ -196,8 +182,11 @@ fn prepare(
     // The identical workload ran once, unmeasured, right before: simulate it alone to know when
     // it ends, then append a second copy after it (open loop: shifted by that end; closed loop:
     // in later rounds of the same pools, so the pools' barrier orders them).
-    let (setup, _, _) = cfg.setup()?;
-    let first_end = simulate(&trace, &setup).end_ns;
+    // Arrivals are scaled once, here: the measured copy follows the scaled first one.
+    let first = pipeline::prepare(&trace, &cfg)?;
+    let first_end = first.simulate()?.end.as_ns();
+    let trace = first.trace.into_owned();
+    cfg.arrivals.qps_scale = 1.0;
     let n = trace.requests.len();
     let max_id = trace.requests.iter().map(|r| r.id).max().unwrap_or(0);
     let max_round = trace.requests.iter().map(|r| r.round).max().unwrap_or(0);
@@ -219,7 +208,7 @@ fn prepare(
         c.session = r.session.map(|s| s + max_session + 1);
         combined.requests.push(c);
     }
-    Ok(Prepared {
+    Ok(StudyCase {
         cfg,
         trace: combined,
         measured_from: n,
@@ -228,14 +217,14 @@ fn prepare(
 }
 
 /// Simulates a prepared run and computes `names`.
-fn predict(p: &Prepared, names: &[String]) -> Result<BTreeMap<String, Option<f64>>> {
-    let (setup, _, _) = p.cfg.setup()?;
-    let mut result = simulate(&p.trace, &setup);
-    let mut recs = records(&p.trace, &result);
+fn predict(p: &StudyCase, names: &[String]) -> Result<BTreeMap<String, Option<f64>>> {
+    let run = pipeline::prepare(&p.trace, &p.cfg)?;
+    let mut result = run.simulate()?;
+    let mut recs = records(&run.trace, &result);
     if p.measured_from > 0 {
         recs.drain(..p.measured_from);
         result.reqs.drain(..p.measured_from);
-        for (r, q) in recs.iter_mut().zip(&p.trace.requests[p.measured_from..]) {
+        for (r, q) in recs.iter_mut().zip(&run.trace.requests[p.measured_from..]) {
             if q.pool.is_some() {
                 r.round -= p.round_shift;
             }
@@ -244,7 +233,7 @@ fn predict(p: &Prepared, names: &[String]) -> Result<BTreeMap<String, Option<f64
             .iter()
             .filter_map(|r| r.arrival_s)
             .fold(f64::INFINITY, f64::min);
-        result.start_ns = (first * 1e9).round() as u64;
+        result.start = crate::time::SimTime::from_ns((first * 1e9).round() as u64);
     }
     let summary = RunSummary::new(&recs, &result);
     Ok(names

@@ -1,0 +1,214 @@
+//! LMCache's `LMCacheConnectorV1` as vLLM's scheduler sees it: a request's prompt cut into
+//! chunk keys, one lookup per waiting request (cached, its hits pinned, until the request is
+//! scheduled), a blocking retrieve after allocation (or an asynchronous prefetch into the CPU
+//! tier), and write-through saves of completed chunks after each step. The tiers and what their
+//! operations cost are [`crate::tiers::lmcache`].
+
+use super::{
+    ConnectorRequest, ConnectorStats, DecodeSaves, KvConnector, Load, Match, Matched, PerRequest,
+    Save, TierEvictions, TierTokens,
+};
+use crate::cost::TransferProfile;
+use crate::tiers::lmcache::{Chunk, LmCache, LmCacheConfig, TierHits};
+use crate::time::{Seconds, SimDuration, SimTime};
+use crate::trace::content::for_each_block;
+
+/// LMCache's per-request state.
+#[derive(Debug, Clone, Default)]
+struct ReqChunks {
+    /// The request's chunk keys, computed at its first lookup (`None` before, and after it
+    /// finished).
+    chunks: Option<Vec<Chunk>>,
+    /// Leading chunks already in LMCache (hits, or saved by this request).
+    saved: u32,
+    /// The lookup cached while the request waits.
+    lookup: Option<TierHits>,
+}
+
+/// The LMCache connector.
+#[derive(Debug)]
+pub struct LmCacheConnector {
+    cache: LmCache,
+    transfer: TransferProfile,
+    reqs: PerRequest<ReqChunks>,
+}
+
+impl LmCacheConnector {
+    /// LMCache with configuration `cfg` for KV of `kv_bytes_per_token` per token and rank.
+    pub fn new(cfg: LmCacheConfig, kv_bytes_per_token: u64, transfer: TransferProfile) -> Self {
+        LmCacheConnector {
+            cache: LmCache::new(cfg, kv_bytes_per_token),
+            transfer,
+            reqs: PerRequest::default(),
+        }
+    }
+
+    /// The request's chunk keys, computed once.
+    fn chunks(&mut self, req: &ConnectorRequest<'_>) -> &[Chunk] {
+        let cfg = &self.cache.cfg;
+        let (cs, partial, decode) = (cfg.chunk_size, cfg.save_unfull_chunk, cfg.save_decode_cache);
+        let st = self.reqs.get_mut(req.idx);
+        st.chunks.get_or_insert_with(|| {
+            let r = req.request;
+            let mut chunks = Vec::with_capacity(((r.input_len + r.output_len) / cs + 1) as usize);
+            if decode {
+                for_each_block(r.sequence(), cs, partial, |end, k| {
+                    chunks.push((end as u32, k))
+                });
+            } else {
+                for_each_block(r.prompt.iter().copied(), cs, partial, |end, k| {
+                    chunks.push((end as u32, k))
+                });
+            }
+            chunks
+        })
+    }
+}
+
+impl KvConnector for LmCacheConnector {
+    fn get_num_new_matched_tokens(
+        &mut self,
+        req: &ConnectorRequest<'_>,
+        local_hit: u32,
+        now: SimTime,
+    ) -> Match {
+        self.chunks(req);
+        let st = self.reqs.get_mut(req.idx);
+        let chunks = st.chunks.as_deref().unwrap_or_default();
+        let l = &mut self.cache;
+        let tp = &self.transfer;
+        // LMCache caches a request's lookup (and pins its hits) until vLLM schedules it: a
+        // waiting request retried step after step pays for one lookup.
+        let (hits, lookup) = match st.lookup {
+            Some(h) => (h, Seconds::ZERO),
+            None => {
+                let (h, s) = l.lookup(chunks, now, tp);
+                st.lookup = Some(h);
+                (h, Seconds(s))
+            }
+        };
+        let hit_tokens = LmCache::tokens_of(chunks, hits.total()).min(req.num_tokens - 1);
+        if l.cfg.enable_async_loading && hits.disk + hits.remote > 0 && hit_tokens > local_hit {
+            // Prefetch into the CPU tier; the request is skipped until it completes, then looks
+            // up again and finds its prefix in CPU.
+            let (s, _) = l.fetch_cost(chunks, &hits, tp);
+            let ready = now + SimDuration::from_secs_f64(s);
+            l.promote(chunks, &hits, ready);
+            st.lookup = None;
+            return Match {
+                matched: Matched::Later { ready },
+                lookup,
+            };
+        }
+        let mut end = local_hit;
+        let mut tiers = TierTokens::default();
+        if hit_tokens > local_hit {
+            end = hit_tokens;
+            let c_end = LmCache::tokens_of(chunks, hits.cpu);
+            let d_end = LmCache::tokens_of(chunks, hits.cpu + hits.disk);
+            let prompt_len = req.prompt_len;
+            let span = |a: u32, b: u32| {
+                b.min(end)
+                    .saturating_sub(a.max(local_hit))
+                    .min(prompt_len.saturating_sub(a.max(local_hit)))
+            };
+            tiers.cpu = span(0, c_end);
+            tiers.disk = span(c_end, d_end);
+            tiers.remote = span(d_end, end);
+        }
+        Match {
+            matched: Matched::Tokens {
+                end,
+                tiers,
+                load_async: false,
+            },
+            lookup,
+        }
+    }
+
+    fn update_state_after_alloc(
+        &mut self,
+        req: &ConnectorRequest<'_>,
+        local_hit: u32,
+        matched: &Matched,
+        now: SimTime,
+    ) -> Load {
+        let st = self.reqs.get_mut(req.idx);
+        let Some(hits) = st.lookup.take() else {
+            return Load::None;
+        };
+        st.saved = hits.total();
+        let end = match matched {
+            Matched::Tokens { end, .. } if *end > local_hit => *end,
+            _ => return Load::None,
+        };
+        // Blocking retrieve: disk and remote hits are read and promoted, then everything from
+        // the GPU hit to the end of the LMCache hit is loaded.
+        let chunks = st.chunks.as_deref().unwrap_or_default();
+        let l = &mut self.cache;
+        let (fetch, _) = l.fetch_cost(chunks, &hits, &self.transfer);
+        l.promote(chunks, &hits, now);
+        let (load, bytes) = l.gpu_load_s(chunks, local_hit, end, &self.transfer);
+        Load::Blocking {
+            time: Seconds(fetch + load),
+            bytes,
+        }
+    }
+
+    fn save(&mut self, req: &ConnectorRequest<'_>, at: SimTime) -> Save {
+        let st = self.reqs.get_mut(req.idx);
+        let chunks = st.chunks.as_deref().unwrap_or_default();
+        // Chunks before `saved` are covered already: look only past them.
+        let first = st.saved as usize;
+        let covered = first
+            + chunks[first.min(chunks.len())..]
+                .iter()
+                .take_while(|(end, _)| *end <= req.num_computed)
+                .count();
+        if covered <= first {
+            return Save::default();
+        }
+        let (s, bytes) = self.cache.store(chunks, first, covered, at, &self.transfer);
+        st.saved = covered as u32;
+        Save {
+            critical: Seconds(s),
+            bytes,
+        }
+    }
+
+    fn request_preempted(&mut self, idx: u32) {
+        let st = self.reqs.get_mut(idx);
+        st.saved = 0;
+        st.lookup = None;
+    }
+
+    fn request_finished(&mut self, idx: u32) {
+        self.reqs.get_mut(idx).chunks = None;
+    }
+
+    fn layerwise(&self) -> bool {
+        self.cache.cfg.use_layerwise
+    }
+
+    fn decode_saves(&self) -> DecodeSaves {
+        if self.cache.cfg.save_decode_cache {
+            DecodeSaves::EveryStep
+        } else {
+            // Saves cover prompt chunks only, all saved when the prefill ended.
+            DecodeSaves::Nothing
+        }
+    }
+
+    fn match_is_settled(&self, idx: u32) -> bool {
+        !self.cache.cfg.enable_async_loading
+            && self.reqs.get(idx).is_some_and(|s| s.lookup.is_some())
+    }
+
+    fn stats(&self) -> Option<ConnectorStats> {
+        let (cpu, disk, remote) = self.cache.evictions();
+        Some(ConnectorStats::LmCache {
+            counters: self.cache.stats,
+            evictions: TierEvictions { cpu, disk, remote },
+        })
+    }
+}

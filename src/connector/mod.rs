@@ -1,0 +1,295 @@
+//! The KV-connector seam: what sits between vLLM's scheduler (`engine`) and an external KV
+//! store, shaped like the scheduler side of vLLM's `KVConnectorBase_V1`.
+//!
+//! | vLLM (`vllm/distributed/kv_transfer/kv_connector/v1/base.py`) | here |
+//! |---|---|
+//! | `get_num_new_matched_tokens(request, num_computed_tokens)` -> (tokens, load async?) | [`KvConnector::get_num_new_matched_tokens`] -> [`Match`] |
+//! | `update_state_after_alloc(request, blocks, num_external_tokens)` | [`KvConnector::update_state_after_alloc`] -> the [`Load`] to start |
+//! | `build_connector_meta`: the step's loads and saves | loads come from admission, saves from [`KvConnector::save`] at the step's end |
+//! | `request_finished(request, block_ids)` | [`KvConnector::request_finished`] |
+//! | connector statistics | [`KvConnector::stats`] -> [`ConnectorStats`] |
+//!
+//! Costs come back as [`Seconds`] (the engine adds a step's parts and rounds once); instants as
+//! [`SimTime`].
+//!
+//! # Connectors
+//! - [`none::NoConnector`]: vLLM alone, nothing beyond the GPU prefix cache.
+//! - [`lmcache::LmCacheConnector`]: LMCache's `LMCacheConnectorV1` with its tiers
+//!   (`crate::tiers::lmcache`).
+//! - [`native::NativeConnector`]: vLLM's `OffloadingConnector` (`--kv-offloading-backend
+//!   native`) over a CPU block pool (`crate::tiers::native`).
+//!
+//! # Adding a connector
+//! Write a type that implements [`KvConnector`] in a new file of this folder (a P/D transfer, a
+//! store shared by many engines through an `Rc<RefCell<..>>` or an index into fleet state),
+//! add its settings to [`crate::tiers::OffloadConfig`] (or a config of its own) and a case to
+//! [`build`]. Nothing in `src/engine/` changes: the engine sees only this trait, a request's
+//! tokens and block hashes ([`ConnectorRequest`]), and what the methods return.
+
+pub mod lmcache;
+pub mod native;
+pub mod none;
+
+use crate::cost::TransferProfile;
+use crate::engine::EngineConfig;
+use crate::tiers::OffloadConfig;
+use crate::time::{Seconds, SimTime};
+use crate::trace::Request;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// What the engine shows a connector about one request.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectorRequest<'a> {
+    /// Index of the request in the trace (connectors keep per-request state by it).
+    pub idx: u32,
+    /// The trace's request: its content identity (for the connector's own keys).
+    pub request: &'a Request,
+    /// vLLM's chained block hashes of the request's sequence.
+    pub block_hashes: &'a Arc<Vec<u64>>,
+    /// Tokens per GPU block.
+    pub block_size: u32,
+    /// Prompt tokens.
+    pub prompt_len: u32,
+    /// Prompt plus tokens generated so far.
+    pub num_tokens: u32,
+    /// Tokens whose KV is on the GPU.
+    pub num_computed: u32,
+}
+
+/// Prompt tokens an external load brings, by the tier holding them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TierTokens {
+    /// From a CPU tier (LMCache local CPU, vLLM's native CPU pool).
+    pub cpu: u32,
+    /// From LMCache's local disk.
+    pub disk: u32,
+    /// From LMCache's remote store.
+    pub remote: u32,
+}
+
+/// What a lookup found for a waiting request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Matched {
+    /// The request's tokens up to `end` can be had from the connector (nothing when `end` is at
+    /// most the local hit).
+    Tokens {
+        /// Exclusive end of the external hit, in tokens of the request's sequence.
+        end: u32,
+        /// Of the prompt's tokens beyond the local hit, where the external ones come from.
+        tiers: TierTokens,
+        /// Loaded asynchronously (vLLM's `load_kv_async`): blocks are allocated for the hit
+        /// only and the request waits until the load completes.
+        load_async: bool,
+    },
+    /// The connector must first bring the hit closer (LMCache's asynchronous prefetch): the
+    /// request is skipped until `ready` and then looked up again.
+    Later {
+        /// When the prefetch completes.
+        ready: SimTime,
+    },
+}
+
+/// [`KvConnector::get_num_new_matched_tokens`]'s answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Match {
+    /// What was found.
+    pub matched: Matched,
+    /// Time the lookup blocked the scheduler (remote existence checks; zero when the lookup
+    /// was cached from an earlier attempt).
+    pub lookup: Seconds,
+}
+
+/// The load [`KvConnector::update_state_after_alloc`] starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Load {
+    /// Nothing to load.
+    None,
+    /// A load the step waits for before its forward pass.
+    Blocking {
+        /// Its time on the step's critical path.
+        time: Seconds,
+        /// Bytes moved into the GPU.
+        bytes: u64,
+    },
+    /// A load the request waits for while the batch goes on.
+    Async {
+        /// When it completes.
+        ready: SimTime,
+        /// Bytes moved into the GPU.
+        bytes: u64,
+    },
+}
+
+/// What [`KvConnector::save`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Save {
+    /// Time on the step's critical path.
+    pub critical: Seconds,
+    /// Bytes stored from the GPU.
+    pub bytes: u64,
+}
+
+/// What a connector needs from steps in which every running request decodes (the engine runs
+/// such steps in stretches when the connector allows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeSaves {
+    /// Nothing: decode-only steps need no connector call.
+    Nothing,
+    /// A save for each request whose step fills a GPU block, costing nothing on the critical
+    /// path.
+    AtFullBlocks,
+    /// A save call every step (the engine then steps one at a time).
+    EveryStep,
+}
+
+/// Counters of LMCache's tiers.
+pub use crate::tiers::lmcache::LmCacheStats;
+
+/// Evictions per LMCache tier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierEvictions {
+    /// From the CPU tier.
+    pub cpu: u64,
+    /// From the disk tier.
+    pub disk: u64,
+    /// From the remote store.
+    pub remote: u64,
+}
+
+/// A connector's counters over a run (the summary's `offload`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ConnectorStats {
+    /// LMCache.
+    #[serde(rename = "lmcache")]
+    LmCache {
+        /// Operation counters.
+        counters: LmCacheStats,
+        /// Evictions per tier.
+        evictions: TierEvictions,
+    },
+    /// vLLM native offload.
+    Native {
+        /// Blocks copied to the CPU pool.
+        stores: u64,
+        /// Blocks loaded back.
+        loads: u64,
+        /// Blocks evicted from the CPU pool.
+        evictions: u64,
+    },
+}
+
+impl Serialize for ConnectorStats {
+    /// Keys in alphabetical order at every level, `kind` among them (the order summaries have
+    /// always had).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let v = match self {
+            ConnectorStats::LmCache {
+                counters,
+                evictions,
+            } => {
+                serde_json::json!({"kind": "lmcache", "counters": counters, "evictions": evictions})
+            }
+            ConnectorStats::Native {
+                stores,
+                loads,
+                evictions,
+            } => {
+                serde_json::json!({"kind": "native", "stores": stores, "loads": loads, "evictions": evictions})
+            }
+        };
+        v.serialize(s)
+    }
+}
+
+/// A connector's per-request state, by request index, grown on first use (connectors learn of
+/// requests as the engine asks about them).
+#[derive(Debug, Clone, Default)]
+pub struct PerRequest<T>(Vec<T>);
+
+impl<T: Default> PerRequest<T> {
+    /// Request `idx`'s state, created on first use.
+    pub fn get_mut(&mut self, idx: u32) -> &mut T {
+        let i = idx as usize;
+        if i >= self.0.len() {
+            self.0.resize_with(i + 1, T::default);
+        }
+        &mut self.0[i]
+    }
+
+    /// Request `idx`'s state, if it has any yet.
+    pub fn get(&self, idx: u32) -> Option<&T> {
+        self.0.get(idx as usize)
+    }
+}
+
+/// The scheduler side of a KV connector (see the module doc).
+pub trait KvConnector: std::fmt::Debug + Send {
+    /// For a waiting request whose first `local_hit` tokens are on the GPU: the tokens beyond
+    /// that the connector can supply, looked up at `now`. Called at every admission attempt; a
+    /// connector may cache its answer until the request is admitted.
+    fn get_num_new_matched_tokens(
+        &mut self,
+        req: &ConnectorRequest<'_>,
+        local_hit: u32,
+        now: SimTime,
+    ) -> Match;
+
+    /// The request was admitted with `matched` (from the last lookup) and blocks for it are
+    /// allocated at `now`; returns the load to start.
+    fn update_state_after_alloc(
+        &mut self,
+        req: &ConnectorRequest<'_>,
+        local_hit: u32,
+        matched: &Matched,
+        now: SimTime,
+    ) -> Load;
+
+    /// After a step whose forward pass ended at `at`, saves what the request's computed tokens
+    /// now cover.
+    fn save(&mut self, req: &ConnectorRequest<'_>, at: SimTime) -> Save;
+
+    /// The request was preempted: its GPU blocks are gone and it will be recomputed.
+    fn request_preempted(&mut self, idx: u32);
+
+    /// The request finished; its per-request state can go.
+    fn request_finished(&mut self, idx: u32);
+
+    /// Whether loads and saves run layer by layer, overlapping the forward pass.
+    fn layerwise(&self) -> bool {
+        false
+    }
+
+    /// What decode-only steps need from the connector.
+    fn decode_saves(&self) -> DecodeSaves;
+
+    /// Whether asking again about this waiting request (still not admitted) would change
+    /// nothing and cost nothing: its answer is cached and no time-dependent work is pending.
+    fn match_is_settled(&self, idx: u32) -> bool;
+
+    /// Counters over the run; `None` for no connector.
+    fn stats(&self) -> Option<ConnectorStats>;
+}
+
+/// The connector an offload configuration describes, for an engine with `engine`'s settings.
+pub fn build(
+    offload: &OffloadConfig,
+    engine: &EngineConfig,
+    transfer: &TransferProfile,
+) -> Box<dyn KvConnector> {
+    match offload {
+        OffloadConfig::None => Box::new(none::NoConnector),
+        OffloadConfig::LmCache(c) => Box::new(lmcache::LmCacheConnector::new(
+            c.clone(),
+            engine.kv_bytes_per_token,
+            transfer.clone(),
+        )),
+        OffloadConfig::Native { cpu_bytes } => Box::new(native::NativeConnector::new(
+            *cpu_bytes,
+            engine.block_size,
+            engine.kv_bytes_per_token,
+            transfer.clone(),
+        )),
+    }
+}
