@@ -30,4 +30,7 @@ if ! ls "$NVRTC_LIB"/libnvrtc.so* >/dev/null 2>&1; then
 fi
 export LD_LIBRARY_PATH="$NVRTC_LIB:${LD_LIBRARY_PATH:-}"
 
+# The simulator core builds without the optional parts (GPU kernels, Redis client, live driver,
+# plots).
+cargo build --no-default-features --locked
 cargo test --all-targets --locked

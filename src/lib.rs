@@ -14,14 +14,17 @@ pub mod connector;
 pub mod cost;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod interval;
+#[cfg(feature = "live")]
 pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod netdelay;
 pub mod pipeline;
 pub mod plan;
+#[cfg(feature = "plots")]
 pub mod plot;
 pub mod report;
 pub mod sim;

@@ -38,6 +38,7 @@ enum Command {
     },
     /// Replay a trace against a live server (`live`), compare with a prediction
     /// (`live-compare`), fit the server's step time (`live-fit`).
+    #[cfg(feature = "live")]
     #[command(flatten)]
     Live(cli::live::LiveCommand),
     /// The same trace under several offload configurations side by side. With no --trace: the
@@ -82,6 +83,7 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    #[cfg(feature = "plots")]
     /// One self-contained HTML page (tables and plots) for a run, compare or sweep folder, or a
     /// `validate --json` file.
     Report {
@@ -254,6 +256,7 @@ fn run(cli: Cli) -> Result<()> {
             samples,
             output,
         } => cli::run::run(&trace, &sim, &output, interval.then_some(samples)),
+        #[cfg(feature = "live")]
         Command::Live(c) => cli::live::run(c),
         Command::Compare {
             trace,
@@ -303,6 +306,7 @@ fn run(cli: Cli) -> Result<()> {
                 &out,
             )
         }
+        #[cfg(feature = "plots")]
         Command::Report {
             input,
             output,
@@ -315,13 +319,21 @@ fn run(cli: Cli) -> Result<()> {
             json,
             ..
         } => {
-            let c = kvreplay::live::compare_live(&live, &against)?;
-            print!("{}", cli::live::compare_table(&c));
-            if let Some(p) = json {
-                std::fs::write(&p, serde_json::to_string_pretty(&c)? + "\n")
-                    .with_context(|| format!("writing {}", p.display()))?;
+            #[cfg(feature = "live")]
+            {
+                let c = kvreplay::live::compare_live(&live, &against)?;
+                print!("{}", cli::live::compare_table(&c));
+                if let Some(p) = json {
+                    std::fs::write(&p, serde_json::to_string_pretty(&c)? + "\n")
+                        .with_context(|| format!("writing {}", p.display()))?;
+                }
+                Ok(())
             }
-            Ok(())
+            #[cfg(not(feature = "live"))]
+            {
+                let _ = (live, against, json);
+                Err(cli::without("live"))
+            }
         }
         Command::Validate {
             studies,

@@ -7,5 +7,6 @@ pub mod fit;
 pub mod host;
 pub mod mux;
 pub mod profile;
+#[cfg(feature = "redis")]
 pub mod redis;
 pub mod resp;

@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use kvreplay::calibrate::profile::{ProfileFile, Section};
+#[cfg(feature = "redis")]
 use kvreplay::calibrate::redis::{self as cr, LocalRedis, RedisOptions};
 use kvreplay::netdelay::{DelayProxy, DelaySpec, parse_duration, parse_rate};
 use std::path::{Path, PathBuf};
@@ -82,6 +83,7 @@ fn save(output: &Path, name: &str, s: Section) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "redis")]
 fn print_points(s: &Section) {
     if let Some(points) = s.points.as_array() {
         println!(
@@ -108,6 +110,7 @@ fn print_points(s: &Section) {
     }
 }
 
+#[cfg(feature = "redis")]
 fn print_rtt_check(s: &Section) {
     if let Some(rows) = s.fit["rtt_check"].as_array().filter(|r| !r.is_empty()) {
         println!("through the delay proxy: measured vs no-delay time + 2 round trips x RTT");
@@ -141,28 +144,7 @@ pub fn calibrate(cmd: CalibrateCommand) -> Result<()> {
             quick,
             via_proxy_rtt,
             output,
-        } => {
-            let local = if start_local {
-                Some(LocalRedis::start(&[])?)
-            } else {
-                None
-            };
-            let url = match (&local, url) {
-                (Some(l), _) => l.url(),
-                (None, Some(u)) => u,
-                (None, None) => anyhow::bail!("give --url redis://host:port or --start-local"),
-            };
-            let mut o = if quick {
-                RedisOptions::quick(&url)
-            } else {
-                RedisOptions::full(&url)
-            };
-            o.via_rtts_ms = via_proxy_rtt;
-            let s = cr::calibrate_redis(&o)?;
-            print_points(&s);
-            print_rtt_check(&s);
-            save(&output, "redis", s)
-        }
+        } => calibrate_redis(url, start_local, quick, via_proxy_rtt, &output),
         CalibrateCommand::Disk {
             dir,
             chunk_mib,
@@ -183,7 +165,60 @@ pub fn calibrate(cmd: CalibrateCommand) -> Result<()> {
             chunk_sizes,
             quick,
             output,
-        } => {
+        } => calibrate_gpu(model, chunk_sizes, quick, &output),
+        CalibrateCommand::Host { quick, output } => {
+            let s = kvreplay::calibrate::host::calibrate_host(quick)?;
+            save(&output, "host", s)
+        }
+    }
+}
+
+/// `kvreplay calibrate redis`.
+#[cfg(feature = "redis")]
+fn calibrate_redis(
+    url: Option<String>,
+    start_local: bool,
+    quick: bool,
+    via_proxy_rtt: Vec<f64>,
+    output: &Path,
+) -> Result<()> {
+    {
+        {
+            let local = if start_local {
+                Some(LocalRedis::start(&[])?)
+            } else {
+                None
+            };
+            let url = match (&local, url) {
+                (Some(l), _) => l.url(),
+                (None, Some(u)) => u,
+                (None, None) => anyhow::bail!("give --url redis://host:port or --start-local"),
+            };
+            let mut o = if quick {
+                RedisOptions::quick(&url)
+            } else {
+                RedisOptions::full(&url)
+            };
+            o.via_rtts_ms = via_proxy_rtt;
+            let s = cr::calibrate_redis(&o)?;
+            print_points(&s);
+            print_rtt_check(&s);
+            save(output, "redis", s)
+        }
+    }
+}
+
+/// `kvreplay calibrate redis` in a build without Redis.
+#[cfg(not(feature = "redis"))]
+fn calibrate_redis(_: Option<String>, _: bool, _: bool, _: Vec<f64>, _: &Path) -> Result<()> {
+    Err(super::without("redis"))
+}
+
+/// `kvreplay calibrate gpu`.
+#[cfg(feature = "gpu")]
+fn calibrate_gpu(model: String, chunk_sizes: Vec<u32>, quick: bool, output: &Path) -> Result<()> {
+    {
+        {
             if let Some(why) = kvreplay::gpu::calibrate::unavailable_reason() {
                 anyhow::bail!(why);
             }
@@ -197,13 +232,15 @@ pub fn calibrate(cmd: CalibrateCommand) -> Result<()> {
             for line in kvreplay::gpu::calibrate::summary_lines(&s) {
                 println!("{line}");
             }
-            save(&output, "gpu", s)
-        }
-        CalibrateCommand::Host { quick, output } => {
-            let s = kvreplay::calibrate::host::calibrate_host(quick)?;
-            save(&output, "host", s)
+            save(output, "gpu", s)
         }
     }
+}
+
+/// `kvreplay calibrate gpu` in a build without the GPU kernels.
+#[cfg(not(feature = "gpu"))]
+fn calibrate_gpu(_: String, _: Vec<u32>, _: bool, _: &Path) -> Result<()> {
+    Err(super::without("gpu"))
 }
 
 /// `kvreplay netdelay`: runs the proxy until interrupted.
@@ -237,7 +274,14 @@ pub fn netdelay(listen: &str, upstream: &str, rtt: &str, rate: Option<&str>) -> 
     }
 }
 
+/// `kvreplay bench redis` in a build without Redis.
+#[cfg(not(feature = "redis"))]
+pub fn bench_redis(_: Option<String>, _: bool) -> Result<()> {
+    Err(super::without("redis"))
+}
+
 /// `kvreplay bench redis`: our client against redis-benchmark, and the proxy's RTT accuracy.
+#[cfg(feature = "redis")]
 pub fn bench_redis(url: Option<String>, quick: bool) -> Result<()> {
     let local = if url.is_none() {
         Some(LocalRedis::start(&[])?)

@@ -31,10 +31,17 @@ pub fn validate(
         println!("wrote {}", j.display());
     }
     if let Some(base) = plot {
-        let fig =
-            kvreplay::plot::predicted_vs_measured(&kvreplay::plot::validation_points(&results))?;
-        let (png, svg) = fig.write(&base)?;
-        println!("wrote {} and {}", png.display(), svg.display());
+        #[cfg(feature = "plots")]
+        {
+            let points = kvreplay::plot::validation_points(&results);
+            let (png, svg) = kvreplay::plot::predicted_vs_measured(&points)?.write(&base)?;
+            println!("wrote {} and {}", png.display(), svg.display());
+        }
+        #[cfg(not(feature = "plots"))]
+        {
+            let _ = base;
+            return Err(super::without("plots"));
+        }
     }
     if let Some(pq) = parquet {
         validate::write_parquet(&results, &pq)?;

@@ -6,6 +6,7 @@
 //! floats in shortest round-trip form (JSON) or fixed precision (text), so identical runs give
 //! byte-identical output.
 
+#[cfg(feature = "plots")]
 pub mod html;
 pub mod parquet;
 pub mod text;

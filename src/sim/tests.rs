@@ -517,3 +517,99 @@ fn a_blocked_request_waits_through_stretches_and_starts_when_room_is_freed() {
     );
     assert_same_results(&fast, &slow, "blocked");
 }
+
+/// The same-time order is the documented contract: phases first, then scheduling order.
+#[test]
+fn same_time_events_pop_in_phase_order_then_fifo() {
+    let mut q = Queue {
+        heap: BinaryHeap::new(),
+        seq: 0,
+        now: SimTime::ZERO,
+    };
+    let t = SimTime::from_ns(5);
+    let pushed = [
+        Event::Wake,
+        Event::Submit { req: 7 },
+        Event::Send { req: 2 },
+        Event::ClientReady { pool: 0, client: 1 },
+        Event::Send { req: 1 },
+        Event::StepEnd,
+        Event::ClientReady { pool: 0, client: 0 },
+    ];
+    for e in pushed {
+        q.push(t, e).unwrap();
+    }
+    q.push(SimTime::from_ns(4), Event::Wake).unwrap();
+    let popped: Vec<(u64, Event)> = std::iter::from_fn(|| q.pop())
+        .map(|(t, e)| (t.as_ns(), e))
+        .collect();
+    assert_eq!(
+        popped,
+        vec![
+            (4, Event::Wake),
+            (5, Event::StepEnd),
+            (5, Event::ClientReady { pool: 0, client: 1 }),
+            (5, Event::ClientReady { pool: 0, client: 0 }),
+            (5, Event::Send { req: 2 }),
+            (5, Event::Send { req: 1 }),
+            (5, Event::Submit { req: 7 }),
+            (5, Event::Wake),
+        ]
+    );
+    // The clock is at 5 ns now: an event at 4 ns is in the past.
+    let e = q.push(SimTime::from_ns(4), Event::Wake).unwrap_err();
+    assert!(matches!(e, Error::Invariant(_)), "{e}");
+    assert!(e.to_string().contains("before the current time"), "{e}");
+}
+
+/// A request sent at the instant a step ends is scheduled by the step that starts then.
+#[test]
+fn a_request_sent_when_a_step_ends_joins_the_next_step() {
+    // Request 0's prefill step ends at 10 ms; request 1 arrives exactly then.
+    let t = trace(vec![
+        req(0, 0, vec![Run::new(1, 0, 100)], 2),
+        req(1, 10, vec![Run::new(2, 0, 100)], 1),
+    ]);
+    let r = run(&t, EngineFlags::default());
+    assert_eq!(r.reqs[1].scheduled.map(SimTime::as_ns), Some(10 * MS));
+    // One step (decode of 0 + prefill of 1) serves both: 2 steps in all.
+    assert_eq!(r.stats.steps, 2);
+    assert_eq!(r.reqs[1].first_token.map(SimTime::as_ns), Some(20 * MS));
+}
+
+/// vLLM's scheduler stalls when a request whose KV was loaded asynchronously holds the blocks
+/// the request ahead of it in the waiting queue needs, and nothing runs to free any. The run
+/// ends in a `Deadlock` error that says so, not in silently unfinished requests.
+#[test]
+fn a_stall_behind_asynchronously_loaded_blocks_is_a_deadlock_error() {
+    // 10 GPU blocks of 16 tokens, no GPU prefix caching: R1's 5-block hit of content 1 comes
+    // from the native CPU pool, which R0 filled.
+    let f = EngineFlags {
+        num_gpu_blocks: Some(10),
+        enable_prefix_caching: Some(false),
+        ..Default::default()
+    };
+    let t = trace(vec![
+        // R0 (t=0): 96 tokens of content 1, saved to the CPU pool after its step.
+        req(0, 0, vec![Run::new(1, 0, 96)], 1),
+        // R2 (t=20 ms): 64 tokens, then 60 decode steps growing a block every 16 tokens.
+        req(1, 20, vec![Run::new(2, 0, 64)], 60),
+        // R1 (t=30 ms): content 1 again; its 5-block hit loads asynchronously into the 5 free
+        // blocks. R2 then cannot grow: it is preempted (to the front of the queue), recomputes
+        // into the 5 free blocks, and at 81 tokens needs a 6th block that R1 holds.
+        req(2, 30, vec![Run::new(1, 0, 96)], 1),
+    ]);
+    let s = setup(f, OffloadConfig::Native { cpu_bytes: 1 << 30 });
+    let e = simulate(&t, &s).unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, Error::Deadlock { unfinished: 2, .. }), "{text}");
+    assert!(
+        text.contains("0 running, 2 waiting (1 of them hold 5 of the GPU's 10 KV blocks"),
+        "{text}"
+    );
+    // R2 holds nothing after its preemption and needs 6 blocks for its 81+ tokens; 5 are free.
+    assert!(
+        text.contains("5 blocks free; the first waiting request needs 6 more blocks"),
+        "{text}"
+    );
+}
