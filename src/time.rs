@@ -149,11 +149,12 @@ impl AddAssign for SimDuration {
 
 impl Sub for SimTime {
     type Output = SimDuration;
-    /// The span from `earlier` to `self`, which must not be later (an invariant of callers:
-    /// time never runs backwards); saturates at zero in release builds.
+    /// The span from `earlier` to `self`, which must not be later: callers subtract only
+    /// instants they know to be ordered (the event queue refuses the past), so this is a plain
+    /// subtraction, checked in debug builds; [`SimTime::since`] saturates instead.
     fn sub(self, earlier: SimTime) -> SimDuration {
         debug_assert!(earlier <= self, "{earlier} is after {self}");
-        self.since(earlier)
+        SimDuration(self.0.wrapping_sub(earlier.0))
     }
 }
 

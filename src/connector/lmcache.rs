@@ -165,14 +165,17 @@ impl KvConnector for LmCacheConnector {
                 .iter()
                 .take_while(|(end, _)| *end <= req.num_computed)
                 .count();
+        // The next chunk is saved once the computed tokens reach its end.
+        let next = chunks.get(covered).map_or(u32::MAX, |c| c.0);
         if covered <= first {
-            return Save::default();
+            return Save::nothing_until(next);
         }
         let (s, bytes) = self.cache.store(chunks, first, covered, at, &self.transfer);
         st.saved = covered as u32;
         Save {
             critical: Seconds(s),
             bytes,
+            next,
         }
     }
 

@@ -122,12 +122,27 @@ pub enum Load {
 }
 
 /// What [`KvConnector::save`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Save {
     /// Time on the step's critical path.
     pub critical: Seconds,
     /// Bytes stored from the GPU.
     pub bytes: u64,
+    /// The computed-token count below which the next save of this request would do nothing
+    /// (`u32::MAX`: never again): the engine skips the calls until then, until the request is
+    /// admitted again or preempted.
+    pub next: u32,
+}
+
+impl Save {
+    /// Nothing saved, and nothing to save before `next` computed tokens.
+    pub fn nothing_until(next: u32) -> Save {
+        Save {
+            critical: Seconds::ZERO,
+            bytes: 0,
+            next,
+        }
+    }
 }
 
 /// What a connector needs from steps in which every running request decodes (the engine runs
@@ -272,24 +287,91 @@ pub trait KvConnector: std::fmt::Debug + Send {
     fn stats(&self) -> Option<ConnectorStats>;
 }
 
-/// The connector an offload configuration describes, for an engine with `engine`'s settings.
-pub fn build(
+impl KvConnector for Box<dyn KvConnector> {
+    fn get_num_new_matched_tokens(
+        &mut self,
+        req: &ConnectorRequest<'_>,
+        local_hit: u32,
+        now: SimTime,
+    ) -> Match {
+        (**self).get_num_new_matched_tokens(req, local_hit, now)
+    }
+    fn update_state_after_alloc(
+        &mut self,
+        req: &ConnectorRequest<'_>,
+        local_hit: u32,
+        matched: &Matched,
+        now: SimTime,
+    ) -> Load {
+        (**self).update_state_after_alloc(req, local_hit, matched, now)
+    }
+    fn save(&mut self, req: &ConnectorRequest<'_>, at: SimTime) -> Save {
+        (**self).save(req, at)
+    }
+    fn request_preempted(&mut self, idx: u32) {
+        (**self).request_preempted(idx)
+    }
+    fn request_finished(&mut self, idx: u32) {
+        (**self).request_finished(idx)
+    }
+    fn layerwise(&self) -> bool {
+        (**self).layerwise()
+    }
+    fn decode_saves(&self) -> DecodeSaves {
+        (**self).decode_saves()
+    }
+    fn match_is_settled(&self, idx: u32) -> bool {
+        (**self).match_is_settled(idx)
+    }
+    fn stats(&self) -> Option<ConnectorStats> {
+        (**self).stats()
+    }
+}
+
+/// Something to do with whichever connector a configuration describes, as its own type (so
+/// that the engine's calls into it are static and inline).
+pub trait WithConnector {
+    /// What it gives back.
+    type Output;
+    /// Does it with `connector`.
+    fn with<C: KvConnector + 'static>(self, connector: C) -> Self::Output;
+}
+
+/// Runs `job` with the connector `offload` describes, for an engine with `engine`'s settings.
+pub fn with_connector<W: WithConnector>(
     offload: &OffloadConfig,
     engine: &EngineConfig,
     transfer: &TransferProfile,
-) -> Box<dyn KvConnector> {
+    job: W,
+) -> W::Output {
     match offload {
-        OffloadConfig::None => Box::new(none::NoConnector),
-        OffloadConfig::LmCache(c) => Box::new(lmcache::LmCacheConnector::new(
+        OffloadConfig::None => job.with(none::NoConnector),
+        OffloadConfig::LmCache(c) => job.with(lmcache::LmCacheConnector::new(
             c.clone(),
             engine.kv_bytes_per_token,
             transfer.clone(),
         )),
-        OffloadConfig::Native { cpu_bytes } => Box::new(native::NativeConnector::new(
+        OffloadConfig::Native { cpu_bytes } => job.with(native::NativeConnector::new(
             *cpu_bytes,
             engine.block_size,
             engine.kv_bytes_per_token,
             transfer.clone(),
         )),
     }
+}
+
+/// The connector an offload configuration describes, chosen at run time.
+pub fn build(
+    offload: &OffloadConfig,
+    engine: &EngineConfig,
+    transfer: &TransferProfile,
+) -> Box<dyn KvConnector> {
+    struct Boxed;
+    impl WithConnector for Boxed {
+        type Output = Box<dyn KvConnector>;
+        fn with<C: KvConnector + 'static>(self, connector: C) -> Self::Output {
+            Box::new(connector)
+        }
+    }
+    with_connector(offload, engine, transfer, Boxed)
 }

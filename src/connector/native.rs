@@ -105,10 +105,18 @@ impl KvConnector for NativeConnector {
 
     fn save(&mut self, req: &ConnectorRequest<'_>, at: SimTime) -> Save {
         let hashes = req.block_hashes;
-        let full = (req.num_computed / req.block_size).min(hashes.len() as u32);
+        let bs = req.block_size;
+        let full = (req.num_computed / bs).min(hashes.len() as u32);
         let st = self.reqs.get_mut(req.idx);
+        // The next block is saved once the computed tokens fill it.
+        let saved = st.saved.max(full);
+        let next = if (saved as usize) < hashes.len() {
+            (saved + 1).saturating_mul(bs)
+        } else {
+            u32::MAX
+        };
         if full <= st.saved {
-            return Save::default();
+            return Save::nothing_until(next);
         }
         let from = st.saved as usize;
         st.saved = full;
@@ -118,6 +126,7 @@ impl KvConnector for NativeConnector {
         Save {
             critical: Seconds::ZERO,
             bytes,
+            next,
         }
     }
 

@@ -77,10 +77,12 @@ pub struct StepOutcome {
     pub wakeups: Vec<SimTime>,
 }
 
-/// One vLLM instance with its KV connector, on block pool `P` (the run-length pool by default;
-/// the reference mode runs on the per-block one).
+/// One vLLM instance with its KV connector `C`, on block pool `P` (the run-length pool by
+/// default; the reference mode runs on the per-block one). `C` is a type parameter so that the
+/// connector's calls inline into the step loop; `Box<dyn KvConnector>` serves where the
+/// connector is chosen at run time.
 #[derive(Debug)]
-pub struct Engine<'t, P: KvPool = SegmentPool> {
+pub struct Engine<'t, P: KvPool = SegmentPool, C: KvConnector = Box<dyn KvConnector>> {
     /// Effective engine settings.
     pub cfg: EngineConfig,
     trace: &'t Trace,
@@ -95,12 +97,15 @@ pub struct Engine<'t, P: KvPool = SegmentPool> {
     no_chain: Arc<Vec<u64>>,
     /// Per request, whether its hashes are computed.
     prepared: Vec<bool>,
+    /// Per request, the computed-token count below which the connector's save does nothing
+    /// (what its last save said; 0 after an admission or a preemption).
+    save_at: Vec<u32>,
     /// Scratch space of prefix-hit scans.
     scan: P::Scan,
     waiting: VecDeque<u32>,
     running: Vec<u32>,
     /// The KV connector.
-    connector: Box<dyn KvConnector>,
+    connector: C,
     step_model: StepModel,
     layers: u32,
     /// Counters.
@@ -144,12 +149,12 @@ fn conn_req<'a>(
     }
 }
 
-impl<'t, P: KvPool> Engine<'t, P> {
+impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
     /// An engine for `trace` with every request pending, in front of `connector`.
     pub fn new(
         cfg: EngineConfig,
         trace: &'t Trace,
-        connector: Box<dyn KvConnector>,
+        connector: C,
         step_model: StepModel,
         layers: u32,
     ) -> Self {
@@ -167,6 +172,7 @@ impl<'t, P: KvPool> Engine<'t, P> {
             hashes: vec![no_chain.clone(); n],
             no_chain,
             prepared: vec![false; n],
+            save_at: vec![0; n],
             scan: P::Scan::default(),
             cfg,
             trace,
@@ -186,8 +192,8 @@ impl<'t, P: KvPool> Engine<'t, P> {
     }
 
     /// The KV connector (for its counters at the end of a run).
-    pub fn connector(&self) -> &dyn KvConnector {
-        self.connector.as_ref()
+    pub fn connector(&self) -> &C {
+        &self.connector
     }
 
     /// Sets, per request, how many leading tokens another request shares (see
@@ -352,6 +358,7 @@ impl<'t, P: KvPool> Engine<'t, P> {
             .register(&mut self.held[idx as usize], hashes, full);
         self.release(idx);
         self.connector.request_preempted(idx);
+        self.save_at[idx as usize] = 0;
         let r = &mut self.reqs[idx as usize];
         r.num_computed = 0;
         r.preemptions += 1;
@@ -482,11 +489,8 @@ impl<'t, P: KvPool> Engine<'t, P> {
                 self.reqs[idx as usize].num_computed = c + step as u32;
                 self.cache_full_blocks(idx);
                 if save_full_blocks {
-                    let bs = self.cfg.block_size;
-                    let req = conn_req(self.trace, &self.hashes, &self.reqs, bs, idx);
-                    let saved = self.connector.save(&req, end);
-                    debug_assert_eq!(saved.critical, Seconds::ZERO, "saves off the critical path");
-                    self.reqs[idx as usize].bytes_stored += saved.bytes;
+                    let saved = self.save(idx, end);
+                    debug_assert_eq!(saved, Seconds::ZERO, "saves off the critical path");
                 }
                 self.reqs[idx as usize].num_computed = c;
             }
@@ -629,14 +633,10 @@ impl<'t, P: KvPool> Engine<'t, P> {
         let forward = Seconds(self.step_model.step_s(&shape));
         let fwd_end = now + (lookup + load + forward).to_duration();
         let mut store = Seconds::ZERO;
-        let bs = self.cfg.block_size;
         for &(idx, n) in &plan {
             self.reqs[idx as usize].num_computed += n;
             self.cache_full_blocks(idx);
-            let req = conn_req(self.trace, &self.hashes, &self.reqs, bs, idx);
-            let saved = self.connector.save(&req, fwd_end);
-            self.reqs[idx as usize].bytes_stored += saved.bytes;
-            store += saved.critical;
+            store += self.save(idx, fwd_end);
         }
         let (lookup_s, load_s, forward_s, store_s) = (lookup.0, load.0, forward.0, store.0);
         let transfer_s = if self.connector.layerwise() {
@@ -695,6 +695,28 @@ impl<'t, P: KvPool> Engine<'t, P> {
         }
     }
 
+    /// The connector's save of what request `idx` computed, after a forward pass ending at `at`
+    /// (skipped while the connector said it would do nothing); returns its critical-path time.
+    #[inline]
+    fn save(&mut self, idx: u32, at: SimTime) -> Seconds {
+        let i = idx as usize;
+        if self.reqs[i].num_computed < self.save_at[i] {
+            return Seconds::ZERO;
+        }
+        let req = conn_req(
+            self.trace,
+            &self.hashes,
+            &self.reqs,
+            self.cfg.block_size,
+            idx,
+        );
+        let saved = self.connector.save(&req, at);
+        self.save_at[i] = saved.next;
+        self.reqs[i].bytes_stored += saved.bytes;
+        saved.critical
+    }
+
+    #[inline]
     fn cache_full_blocks(&mut self, idx: u32) {
         let bs = self.cfg.block_size;
         let hashes = &self.hashes[idx as usize];
@@ -792,6 +814,7 @@ impl<'t, P: KvPool> Engine<'t, P> {
         let started = self
             .connector
             .update_state_after_alloc(&req, gpu_hit, &m.matched, now);
+        self.save_at[idx as usize] = 0;
         let r = &mut self.reqs[idx as usize];
         match started {
             Load::None => {}

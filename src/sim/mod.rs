@@ -12,7 +12,7 @@
 
 pub mod clients;
 
-use crate::connector::ConnectorStats;
+use crate::connector::{ConnectorStats, KvConnector, WithConnector, with_connector};
 use crate::cost::{StepModel, TransferProfile};
 use crate::engine::request::{Phase, RejectReason, ReqState};
 use crate::engine::scheduler::EngineStats;
@@ -190,21 +190,35 @@ impl TracePrep {
 
 /// [`simulate`] with what depends on the trace alone computed beforehand.
 pub fn simulate_shared(trace: &Trace, setup: &SimSetup, prep: &TracePrep) -> Result<SimResult> {
-    if setup.reference_mode {
-        replay::<crate::engine::blocks::BlockPool>(trace, setup, prep)
-    } else {
-        replay::<crate::engine::segments::SegmentPool>(trace, setup, prep)
+    /// The replay, for whichever connector the setup describes.
+    struct Replay<'a> {
+        trace: &'a Trace,
+        setup: &'a SimSetup,
+        prep: &'a TracePrep,
     }
+    impl WithConnector for Replay<'_> {
+        type Output = Result<SimResult>;
+        fn with<C: KvConnector + 'static>(self, connector: C) -> Result<SimResult> {
+            let Replay { trace, setup, prep } = self;
+            if setup.reference_mode {
+                replay::<crate::engine::blocks::BlockPool, C>(trace, setup, prep, connector)
+            } else {
+                replay::<crate::engine::segments::SegmentPool, C>(trace, setup, prep, connector)
+            }
+        }
+    }
+    let job = Replay { trace, setup, prep };
+    with_connector(&setup.offload, &setup.engine, &setup.transfer, job)
 }
 
-/// The replay on block pool `P`.
-fn replay<P: crate::engine::pool::KvPool>(
+/// The replay on block pool `P` in front of `connector`.
+fn replay<P: crate::engine::pool::KvPool, C: KvConnector>(
     trace: &Trace,
     setup: &SimSetup,
     prep: &TracePrep,
+    connector: C,
 ) -> Result<SimResult> {
-    let connector = crate::connector::build(&setup.offload, &setup.engine, &setup.transfer);
-    let mut engine = Engine::<P>::new(
+    let mut engine = Engine::<P, C>::new(
         setup.engine.clone(),
         trace,
         connector,
