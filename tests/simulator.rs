@@ -195,6 +195,17 @@ fn shortcuts_leave_a_real_trace_unchanged() {
     use kvreplay::trace::import::{Format, ImportOptions, import};
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/traces/mooncake_conversation_trace.jsonl");
+    // Without the shared materials beside the checkout the test says so and skips, except in
+    // CI, which must run it.
+    if !path.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} missing",
+            path.display()
+        );
+        eprintln!("skipped: {} is missing", path.display());
+        return;
+    }
     let (mut t, _) = import(Format::Mooncake, &path, &ImportOptions::default()).unwrap();
     t.requests.truncate(1000);
     let mut c = RunConfig::default();

@@ -62,7 +62,7 @@ impl KvConnector for NativeConnector {
         let hashes = req.block_hashes;
         let cap = (((req.num_tokens - 1) / bs) as usize).min(hashes.len());
         let first = ((local_hit / bs) as usize).min(cap);
-        let hit = self.pool.lookup(&hashes[first..cap], now);
+        let hit = self.pool.lookup(hashes, first, cap, now);
         let mut end = local_hit;
         let mut tiers = TierTokens::default();
         let mut pending = None;
@@ -122,7 +122,7 @@ impl KvConnector for NativeConnector {
         st.saved = full;
         let bytes = self
             .pool
-            .store(&hashes[from..full as usize], at, &self.transfer);
+            .store(hashes, from, full as usize, at, &self.transfer);
         Save {
             critical: Seconds::ZERO,
             bytes,

@@ -160,6 +160,19 @@ impl LruTier {
         true
     }
 
+    /// Every entry, least recently used first, as (key, ready time in ns).
+    #[cfg(test)]
+    pub(crate) fn entries_lru_to_mru(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::with_capacity(self.len());
+        let mut s = self.lru;
+        while s != NIL {
+            let e = &self.slots[s as usize];
+            out.push((e.key, e.ready_at.as_ns()));
+            s = e.next;
+        }
+        out
+    }
+
     fn remove_slot(&mut self, s: u32) {
         self.unlink(s);
         let e = &self.slots[s as usize];

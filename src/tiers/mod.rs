@@ -1,6 +1,8 @@
 //! KV offload in front of the GPU: LMCache's tiers ([`lmcache`]) or vLLM's native CPU offload
-//! ([`native`]), over LRU byte-bounded stores ([`lru`]).
+//! ([`native`]), over LRU byte-bounded stores ([`lru`], and [`block_runs`] for whole blocks held
+//! as runs).
 
+pub mod block_runs;
 pub mod lmcache;
 pub mod lru;
 pub mod native;

@@ -3,19 +3,19 @@
 //!
 //! Loads are asynchronous (the request waits, the batch goes on) and stores are asynchronous
 //! (issued after the step, not on its critical path); both move blocks with one copy per block,
-//! no gather kernel.
+//! no gather kernel. The pool is LRU by block; it is held as runs of blocks ([`BlockRunPool`]).
 
-use super::lru::LruTier;
+use super::block_runs::BlockRunPool;
 use crate::cost::TransferProfile;
 use crate::time::{SimDuration, SimTime};
+use std::sync::Arc;
 
 /// The native CPU offload state.
 #[derive(Debug)]
 pub struct NativeOffload {
-    cpu: LruTier,
+    cpu: BlockRunPool,
     block_bytes: u64,
     block_size: u32,
-    copy_free_at: SimTime,
     /// Blocks copied to the CPU pool.
     pub stores: u64,
     /// Blocks loaded back.
@@ -26,25 +26,18 @@ impl NativeOffload {
     /// A pool of `cpu_bytes` for blocks of `block_size` tokens of `block_bytes` each.
     pub fn new(cpu_bytes: u64, block_size: u32, block_bytes: u64) -> Self {
         NativeOffload {
-            cpu: LruTier::new(cpu_bytes),
+            cpu: BlockRunPool::new(cpu_bytes, block_bytes),
             block_bytes,
             block_size,
-            copy_free_at: SimTime::ZERO,
             stores: 0,
             loads: 0,
         }
     }
 
-    /// Leading blocks of `hashes` held in the CPU pool at `now`, touched so that they stay.
-    pub fn lookup(&mut self, hashes: &[u64], now: SimTime) -> u32 {
-        let n = hashes
-            .iter()
-            .take_while(|h| self.cpu.contains(**h, now))
-            .count();
-        for h in hashes[..n].iter().rev() {
-            self.cpu.touch(*h);
-        }
-        n as u32
+    /// Leading blocks of `chain[from..to]` (a request's block hashes) held in the CPU pool at
+    /// `now`, touched so that they stay.
+    pub fn lookup(&mut self, chain: &Arc<Vec<u64>>, from: usize, to: usize, now: SimTime) -> u32 {
+        self.cpu.lookup(chain, from, to, now.as_ns())
     }
 
     /// Seconds to load `blocks` blocks into the GPU (asynchronous).
@@ -54,24 +47,21 @@ impl NativeOffload {
             + (blocks as u64 * self.block_bytes) as f64 / (tp.h2d_gbps * 1e9)
     }
 
-    /// Copies the blocks with `hashes` to the CPU pool after a step ending at `now`; the copies
-    /// queue on one copy stream. Returns the bytes copied.
-    pub fn store(&mut self, hashes: &[u64], now: SimTime, tp: &TransferProfile) -> u64 {
-        let mut bytes = 0;
-        for h in hashes {
-            if self.cpu.has(*h) {
-                self.cpu.touch(*h);
-                continue;
-            }
-            let dur = SimDuration::from_secs_f64(
-                tp.block_copy_us * 1e-6 + self.block_bytes as f64 / (tp.d2h_gbps * 1e9),
-            );
-            self.copy_free_at = self.copy_free_at.max(now) + dur;
-            if self.cpu.insert(*h, self.block_bytes, self.copy_free_at) {
-                self.stores += 1;
-                bytes += self.block_bytes;
-            }
-        }
+    /// Copies blocks `chain[from..to]` (a request's block hashes) to the CPU pool after a step
+    /// ending at `now`; the copies queue on one copy stream. Returns the bytes copied.
+    pub fn store(
+        &mut self,
+        chain: &Arc<Vec<u64>>,
+        from: usize,
+        to: usize,
+        now: SimTime,
+        tp: &TransferProfile,
+    ) -> u64 {
+        let dur = SimDuration::from_secs_f64(
+            tp.block_copy_us * 1e-6 + self.block_bytes as f64 / (tp.d2h_gbps * 1e9),
+        );
+        let bytes = self.cpu.store(chain, from, to, now.as_ns(), dur.as_ns());
+        self.stores = self.cpu.stores;
         bytes
     }
 

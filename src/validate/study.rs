@@ -219,11 +219,17 @@ mod tests {
     #[test]
     fn reads_every_shipped_study() {
         for f in crate::testkit::SHIPPED_STUDIES {
-            let s = Study::read(&shared(f)).unwrap();
+            let Some(p) = shared(f) else {
+                return;
+            };
+            let s = Study::read(&p).unwrap();
             assert!(!s.runs.is_empty(), "{f}");
             assert!(s.runs.iter().any(|r| r.role == Role::Check), "{f}");
         }
-        let s = Study::read(&shared("multi-turn-prefill.json")).unwrap();
+        let Some(p) = shared("multi-turn-prefill.json") else {
+            return;
+        };
+        let s = Study::read(&p).unwrap();
         assert_eq!(s.cases.len(), 3);
         assert_eq!(s.kind, "vllm_multi_turn");
         assert!(

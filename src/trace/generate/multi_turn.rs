@@ -1196,11 +1196,11 @@ mod tests {
 
     #[test]
     fn repo_example_config_generates() {
-        let path = crate::trace::import::testutil::shared_trace("vllm_generate_multi_turn.json");
-        if !path.exists() {
-            eprintln!("note: {} missing, test skipped", path.display());
+        let Some(path) =
+            crate::trace::import::testutil::shared_trace("vllm_generate_multi_turn.json")
+        else {
             return;
-        }
+        };
         let p = Params {
             config: ConfigSource::Path(path.display().to_string()),
             num_clients: 4,

@@ -305,8 +305,9 @@ pub(crate) mod testutil {
         super::import(format, p, &opts)
     }
 
-    /// `../shared/traces/NAME`, when the shared materials sit beside the checkout.
-    pub fn shared_trace(name: &str) -> PathBuf {
+    /// `../shared/traces/NAME`, when the shared materials sit beside the checkout (see
+    /// `testkit::shared`).
+    pub fn shared_trace(name: &str) -> Option<PathBuf> {
         crate::testkit::shared(&format!("traces/{name}"))
     }
 
