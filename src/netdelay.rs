@@ -55,6 +55,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// The slowest rate a link may have, bytes per second (1 bit/s).
+const MIN_RATE: f64 = 1.0 / 8.0;
+/// The fastest, bytes per second (100 Tbit/s).
+const MAX_RATE: f64 = 100e12 / 8.0;
+
 /// Parses a rate as `tc` writes it: `10gbit`, `100mbit`, `500kbit`, `8bit` (bits per second) or
 /// `1gbps`, `100mbps`, `10kbps`, `5bps` (bytes per second, tc's meaning of "bps"). Returns bytes
 /// per second.
@@ -74,9 +79,12 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
     ];
     for (u, mult) in units {
         if let Some(v) = t.strip_suffix(u) {
-            return match v.trim().parse::<f64>() {
-                Ok(x) if x.is_finite() && x > 0.0 => Ok(x * mult),
-                _ => Err(format!("{s:?}: expected a rate like 10gbit or 100mbps")),
+            // From 1 bit/s (slower would delay one packet for days) to 100 Tbit/s.
+            return match v.trim().parse::<f64>().map(|x| x * mult) {
+                Ok(r) if (MIN_RATE..=MAX_RATE).contains(&r) => Ok(r),
+                _ => Err(format!(
+                    "{s:?}: expected a rate like 10gbit or 100mbps, from 1bit to 100tbit"
+                )),
             };
         }
     }
@@ -317,6 +325,16 @@ mod tests {
         assert_eq!(parse_rate("10gbit").unwrap(), 1.25e9);
         assert_eq!(parse_rate("100mbps").unwrap(), 1e8);
         assert!(parse_rate("fast").is_err() && parse_rate("0gbit").is_err());
+    }
+
+    /// Regression: `--rate 1e-320bit` passed and a worker thread died computing a packet's delay.
+    #[test]
+    fn rates_below_one_bit_per_second_are_refused() {
+        for bad in ["1e-320bit", "0.5bit", "1e300gbit", "nangbit", "infbit"] {
+            let e = parse_rate(bad).unwrap_err();
+            assert!(e.contains("from 1bit to 100tbit"), "{bad}: {e}");
+        }
+        assert_eq!(parse_rate("1bit").unwrap(), 0.125);
     }
 
     #[test]

@@ -12,7 +12,7 @@
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::pipeline::run;
-use crate::sweep::point_metrics;
+use crate::sweep::{METRICS, point_metrics};
 use crate::trace::Trace;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -31,45 +31,74 @@ pub struct Target {
 }
 
 impl Target {
-    /// Parses `ttft_p99=2s`, `tpot_p99=50ms`, `hit_rate_total=0.8`, `output_tps=1000`.
+    /// Parses `ttft_p99=2s`, `tpot_p99=50ms`, `hit_rate_total=0.8`, `output_tps=1000`. The metric
+    /// is one of [`crate::sweep::METRICS`] (a time may drop its `_s` when its value has a unit);
+    /// a time needs a unit unless its name ends in `_s`; a hit rate is a fraction in [0, 1].
     pub fn parse(s: &str) -> Result<Target> {
-        let bad = |why: &str| {
-            Error::Config(format!(
-                "{s:?}: {why} (e.g. ttft_p99=2s, tpot_p99=50ms, hit_rate_total=0.8)"
-            ))
+        let accepted = || {
+            format!(
+                "accepted: {} (times with a unit: 2s, 50ms, 250us)",
+                METRICS.join(", ")
+            )
         };
-        let (name, val) = s
-            .split_once('=')
-            .ok_or_else(|| bad("expected METRIC=VALUE"))?;
+        let bad = |why: String| Error::Config(format!("{s:?}: {why}"));
+        let (name, val) = s.split_once('=').ok_or_else(|| {
+            bad(format!(
+                "expected METRIC=VALUE, e.g. ttft_p99=2s; {}",
+                accepted()
+            ))
+        })?;
         let (name, val) = (name.trim(), val.trim());
-        let (num, scale, is_time) = if let Some(v) = val.strip_suffix("ms") {
-            (v, 1e-3, true)
+        let (num, unit) = if let Some(v) = val.strip_suffix("ms") {
+            (v, Some(1e-3))
         } else if let Some(v) = val.strip_suffix("us") {
-            (v, 1e-6, true)
+            (v, Some(1e-6))
         } else if let Some(v) = val.strip_suffix('s') {
-            (v, 1.0, true)
+            (v, Some(1.0))
         } else {
-            (val, 1.0, false)
+            (val, None)
         };
         let x: f64 = num
             .trim()
             .parse()
-            .map_err(|_| bad("the value is not a number"))?;
+            .map_err(|_| bad(format!("{val:?} is not a number")))?;
         if !x.is_finite() || x < 0.0 {
-            return Err(bad("the value must be a non-negative number"));
+            return Err(bad("the value must be a non-negative number".into()));
         }
-        let metric = if is_time && !name.ends_with("_s") && !name.ends_with("_ms") {
-            format!("{name}_s")
+        // `ttft_p99=2s` names `ttft_p99_s`.
+        let with_s = format!("{name}_s");
+        let metric = if METRICS.contains(&name) {
+            name
+        } else if unit.is_some() && METRICS.contains(&with_s.as_str()) {
+            with_s.as_str()
+        } else if METRICS.contains(&with_s.as_str()) {
+            return Err(bad(format!(
+                "{name} is a time: give its unit ({x}s or {}ms) or write {with_s}={x}",
+                x * 1e3
+            )));
         } else {
-            name.to_string()
+            return Err(bad(format!("unknown metric {name:?}; {}", accepted())));
         };
+        let is_time = metric.ends_with("_s");
+        if unit.is_some() && !is_time {
+            return Err(bad(format!(
+                "{metric} is not a time: give it without a unit"
+            )));
+        }
+        let threshold = x * unit.unwrap_or(1.0);
+        if metric.starts_with("hit_rate") && threshold > 1.0 {
+            return Err(bad(format!(
+                "{metric} is a fraction of the prompt tokens, from 0 to 1"
+            )));
+        }
         let at_least = metric.starts_with("hit_rate")
             || metric.ends_with("_tps")
             || metric.contains("throughput")
-            || metric.ends_with("per_min");
+            || metric.ends_with("per_min")
+            || metric == "completed";
         Ok(Target {
-            metric,
-            threshold: x * scale,
+            metric: metric.to_string(),
+            threshold,
             at_least,
         })
     }
@@ -393,6 +422,36 @@ mod tests {
         let t = Target::parse("hit_rate_total=0.8").unwrap();
         assert!(t.at_least && t.threshold == 0.8);
         assert!(Target::parse("ttft_p99").is_err() && Target::parse("ttft=fast").is_err());
+        // A time named with its `_s` takes seconds without a unit.
+        assert_eq!(Target::parse("ttft_p99_s=2").unwrap().threshold, 2.0);
+    }
+
+    /// Regression: `--slo ttft_p99=2` (no unit) became an unknown metric and `plan` answered
+    /// "the SLOs fail even at 1/1024 of the trace's rate" with exit 0; unknown metrics and
+    /// impossible targets were accepted.
+    #[test]
+    fn unknown_metrics_missing_units_and_impossible_targets_are_errors() {
+        let err = |s: &str| Target::parse(s).unwrap_err().to_string();
+        let e = err("ttft_p99=2");
+        assert!(
+            e.contains("ttft_p99 is a time: give its unit (2s or 2000ms)"),
+            "{e}"
+        );
+        for s in ["bogus=0.5", "ttft_p101=2s"] {
+            let e = err(s);
+            assert!(
+                e.contains("unknown metric") && e.contains("accepted: ttft_mean_s"),
+                "{e}"
+            );
+        }
+        let e = err("hit_rate_total=1.5");
+        assert!(
+            e.contains("a fraction of the prompt tokens, from 0 to 1"),
+            "{e}"
+        );
+        let e = err("output_tps=5s");
+        assert!(e.contains("output_tps is not a time"), "{e}");
+        assert!(err("ttft_p99=-1s").contains("non-negative"));
     }
 
     #[test]

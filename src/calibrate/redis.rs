@@ -370,7 +370,12 @@ pub fn measure_points(o: &RedisOptions) -> Result<(Vec<Point>, String)> {
             sizes.extend(o.sizes.iter().copied().max().filter(|m| *m > 1 << 20));
             for &rtt in &o.via_rtts_ms {
                 let spec = DelaySpec {
-                    rtt: Duration::from_secs_f64(rtt / 1e3),
+                    rtt: crate::util::duration::checked_ms(
+                        "--via-proxy-rtt",
+                        rtt,
+                        MAX_PROXY_RTT_MS,
+                    )
+                    .map_err(Error::Config)?,
                     rate: None,
                 };
                 let proxy =
@@ -452,8 +457,16 @@ pub fn rtt_check(points: &[Point]) -> Vec<serde_json::Value> {
     out
 }
 
+/// The longest round trip the delay proxy may add (one minute), ms.
+const MAX_PROXY_RTT_MS: f64 = 60_000.0;
+
 /// Runs the calibration and builds the profile section (params `remote_gbps`, `remote_op_us`).
 pub fn calibrate_redis(o: &RedisOptions) -> Result<Section> {
+    // Checked before anything is measured or written.
+    for &rtt in &o.via_rtts_ms {
+        crate::util::duration::checked_ms("--via-proxy-rtt", rtt, MAX_PROXY_RTT_MS)
+            .map_err(Error::Config)?;
+    }
     let (points, version) = measure_points(o)?;
     let get = fit_op(&points, "chunk_get");
     let put = fit_op(&points, "chunk_put");
@@ -616,6 +629,22 @@ mod tests {
             budget: Duration::from_millis(30),
             min_ops: 3,
         }
+    }
+
+    /// Regression: `--via-proxy-rtt=-5` panicked after the whole measurement, leaving its keys
+    /// in the user's Redis. It is now refused before anything is measured or written.
+    #[test]
+    fn a_bad_proxy_rtt_is_refused_before_measuring() {
+        let r = LocalRedis::start(&[]).unwrap();
+        for bad in [-5.0, 1e300, f64::NAN] {
+            let mut o = tiny(&r.url());
+            o.via_rtts_ms = vec![10.0, bad];
+            let e = calibrate_redis(&o).unwrap_err().to_string();
+            assert!(e.contains("--via-proxy-rtt: expected milliseconds"), "{e}");
+        }
+        let mut c = connect(&r.url()).unwrap();
+        let n: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+        assert_eq!(n, 0, "nothing written");
     }
 
     #[test]

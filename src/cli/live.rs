@@ -7,7 +7,6 @@ use kvreplay::live::{self, LiveOptions, tokens::TokenMap};
 use kvreplay::trace;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// The live-run subcommands.
 #[derive(Subcommand)]
@@ -109,7 +108,8 @@ pub fn run(cmd: LiveCommand) -> Result<()> {
             let mut o = LiveOptions::new(endpoint);
             o.model = model;
             o.tokens = tokens;
-            o.timeout = Duration::from_secs_f64(timeout_s);
+            o.timeout = kvreplay::util::duration::checked_secs("--timeout-s", timeout_s, 86_400.0)
+                .map_err(anyhow::Error::msg)?;
             o.exact_lengths = !max_tokens_from_trace;
             o.scrape_metrics = !no_metrics;
             o.reset_prefix_cache = reset_prefix_cache;

@@ -64,8 +64,11 @@ pub fn parse_slo(s: &str) -> Result<Slo> {
             ))
         })?;
     let metric = m.trim();
-    if metric.is_empty() {
-        return Err(Error::Config(format!("--slo {s:?}: no metric named")));
+    if !crate::sweep::METRICS.contains(&metric) {
+        return Err(Error::Config(format!(
+            "--slo {s:?}: unknown metric {metric:?}; accepted: {}",
+            crate::sweep::METRICS.join(", ")
+        )));
     }
     Ok(Slo {
         metric: metric.to_string(),
@@ -1388,5 +1391,10 @@ mod tests {
             }
         );
         assert!(parse_slo("ttft_p99_s").is_err() && parse_slo("x<=-1").is_err());
+        let e = parse_slo("ttft_p99<=2").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown metric \"ttft_p99\"; accepted: ttft_mean_s"),
+            "{e}"
+        );
     }
 }

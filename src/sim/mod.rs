@@ -48,7 +48,10 @@ pub struct SimSetup {
     pub request_overhead: SimDuration,
 }
 
-/// A GPU KV usage sample.
+/// A GPU KV usage sample, taken when a step starts at or after a multiple of the sample
+/// interval. The instants with no step between them (an idle gap, one long step) see the same
+/// state and are written as the first and the last of them, so a run's samples are bounded by
+/// its steps whatever its timestamps.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KvSample {
     /// Simulated time, seconds.
@@ -354,13 +357,22 @@ fn replay<P: crate::engine::pool::KvPool, C: KvConnector>(
                 end = end.max(out.end);
                 complete(idx, out.end, &mut pools, &mut sender, &mut q)?;
             }
-            while next_sample <= now {
-                samples.push(KvSample {
-                    t_s: next_sample.as_secs_f64(),
+            if next_sample <= now {
+                let sample = |t: SimTime| KvSample {
+                    t_s: t.as_secs_f64(),
                     used: engine.used_blocks() as f64 / setup.engine.num_gpu_blocks as f64,
                     running: engine.num_running() as u32,
                     waiting: engine.num_waiting() as u32,
-                });
+                };
+                samples.push(sample(next_sample));
+                // The sample instants since the last step (an idle gap, or one long step) all
+                // see this state: the first and the last of them are kept, so samples grow with
+                // the steps, not with the simulated time.
+                let skipped = (now - next_sample).as_ns() / interval.as_ns();
+                if skipped > 0 {
+                    next_sample += interval.times(skipped);
+                    samples.push(sample(next_sample));
+                }
                 next_sample += interval;
             }
             q.push(out.end, Event::StepEnd)?;

@@ -613,3 +613,41 @@ fn a_stall_behind_asynchronously_loaded_blocks_is_a_deadlock_error() {
         "{text}"
     );
 }
+
+/// Regression: usage samples were one per simulated second, idle time included (two requests
+/// 121 days apart wrote a 1.18 GB `kv_usage.json`). An idle gap now gives two samples.
+#[test]
+fn kv_samples_grow_with_steps_not_with_idle_time() {
+    let t = trace(vec![
+        req(0, 0, vec![Run::new(1, 0, 100)], 2),
+        req(1, 1_000_000, vec![Run::new(2, 0, 100)], 2),
+    ]);
+    let mut s = setup(EngineFlags::default(), OffloadConfig::None);
+    s.sample_interval = SimDuration::from_ns(1000 * MS);
+    let r = simulate(&t, &s).unwrap();
+    // Steps start at 0 and 10 ms, then at 1000 s and 1000.01 s: the sample at 0, then for the
+    // step at 1000 s the first (1 s) and the last (1000 s) of the instants it covers.
+    let ts: Vec<f64> = r.kv_samples.iter().map(|k| k.t_s).collect();
+    assert_eq!(ts, vec![0.0, 1.0, 1000.0]);
+    assert_eq!(r.reqs[1].finish.map(SimTime::as_ns), Some(1_000_020 * MS));
+}
+
+/// Regression: near the end of time the sample clock wrapped and the run never ended.
+#[test]
+fn a_request_at_the_end_of_time_finishes() {
+    let mut late = req(1, 0, vec![Run::new(2, 0, 100)], 3);
+    late.arrival_ns = u64::MAX - 15 * MS;
+    let t = trace(vec![req(0, 0, vec![Run::new(1, 0, 100)], 1), late]);
+    let r = simulate(&t, &setup(EngineFlags::default(), OffloadConfig::None)).unwrap();
+    // Prefill ends at MAX - 5 ms; the two decode steps end at the end of time (saturated).
+    assert_eq!(
+        r.reqs[1].first_token.map(SimTime::as_ns),
+        Some(u64::MAX - 5 * MS)
+    );
+    assert_eq!(r.reqs[1].finish, Some(SimTime::MAX));
+    assert!(
+        r.kv_samples.len() <= 2 * r.stats.steps as usize,
+        "{}",
+        r.kv_samples.len()
+    );
+}

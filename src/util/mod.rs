@@ -1,6 +1,7 @@
 //! Small shared pieces: JSON field access, seeded randomness, distributions, percentiles,
 //! Parquet writing.
 
+pub mod duration;
 pub mod hashindex;
 pub mod idhash;
 pub mod json;
