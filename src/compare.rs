@@ -104,10 +104,13 @@ pub const DEFAULT_VARIANTS: &str = "none,cpu,disk,remote:1,remote:10,remote:50,n
 
 /// Parses a comma-separated list of variants.
 pub fn parse_variants(list: &str) -> Result<Vec<Variant>> {
-    list.split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(parse_variant)
-        .collect()
+    let parts: Vec<&str> = list.split(',').map(str::trim).collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(Error::Config(format!(
+            "--variants {list:?}: an empty variant (e.g. none,cpu:66,native:66)"
+        )));
+    }
+    parts.into_iter().map(parse_variant).collect()
 }
 
 /// The embedded default workload.
@@ -166,6 +169,15 @@ mod tests {
         let e = parse_variant("remote:fast").unwrap_err().to_string();
         assert!(e.contains("remote:fast") && e.contains("RTT ms"), "{e}");
         assert!(parse_variant("gpu").is_err());
+    }
+
+    /// Regression: `compare --variants ""` said "No such file or directory".
+    #[test]
+    fn an_empty_variant_is_an_error() {
+        for list in ["", "none,", "cpu:20,,native"] {
+            let e = parse_variants(list).unwrap_err().to_string();
+            assert!(e.contains("an empty variant"), "{list:?}: {e}");
+        }
     }
 
     #[test]

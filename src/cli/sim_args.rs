@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use kvreplay::config::{RunConfig, parse_value, yaml};
+use kvreplay::config::{RunConfig, parse_value};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
@@ -126,10 +126,7 @@ impl SimArgs {
             let text =
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             let name = p.display().to_string();
-            let map = match serde_json::from_str::<Value>(&text) {
-                Ok(Value::Object(m)) => m,
-                _ => yaml::parse(&text, &name)?,
-            };
+            let map = kvreplay::config::parse_key_file(&text, &name)?;
             c.set_all(&map).with_context(|| format!("in {name}"))?;
         }
         let mut flags: Vec<(&str, Value)> =

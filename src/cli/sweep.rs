@@ -4,7 +4,6 @@ use super::sim_args::SimArgs;
 use anyhow::{Context, Result};
 use kvreplay::sweep::{Grid, Shard, SweepPoint, output, run_grid};
 use kvreplay::trace;
-use serde_json::Value;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +17,8 @@ pub fn sweep(
     sort_by: &str,
     out: &Path,
 ) -> Result<()> {
+    // Checked before anything runs.
+    kvreplay::sweep::known_metric("--sort-by", sort_by)?;
     let t = trace::read(trace_path)?;
     let (base, notes) = sim.run_config()?;
     for n in notes {
@@ -28,10 +29,7 @@ pub fn sweep(
         let text =
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         let name = f.display().to_string();
-        let map = match serde_json::from_str::<Value>(&text) {
-            Ok(Value::Object(m)) => m,
-            _ => kvreplay::config::yaml::parse(&text, &name)?,
-        };
+        let map = kvreplay::config::parse_key_file(&text, &name)?;
         grid.add_object(&map)
             .with_context(|| format!("in {name}"))?;
     }

@@ -182,6 +182,31 @@ impl Default for RunConfig {
     }
 }
 
+/// The keys of a `--config` or `--grid` file: JSON when the file is `.json` or starts with `{`
+/// (a malformed one is a JSON error at its line and column), else YAML.
+pub fn parse_key_file(text: &str, file: &str) -> Result<Map<String, Value>> {
+    let body = text.trim_start_matches('\u{feff}');
+    if file.ends_with(".json") || body.trim_start().starts_with('{') {
+        return match serde_json::from_str::<Value>(body) {
+            Ok(Value::Object(m)) => Ok(m),
+            Ok(_) => {
+                Err(
+                    crate::error::InputError::new(file, 0, "", "expected a JSON object of keys")
+                        .into(),
+                )
+            }
+            Err(e) => Err(crate::error::InputError::new(
+                file,
+                e.line() as u64,
+                "",
+                format!("not valid JSON: {e}"),
+            )
+            .into()),
+        };
+    }
+    Ok(yaml::parse(body, file)?)
+}
+
 /// A `key=value` argument's value: JSON when it parses (numbers, booleans, objects), else the
 /// text itself.
 pub fn parse_value(text: &str) -> Value {
@@ -495,6 +520,23 @@ mod tests {
         );
         assert_eq!(setup.step_model.fitted.unwrap().c0, 0.02);
         assert!(c.set("gpu_memory_efficiency", &json!(1.5)).is_err());
+    }
+
+    /// Regression: a truncated `--config` JSON was read as YAML and reported as an unknown key.
+    #[test]
+    fn a_truncated_json_config_is_a_json_error_at_its_line() {
+        let e = parse_key_file("{\n  \"tier\": \"cpu\",\n  \"chunk_size\": 25", "c.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.json:3: not valid JSON: EOF"), "{e}");
+        // Without the extension, a leading brace says JSON too.
+        let e = parse_key_file("{\"tier\": ", "c.conf")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not valid JSON"), "{e}");
+        let m = parse_key_file("\u{feff}{\"tier\": \"cpu\"}", "c.json").unwrap();
+        assert_eq!(m["tier"], json!("cpu"));
+        assert!(parse_key_file("[1]", "c.json").is_err());
     }
 
     #[test]

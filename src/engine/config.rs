@@ -55,6 +55,9 @@ const GIB: f64 = (1u64 << 30) as f64;
 /// vLLM's default `--block-size`.
 pub const DEFAULT_BLOCK_SIZE: u32 = 16;
 
+/// The block sizes vLLM accepts (`BlockSize` in `vllm/config/cache.py`).
+pub const BLOCK_SIZES: [u32; 7] = [1, 8, 16, 32, 64, 128, 256];
+
 /// vLLM's default `--gpu-memory-utilization`.
 pub const DEFAULT_GPU_MEMORY_UTILIZATION: f64 = 0.9;
 
@@ -73,8 +76,11 @@ impl EngineConfig {
             ));
         }
         let block_size = flags.block_size.unwrap_or(DEFAULT_BLOCK_SIZE);
-        if block_size == 0 {
-            return Err(Error::Config("--block-size must be positive".into()));
+        if !BLOCK_SIZES.contains(&block_size) {
+            return Err(Error::Config(format!(
+                "--block-size {block_size}: vLLM accepts {}",
+                BLOCK_SIZES.map(|b| b.to_string()).join(", ")
+            )));
         }
         let (def_mbt, def_seqs) = if gpu.large_gpu_defaults {
             (8192, 1024)
@@ -208,5 +214,35 @@ mod tests {
         };
         let c = EngineConfig::resolve(&lookup("Qwen/Qwen3-0.6B").unwrap(), &gpu, &f).unwrap();
         assert_eq!(c.kv_capacity_tokens(), 1600);
+    }
+
+    /// Regression: `block_size` 24 was accepted; vLLM refuses any size outside its `BlockSize`.
+    #[test]
+    fn a_block_size_vllm_refuses_is_an_error() {
+        let card = lookup("meta-llama/Llama-3.1-8B").unwrap();
+        let gpu = GpuProfile::lookup("H100").unwrap();
+        let with = |b| EngineFlags {
+            block_size: Some(b),
+            ..Default::default()
+        };
+        for b in [0, 3, 24, 48, 512] {
+            let e = EngineConfig::resolve(&card, &gpu, &with(b))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!(
+                    "--block-size {b}: vLLM accepts 1, 8, 16, 32, 64, 128, 256"
+                )),
+                "{e}"
+            );
+        }
+        for b in BLOCK_SIZES {
+            assert_eq!(
+                EngineConfig::resolve(&card, &gpu, &with(b))
+                    .unwrap()
+                    .block_size,
+                b
+            );
+        }
     }
 }

@@ -59,6 +59,18 @@ pub const METRICS: &[&str] = &[
     "rejected",
 ];
 
+/// `name` when it is one of [`METRICS`]; else an error for `what` (a flag) that lists them.
+pub fn known_metric<'a>(what: &str, name: &'a str) -> Result<&'a str> {
+    if METRICS.contains(&name) {
+        Ok(name)
+    } else {
+        Err(Error::Config(format!(
+            "{what} {name:?}: unknown metric; accepted: {}",
+            METRICS.join(", ")
+        )))
+    }
+}
+
 /// A grid: keys in order, each with its values.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Grid {
@@ -83,10 +95,7 @@ fn split_values(s: &str) -> Vec<String> {
         cur.push(c);
     }
     out.push(cur);
-    out.into_iter()
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .collect()
+    out.into_iter().map(|v| v.trim().to_string()).collect()
 }
 
 impl Grid {
@@ -95,7 +104,15 @@ impl Grid {
         let (k, v) = arg
             .split_once('=')
             .ok_or_else(|| Error::Config(format!("--set {arg:?}: expected KEY=V1,V2,...")))?;
-        let values: Vec<Value> = split_values(v).iter().map(|s| parse_value(s)).collect();
+        let parts = split_values(v);
+        if let Some(i) = parts.iter().position(String::is_empty) {
+            return Err(Error::Config(format!(
+                "--set {arg:?}: value {} of {} is empty (a stray comma?)",
+                i + 1,
+                parts.len()
+            )));
+        }
+        let values: Vec<Value> = parts.iter().map(|s| parse_value(s)).collect();
         self.add(k.trim(), values)
     }
 
@@ -234,6 +251,31 @@ pub fn run_grid(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: `sweep --sort-by bogus` was accepted and the table printed unsorted.
+    #[test]
+    fn an_unknown_sort_metric_is_an_error() {
+        assert_eq!(
+            known_metric("--sort-by", "ttft_p99_s").unwrap(),
+            "ttft_p99_s"
+        );
+        let e = known_metric("--sort-by", "bogus").unwrap_err().to_string();
+        assert!(
+            e.contains("--sort-by \"bogus\": unknown metric; accepted: ttft_mean_s"),
+            "{e}"
+        );
+    }
+
+    /// Regression: an empty grid value (`chunk_size=256,`) was silently dropped.
+    #[test]
+    fn an_empty_grid_value_is_an_error() {
+        let mut g = Grid::default();
+        let e = g.add_arg("chunk_size=256,").unwrap_err().to_string();
+        assert!(e.contains("value 2 of 2 is empty"), "{e}");
+        assert!(g.add_arg("chunk_size=256,,512").is_err());
+        g.add_arg("chunk_size=256, 512").unwrap();
+        assert_eq!(g.len(), 2);
+    }
     use serde_json::json;
 
     #[test]

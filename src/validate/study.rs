@@ -81,7 +81,15 @@ impl Study {
     pub fn parse(text: &str, file: &str) -> Result<Study> {
         let map = parse_object(text, file, 0)?;
         let top = Obj::new(&map, file, 0);
+        only_known(
+            &top,
+            &["study", "source", "setup", "metrics", "notes", "runs"],
+        )?;
         let setup = top.object("setup", "setup.")?;
+        only_known(
+            &setup,
+            &["model", "gpu", "engine", "lmcache", "workload", "cases"],
+        )?;
         let engine = setup.object("engine", "setup.engine.")?;
         let workload = setup.object("workload", "setup.workload.")?;
         let kind = workload.str("kind")?.to_string();
@@ -128,6 +136,7 @@ impl Study {
                 line: 0,
                 path: &path,
             };
+            only_known(&o, &["role", "set", "measured", "note"])?;
             let role = match o.str("role")? {
                 "fit" => Role::Fit,
                 "check" => Role::Check,
@@ -141,6 +150,16 @@ impl Study {
                 Some(_) => o.object("set", "")?.map.clone(),
                 None => Map::new(),
             };
+            if let Some(v) = set.get("warmup_repeat")
+                && !v.is_boolean()
+            {
+                return Err(o
+                    .err(
+                        "set.warmup_repeat",
+                        format!("expected true or false (a JSON boolean), found {v}"),
+                    )
+                    .into());
+            }
             if let Some(Value::String(c)) = set.get("case")
                 && !cases.contains_key(c)
             {
@@ -157,6 +176,14 @@ impl Study {
                 let v = mo
                     .f64(k)
                     .map_err(|_| o.err(&format!("measured.{k}"), "expected a number"))?;
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(o
+                        .err(
+                            &format!("measured.{k}"),
+                            format!("a measured value is a number >= 0, found {v}"),
+                        )
+                        .into());
+                }
                 if !metrics.contains_key(k) {
                     return Err(o
                         .err(&format!("measured.{k}"), "metric not defined in `metrics`")
@@ -186,6 +213,19 @@ impl Study {
             metrics,
             runs,
         })
+    }
+}
+
+/// An error naming the first field of `o` that the format does not define.
+fn only_known(o: &Obj<'_>, known: &[&str]) -> Result<()> {
+    match o.map.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(o
+            .err(
+                k,
+                format!("unknown field; the format defines {}", known.join(", ")),
+            )
+            .into()),
+        None => Ok(()),
     }
 }
 
@@ -285,6 +325,43 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("setup.workload.kind: missing")
+        );
+    }
+
+    /// Regression: `"warmup_repeat": "true"` (a string) was silently false, unknown fields were
+    /// ignored and negative measurements accepted.
+    #[test]
+    fn study_strings_for_booleans_unknown_fields_and_negative_measurements_are_errors() {
+        let base = json!({"study": "s", "setup": {"model": "m", "gpu": "g", "engine": {"name": "vllm"},
+            "workload": {"kind": "llmperf"}}, "metrics": {"ttft_p50_s": "median ttft"},
+            "notes": ["free text"],
+            "runs": [{"role": "fit", "set": {"warmup_repeat": true}, "measured": {"ttft_p50_s": 0.1}, "note": "x"}]});
+        assert!(Study::parse(&base.to_string(), "s.json").is_ok());
+        let err = |f: &dyn Fn(&mut Value)| {
+            let mut b = base.clone();
+            f(&mut b);
+            Study::parse(&b.to_string(), "s.json")
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(&|b| b["runs"][0]["set"]["warmup_repeat"] = json!("true"));
+        assert_eq!(
+            e,
+            "s.json: runs[0].set.warmup_repeat: expected true or false (a JSON boolean), found \"true\""
+        );
+        let e = err(&|b| b["runs"][0]["mesured"] = json!({}));
+        assert!(
+            e.starts_with("s.json: runs[0].mesured: unknown field"),
+            "{e}"
+        );
+        let e = err(&|b| b["setup"]["lmcach"] = json!({}));
+        assert!(e.starts_with("s.json: setup.lmcach: unknown field"), "{e}");
+        let e = err(&|b| b["run"] = json!([]));
+        assert!(e.starts_with("s.json: run: unknown field"), "{e}");
+        let e = err(&|b| b["runs"][0]["measured"]["ttft_p50_s"] = json!(-0.1));
+        assert!(
+            e.contains("runs[0].measured.ttft_p50_s: a measured value is a number >= 0"),
+            "{e}"
         );
     }
 
