@@ -4,6 +4,7 @@
 # for byte (plus a compare, a sweep and a validation). A refactor must leave them identical.
 #
 #   bash scripts/golden.sh [BASE_REV]      (default: HEAD, i.e. the last commit vs. the work tree)
+#   NEW_REV=REV bash scripts/golden.sh BASE  (compare two commits; the work tree may change meanwhile)
 #
 # Needs ../shared/traces (the Mooncake and Azure traces). Writes under target/golden/.
 # Exit status: 0 when every output is identical, 1 otherwise.
@@ -16,21 +17,32 @@ SHARED="${KVREPLAY_SHARED:-$ROOT/../shared}"
 G="$ROOT/target/golden"
 mkdir -p "$G"
 
-# The base binary, built once per revision in its own worktree and target folder.
-BASE_BIN="$G/bin/kvreplay-$BASE_SHA"
-if [ ! -x "$BASE_BIN" ]; then
-    SRC="$G/src-$BASE_SHA"
-    [ -d "$SRC" ] || git worktree add --detach "$SRC" "$BASE_SHA" >/dev/null
-    echo "building base $BASE_SHA"
-    (cd "$SRC" && CARGO_TARGET_DIR="$G/target-base" cargo build --release --locked -q)
-    mkdir -p "$G/bin"
-    cp "$G/target-base/release/kvreplay" "$BASE_BIN"
-    git worktree remove --force "$SRC"
-fi
-echo "building this checkout"
-cargo build --release --locked -q
+# The new binary: this checkout's work tree, or commit NEW_REV built like the base.
+# A revision's binary, built once per commit in its own worktree and target folder.
+build_rev() { # REV -> path of its binary
+    local sha
+    sha="$(git rev-parse --verify "$1^{commit}")"
+    local bin="$G/bin/kvreplay-$sha"
+    if [ ! -x "$bin" ]; then
+        local src="$G/src-$sha"
+        [ -d "$src" ] || git worktree add --detach "$src" "$sha" >/dev/null
+        echo "building $sha" >&2
+        (cd "$src" && CARGO_TARGET_DIR="$G/target-base" cargo build --release --locked -q)
+        mkdir -p "$G/bin"
+        cp "$G/target-base/release/kvreplay" "$bin"
+        git worktree remove --force "$src"
+    fi
+    echo "$bin"
+}
+BASE_BIN="$(build_rev "$BASE_SHA")"
 NEW_BIN="$G/bin/kvreplay-new"
-cp target/release/kvreplay "$NEW_BIN"
+if [ -n "${NEW_REV:-}" ]; then
+    cp "$(build_rev "$NEW_REV")" "$NEW_BIN"
+else
+    echo "building this checkout"
+    cargo build --release --locked -q
+    cp target/release/kvreplay "$NEW_BIN"
+fi
 
 # Traces, written by the base binary (the trace layer is compared on its own below).
 T="$G/traces"

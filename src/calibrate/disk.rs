@@ -381,6 +381,9 @@ fn open_read(path: &Path, mode: Mode) -> io::Result<File> {
 /// Writes all of `buf` through `w`, counting bytes into `live`.
 fn write_all_with(w: &WriteFn, f: &mut File, mut buf: &[u8], live: &AtomicU64) -> io::Result<()> {
     while !buf.is_empty() {
+        if crate::util::interrupt::interrupted() {
+            return Err(io::Error::other("interrupted (Ctrl-C)"));
+        }
         match w(f, buf) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
@@ -707,6 +710,7 @@ fn run(o: &DiskOptions, w: &WriteFn) -> Result<Section> {
     for (&size, &nfiles) in plan.sizes.iter().zip(&plan.files) {
         for qd in QUEUE_DEPTHS {
             for &mode in modes {
+                crate::util::interrupt::check().map_err(Error::Config)?;
                 measure(
                     &ctx,
                     w,

@@ -188,6 +188,19 @@ impl ProfileFile {
         self.machine = Machine::this();
     }
 
+    /// Checks, before anything is measured, that [`ProfileFile::write`] will succeed at `path`:
+    /// an existing profile there reads, and its folder takes a new file (made and removed).
+    pub fn check_writable(path: &Path) -> Result<()> {
+        Self::read_or_new(path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, b"").map_err(|e| Error::io(path.display().to_string(), e))?;
+        let _ = std::fs::remove_file(&tmp);
+        Ok(())
+    }
+
     /// Writes the profile atomically (temporary file, then rename).
     pub fn write(&self, path: &Path) -> Result<()> {
         let name = path.display().to_string();
@@ -215,6 +228,30 @@ impl Default for ProfileFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: `calibrate -o` into an unwritable place failed only after the whole
+    /// measurement.
+    #[test]
+    fn an_unwritable_output_is_found_before_measuring() {
+        let dir = std::env::temp_dir().join(format!("kvr-profile-ro-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = dir.join("profile.json");
+        ProfileFile::check_writable(&ok).unwrap();
+        assert!(
+            !ok.exists() && !dir.join("profile.json.tmp").exists(),
+            "nothing left"
+        );
+        // A folder where a file should be, and a file where a folder should be.
+        let e = ProfileFile::check_writable(&dir).unwrap_err().to_string();
+        assert!(e.contains(&dir.display().to_string()), "{e}");
+        std::fs::write(dir.join("file"), b"x").unwrap();
+        assert!(ProfileFile::check_writable(&dir.join("file").join("p.json")).is_err());
+        // An existing profile that does not read.
+        std::fs::write(&ok, b"{").unwrap();
+        assert!(ProfileFile::check_writable(&ok).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn sections_merge_and_round_trip() {

@@ -145,13 +145,38 @@ pub fn connect(url: &str) -> Result<Connection> {
         .map_err(|e| Error::Config(format!("invalid Redis URL {:?}: {e}", redacted(url))))?;
     let mut c = client
         .get_connection_with_timeout(Duration::from_secs(3))
-        .map_err(|e| redis_err(url, e))?;
+        .map_err(|e| not_redis(url, e))?;
     c.set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| redis_err(url, e))?;
     redis::cmd("PING")
         .query::<String>(&mut c)
-        .map_err(|e| redis_err(url, e))?;
+        .map_err(|e| not_redis(url, e))?;
     Ok(c)
+}
+
+/// A client error while greeting the server; when the reply did not parse as Redis's protocol,
+/// the error says what the server sent instead (the first bytes of its answer to a PING).
+fn not_redis(url: &str, e: RedisError) -> Error {
+    if !matches!(e.kind(), redis::ErrorKind::Parse | redis::ErrorKind::Client) {
+        return redis_err(url, e);
+    }
+    let answer = socket_addr(url).ok().and_then(|addr| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+        s.write_all(b"PING\r\n").ok()?;
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).ok()?;
+        let first = String::from_utf8_lossy(&buf[..n]);
+        Some(first.lines().next().unwrap_or("").to_string())
+    });
+    match answer {
+        Some(a) if !a.starts_with('+') && !a.starts_with('-') => Error::Config(format!(
+            "{}: not a Redis server: it answered a PING with {a:?}",
+            redacted(url)
+        )),
+        _ => redis_err(url, e),
+    }
 }
 
 /// The server's `redis_version`.
@@ -358,6 +383,7 @@ pub fn measure_points(o: &RedisOptions) -> Result<(Vec<Point>, String)> {
                         budget: o.budget,
                         min_ops: o.min_ops,
                     };
+                    crate::util::interrupt::check().map_err(Error::Config)?;
                     points.push(measure(&o.url, c as usize, &keys, &job)?);
                 }
             }
@@ -392,6 +418,7 @@ pub fn measure_points(o: &RedisOptions) -> Result<(Vec<Point>, String)> {
                             budget: o.budget,
                             min_ops: o.min_ops,
                         };
+                        crate::util::interrupt::check().map_err(Error::Config)?;
                         points.push(measure(&url, 1, &keys, &job)?);
                     }
                 }
@@ -629,6 +656,31 @@ mod tests {
             budget: Duration::from_millis(30),
             min_ops: 3,
         }
+    }
+
+    /// Regression: an HTTP server at the URL gave "Parse error ... Unexpected `33`".
+    #[test]
+    fn a_server_that_is_not_redis_is_named_by_what_it_answered() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            for s in l.incoming().take(2) {
+                let mut s = s.unwrap();
+                let mut buf = [0u8; 256];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+            }
+        });
+        let Err(e) = connect(&format!("redis://{addr}")) else {
+            panic!("connected to an HTTP server as Redis")
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains("not a Redis server: it answered a PING with \"HTTP/1.1 400 Bad Request\""),
+            "{e}"
+        );
+        server.join().unwrap();
     }
 
     /// Regression: `--via-proxy-rtt=-5` panicked after the whole measurement, leaving its keys

@@ -137,6 +137,16 @@ fn print_rtt_check(s: &Section) {
 
 /// Runs a calibration.
 pub fn calibrate(cmd: CalibrateCommand) -> Result<()> {
+    // Where the profile goes is checked before anything is measured.
+    let out = match &cmd {
+        CalibrateCommand::Redis { output, .. }
+        | CalibrateCommand::Disk { output, .. }
+        | CalibrateCommand::Gpu { output, .. }
+        | CalibrateCommand::Host { output, .. } => output,
+    };
+    ProfileFile::check_writable(out)?;
+    // Ctrl-C stops between measurements and cleans up (keys, files) instead of killing them.
+    kvreplay::util::interrupt::install();
     match cmd {
         CalibrateCommand::Redis {
             url,

@@ -4,6 +4,7 @@
 pub mod duration;
 pub mod hashindex;
 pub mod idhash;
+pub mod interrupt;
 pub mod json;
 pub mod parquet;
 pub mod rng;
