@@ -17,7 +17,6 @@ SHARED="${KVREPLAY_SHARED:-$ROOT/../shared}"
 G="$ROOT/target/golden"
 mkdir -p "$G"
 
-# The new binary: this checkout's work tree, or commit NEW_REV built like the base.
 # A revision's binary, built once per commit in its own worktree and target folder.
 build_rev() { # REV -> path of its binary
     local sha
@@ -35,6 +34,7 @@ build_rev() { # REV -> path of its binary
     echo "$bin"
 }
 BASE_BIN="$(build_rev "$BASE_SHA")"
+# The new binary: this checkout's work tree, or commit NEW_REV.
 NEW_BIN="$G/bin/kvreplay-new"
 if [ -n "${NEW_REV:-}" ]; then
     cp "$(build_rev "$NEW_REV")" "$NEW_BIN"
