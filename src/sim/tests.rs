@@ -651,3 +651,20 @@ fn a_request_at_the_end_of_time_finishes() {
         r.kv_samples.len()
     );
 }
+
+/// Regression: a think time of u64::MAX ns wrapped around to no think time at all.
+#[test]
+fn an_endless_think_time_does_not_wrap() {
+    let mut reqs: Vec<Request> = (0..2)
+        .map(|i| req(i, 0, vec![Run::new(10 + i, 0, 50)], 2))
+        .collect();
+    for r in &mut reqs {
+        r.session = Some(0);
+        r.think_ns = u64::MAX;
+    }
+    let r = run(&pooled(reqs, 1), EngineFlags::default());
+    // Request 0 finishes at 20 ms; the client then thinks until the end of time.
+    assert_eq!(r.reqs[0].finish.map(SimTime::as_ns), Some(20 * MS));
+    assert_eq!(r.reqs[1].arrival, SimTime::MAX);
+    assert_eq!(r.reqs[1].finish, Some(SimTime::MAX));
+}
