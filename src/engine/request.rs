@@ -142,14 +142,17 @@ pub enum RejectReason {
     },
     /// Never sent: its client pool stopped early (vLLM multi-turn's early stop).
     Abandoned,
+    /// Nothing to generate: vLLM needs at least one output token (`max_tokens >= 1`).
+    NoOutputTokens,
 }
 
 impl RejectReason {
     /// Every kind, in the order summaries list them.
-    pub const KINDS: [&'static str; 3] = [
+    pub const KINDS: [&'static str; 4] = [
         "exceeds max_model_len",
         "exceeds GPU KV capacity",
         "abandoned by early stop",
+        "no output tokens",
     ];
 
     /// The kind of reason, for counting (one of [`RejectReason::KINDS`]).
@@ -158,6 +161,7 @@ impl RejectReason {
             RejectReason::ExceedsMaxModelLen { .. } => Self::KINDS[0],
             RejectReason::ExceedsKvCapacity { .. } => Self::KINDS[1],
             RejectReason::Abandoned => Self::KINDS[2],
+            RejectReason::NoOutputTokens => Self::KINDS[3],
         }
     }
 
@@ -183,6 +187,10 @@ impl std::fmt::Display for RejectReason {
             RejectReason::Abandoned => write!(
                 f,
                 "abandoned: the client pool stopped early (vLLM multi-turn early stop)"
+            ),
+            RejectReason::NoOutputTokens => write!(
+                f,
+                "output_len 0: vLLM needs at least one token to generate (max_tokens >= 1)"
             ),
         }
     }
@@ -212,8 +220,10 @@ impl std::str::FromStr for RejectReason {
                 gpu_blocks: gpu.parse().map_err(|_| bad())?,
             });
         }
-        if s == RejectReason::Abandoned.to_string() {
-            return Ok(RejectReason::Abandoned);
+        for r in [RejectReason::Abandoned, RejectReason::NoOutputTokens] {
+            if s == r.to_string() {
+                return Ok(r);
+            }
         }
         Err(bad())
     }
@@ -235,6 +245,7 @@ mod tests {
                 gpu_blocks: 3,
             },
             RejectReason::Abandoned,
+            RejectReason::NoOutputTokens,
         ];
         for r in all {
             assert_eq!(r.to_string().parse::<RejectReason>(), Ok(r));

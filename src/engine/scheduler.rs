@@ -283,6 +283,11 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
     pub fn submit(&mut self, idx: u32) -> bool {
         let bs = self.cfg.block_size as u64;
         let r = &mut self.reqs[idx as usize];
+        if r.output_len == 0 {
+            r.phase = Phase::Rejected;
+            r.reject = Some(RejectReason::NoOutputTokens);
+            return false;
+        }
         let total = r.prompt_len as u64 + r.output_len as u64;
         if total > self.cfg.max_model_len as u64 {
             r.phase = Phase::Rejected;

@@ -652,6 +652,20 @@ fn a_request_at_the_end_of_time_finishes() {
     );
 }
 
+/// Regression: a request with nothing to generate livelocked the engine for 446,653 steps and
+/// then showed up as "unfinished"; vLLM refuses it (`max_tokens` must be at least 1).
+#[test]
+fn a_request_with_no_output_tokens_is_rejected_not_livelocked() {
+    let t = trace(vec![
+        req(0, 0, vec![Run::new(1, 0, 100)], 0),
+        req(1, 0, vec![Run::new(2, 0, 100)], 1),
+    ]);
+    let r = run(&t, EngineFlags::default());
+    assert_eq!(r.reqs[0].reject, Some(RejectReason::NoOutputTokens));
+    assert_eq!(r.reqs[1].finish.map(SimTime::as_ns), Some(10 * MS));
+    assert_eq!(r.stats.steps, 1);
+}
+
 /// Regression: a think time of u64::MAX ns wrapped around to no think time at all.
 #[test]
 fn an_endless_think_time_does_not_wrap() {
