@@ -186,7 +186,8 @@ impl KvConnector for LmCacheConnector {
     }
 
     fn request_finished(&mut self, idx: u32) {
-        self.reqs.get_mut(idx).chunks = None;
+        // The slot may serve another request next.
+        *self.reqs.get_mut(idx) = ReqChunks::default();
     }
 
     fn layerwise(&self) -> bool {

@@ -86,18 +86,25 @@ pub struct Engine<'t, P: KvPool = SegmentPool, C: KvConnector = Box<dyn KvConnec
     /// Effective engine settings.
     pub cfg: EngineConfig,
     trace: &'t Trace,
-    /// Every request's state, indexed like the trace.
-    pub reqs: Vec<ReqState>,
+    /// The state of each request this engine holds, by slot (a request takes a slot when it is
+    /// submitted and gives it back when it finishes, so memory follows the requests in flight,
+    /// not the trace). A slot is what `idx` means inside the engine; `ReqState::idx` is the
+    /// request's index in the trace.
+    reqs: Vec<ReqState>,
+    /// Slots free for reuse (last freed first).
+    free_slots: Vec<u32>,
     pool: P,
-    /// Per request, its blocks.
+    /// Per slot, its blocks.
     held: Vec<P::Held>,
-    /// Per request, its block hashes (computed when first admitted; pool segments share them).
+    /// Per slot, its block hashes (computed when first admitted; pool segments share them).
     hashes: Vec<Arc<Vec<u64>>>,
+    /// Block hashes computed beforehand, by trace index (see `sim::TracePrep`).
+    given_hashes: Option<&'t [Arc<Vec<u64>>]>,
     /// The empty chain: requests' hashes before they are computed and after they finish.
     no_chain: Arc<Vec<u64>>,
-    /// Per request, whether its hashes are computed.
+    /// Per slot, whether its hashes are computed.
     prepared: Vec<bool>,
-    /// Per request, the computed-token count below which the connector's save does nothing
+    /// Per slot, the computed-token count below which the connector's save does nothing
     /// (what its last save said; 0 after an admission or a preemption).
     save_at: Vec<u32>,
     /// Scratch space of prefix-hit scans.
@@ -112,9 +119,10 @@ pub struct Engine<'t, P: KvPool = SegmentPool, C: KvConnector = Box<dyn KvConnec
     pub stats: EngineStats,
     /// Gaps between successive tokens of all requests (ns), for ITL percentiles.
     pub itl_hist: crate::metrics::histogram::LogHistogram,
-    /// Per request, tokens of its sequence that another request shares (see
-    /// `content::shareable_prefixes`): only blocks within it are indexed in the prefix cache.
-    shareable: Vec<u32>,
+    /// By trace index, tokens of a request's sequence that another request shares (see
+    /// `content::shareable_prefixes`): only blocks within it are indexed in the prefix cache
+    /// (`None`: every block is).
+    shareable: Option<&'t [u32]>,
     /// Reference mode: index every block and step one step at a time, as vLLM does. Results
     /// must be identical either way; tests check that.
     reference: bool,
@@ -140,7 +148,7 @@ fn conn_req<'a>(
     let r = &reqs[idx as usize];
     ConnectorRequest {
         idx,
-        request: &trace.requests[idx as usize],
+        request: &trace.requests[r.idx as usize],
         block_hashes: &hashes[idx as usize],
         block_size,
         prompt_len: r.prompt_len,
@@ -158,25 +166,19 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
         step_model: StepModel,
         layers: u32,
     ) -> Self {
-        let reqs: Vec<ReqState> = trace
-            .requests
-            .iter()
-            .enumerate()
-            .map(|(i, r)| ReqState::new(i as u32, r.input_len, r.output_len))
-            .collect();
-        let n = reqs.len();
-        let no_chain = Arc::new(Vec::new());
         Engine {
             pool: P::new(cfg.num_gpu_blocks, cfg.enable_prefix_caching),
-            held: (0..n).map(|_| P::Held::default()).collect(),
-            hashes: vec![no_chain.clone(); n],
-            no_chain,
-            prepared: vec![false; n],
-            save_at: vec![0; n],
+            held: Vec::new(),
+            hashes: Vec::new(),
+            given_hashes: None,
+            no_chain: Arc::new(Vec::new()),
+            prepared: Vec::new(),
+            save_at: Vec::new(),
             scan: P::Scan::default(),
             cfg,
             trace,
-            reqs,
+            reqs: Vec::new(),
+            free_slots: Vec::new(),
             waiting: VecDeque::new(),
             running: Vec::new(),
             connector,
@@ -184,7 +186,7 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
             layers: layers.max(1),
             stats: EngineStats::default(),
             itl_hist: Default::default(),
-            shareable: Vec::new(),
+            shareable: None,
             reference: false,
             blocked: None,
             stretch_classes: Default::default(),
@@ -196,12 +198,16 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
         &self.connector
     }
 
-    /// Sets, per request, how many leading tokens another request shares (see
+    /// Sets, by trace index, how many leading tokens another request shares (see
     /// `content::shareable_prefixes`; it depends only on the trace, so sweeps compute it once).
-    pub fn set_shareable(&mut self, shareable: Vec<u32>) {
-        assert_eq!(shareable.len(), self.reqs.len(), "one entry per request");
+    pub fn set_shareable(&mut self, shareable: &'t [u32]) {
+        assert_eq!(
+            shareable.len(),
+            self.trace.requests.len(),
+            "one entry per request"
+        );
         if !self.reference {
-            self.shareable = shareable;
+            self.shareable = Some(shareable);
         }
     }
 
@@ -209,7 +215,7 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
     pub fn set_reference_mode(&mut self, on: bool) {
         self.reference = on;
         if on {
-            self.shareable = vec![u32::MAX; self.reqs.len()];
+            self.shareable = None;
         }
     }
 
@@ -272,63 +278,101 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
         self.pool.evictions()
     }
 
-    /// The client sends a request at `now` (its TTFT and E2E count from here).
-    pub fn mark_sent(&mut self, idx: u32, now: SimTime) {
-        self.reqs[idx as usize].arrival = now;
-    }
-
-    /// A request reaches the engine's scheduler (after the server's own per-request work).
-    /// Returns false (and records why) when it can never run: longer than `max_model_len`, or
-    /// needing more KV blocks than the GPU has.
-    pub fn submit(&mut self, idx: u32) -> bool {
+    /// Trace request `global`, sent at `sent` (its TTFT and E2E count from there), reaches the
+    /// engine's scheduler (after the server's own per-request work): it takes a slot and waits.
+    /// When it can never run (nothing to generate, longer than `max_model_len`, more KV blocks
+    /// than the GPU has) it is handed back rejected, with its reason, and takes no slot.
+    pub fn submit(&mut self, global: u32, sent: SimTime) -> Result<(), Box<ReqState>> {
+        let q = &self.trace.requests[global as usize];
+        let mut r = ReqState::new(global, q.input_len, q.output_len);
+        r.arrival = sent;
         let bs = self.cfg.block_size as u64;
-        let r = &mut self.reqs[idx as usize];
-        if r.output_len == 0 {
-            r.phase = Phase::Rejected;
-            r.reject = Some(RejectReason::NoOutputTokens);
-            return false;
-        }
         let total = r.prompt_len as u64 + r.output_len as u64;
-        if total > self.cfg.max_model_len as u64 {
-            r.phase = Phase::Rejected;
-            r.reject = Some(RejectReason::ExceedsMaxModelLen {
+        let reject = if r.output_len == 0 {
+            Some(RejectReason::NoOutputTokens)
+        } else if total > self.cfg.max_model_len as u64 {
+            Some(RejectReason::ExceedsMaxModelLen {
                 tokens: total,
                 max_model_len: self.cfg.max_model_len,
-            });
-            return false;
-        }
-        let blocks = (total - 1).div_ceil(bs);
-        if blocks > self.cfg.num_gpu_blocks as u64 {
-            r.phase = Phase::Rejected;
-            r.reject = Some(RejectReason::ExceedsKvCapacity {
-                blocks,
+            })
+        } else if (total - 1).div_ceil(bs) > self.cfg.num_gpu_blocks as u64 {
+            Some(RejectReason::ExceedsKvCapacity {
+                blocks: (total - 1).div_ceil(bs),
                 gpu_blocks: self.cfg.num_gpu_blocks,
-            });
-            return false;
+            })
+        } else {
+            None
+        };
+        if let Some(why) = reject {
+            r.phase = Phase::Rejected;
+            r.reject = Some(why);
+            return Err(Box::new(r));
         }
         r.phase = Phase::Waiting;
-        self.waiting.push_back(idx);
-        true
+        let slot = match self.free_slots.pop() {
+            Some(s) => {
+                self.reqs[s as usize] = r;
+                s
+            }
+            None => {
+                self.reqs.push(r);
+                self.held.push(P::Held::default());
+                self.hashes.push(self.no_chain.clone());
+                self.prepared.push(false);
+                self.save_at.push(0);
+                (self.reqs.len() - 1) as u32
+            }
+        };
+        self.waiting.push_back(slot);
+        Ok(())
     }
 
-    /// Uses block hashes computed beforehand (see `sim::TracePrep`), one per request, at the
+    /// The state of a finished request (a slot of the last step's `finished`), which gives its
+    /// slot back.
+    pub fn take_finished(&mut self, slot: u32) -> ReqState {
+        let s = slot as usize;
+        debug_assert_eq!(self.reqs[s].phase, Phase::Finished);
+        self.hashes[s] = self.no_chain.clone();
+        self.prepared[s] = false;
+        self.save_at[s] = 0;
+        self.free_slots.push(slot);
+        std::mem::replace(&mut self.reqs[s], ReqState::new(u32::MAX, 0, 0))
+    }
+
+    /// The state of every request still waiting or running (for a run that stops early).
+    pub fn in_flight(&self) -> impl Iterator<Item = &ReqState> {
+        self.running
+            .iter()
+            .chain(self.waiting.iter())
+            .map(|&i| &self.reqs[i as usize])
+    }
+
+    /// Uses block hashes computed beforehand (see `sim::TracePrep`), by trace index, at the
     /// engine's block size.
-    pub fn set_block_hashes(&mut self, chains: &[Arc<Vec<u64>>]) {
-        assert_eq!(chains.len(), self.reqs.len(), "one entry per request");
-        self.hashes = chains.to_vec();
+    pub fn set_block_hashes(&mut self, chains: &'t [Arc<Vec<u64>>]) {
+        assert_eq!(
+            chains.len(),
+            self.trace.requests.len(),
+            "one entry per request"
+        );
+        self.given_hashes = Some(chains);
     }
 
     /// Computes the request's block hashes once (unless given).
     fn prepare(&mut self, idx: u32) {
-        if self.prepared[idx as usize] {
+        let s = idx as usize;
+        if self.prepared[s] {
             return;
         }
-        self.prepared[idx as usize] = true;
-        if self.hashes[idx as usize].is_empty() {
-            let req = &self.trace.requests[idx as usize];
-            self.hashes[idx as usize] =
-                Arc::new(content::sequence_hashes(req, self.cfg.block_size));
-        }
+        self.prepared[s] = true;
+        let global = self.reqs[s].idx as usize;
+        self.hashes[s] = match self.given_hashes {
+            Some(g) if !g[global].is_empty() => g[global].clone(),
+            _ => Arc::new(content::sequence_hashes(
+                &self.trace.requests[global],
+                self.cfg.block_size,
+            )),
+        };
     }
 
     fn blocks_for(&self, tokens: u32) -> u32 {
@@ -678,7 +722,6 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
         if !out.finished.is_empty() {
             for &idx in &out.finished {
                 self.release(idx);
-                self.hashes[idx as usize] = self.no_chain.clone();
                 self.connector.request_finished(idx);
             }
             let reqs = &self.reqs;
@@ -727,7 +770,11 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
         let hashes = &self.hashes[idx as usize];
         let full = (self.reqs[idx as usize].num_computed / bs).min(hashes.len() as u32);
         // Blocks past what any other request shares can never be hit by another request.
-        let shareable = (self.shareable[idx as usize] / bs).min(full);
+        let global = self.reqs[idx as usize].idx as usize;
+        let shareable = match self.shareable {
+            Some(s) => (s[global] / bs).min(full),
+            None => full,
+        };
         self.pool
             .register(&mut self.held[idx as usize], hashes, shareable);
     }

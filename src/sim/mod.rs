@@ -229,12 +229,20 @@ fn replay<P: crate::engine::pool::KvPool, C: KvConnector>(
         setup.layers,
     );
     engine.set_reference_mode(setup.reference_mode);
-    engine.set_shareable(prep.shareable.clone());
+    engine.set_shareable(&prep.shareable);
     if let Some((bs, chains)) = &prep.block_hashes
         && *bs == setup.engine.block_size
     {
         engine.set_block_hashes(chains);
     }
+    // Every request's final state, by trace index: pending until it is sent, then whatever the
+    // engine hands back when it finishes or is rejected.
+    let mut reqs: Vec<ReqState> = trace
+        .requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ReqState::new(i as u32, r.input_len, r.output_len))
+        .collect();
     let (mut pools, where_) = PoolState::build(trace);
     let mut q = Queue {
         heap: BinaryHeap::new(),
@@ -314,9 +322,10 @@ fn replay<P: crate::engine::pool::KvPool, C: KvConnector>(
                 Event::Wake => {}
                 Event::Send { req } => {
                     start.get_or_insert(t);
-                    engine.mark_sent(req, t);
+                    reqs[req as usize].arrival = t;
                     if setup.request_overhead == SimDuration::ZERO {
-                        if !engine.submit(req) {
+                        if let Err(rejected) = engine.submit(req, t) {
+                            reqs[req as usize] = *rejected;
                             complete(req, t, &mut pools, &mut sender, &mut q)?;
                         }
                     } else {
@@ -324,14 +333,15 @@ fn replay<P: crate::engine::pool::KvPool, C: KvConnector>(
                     }
                 }
                 Event::Submit { req } => {
-                    if !engine.submit(req) {
+                    if let Err(rejected) = engine.submit(req, reqs[req as usize].arrival) {
+                        reqs[req as usize] = *rejected;
                         complete(req, t, &mut pools, &mut sender, &mut q)?;
                     }
                 }
                 Event::ClientReady { pool, client } => {
                     let (next, abandoned) = pools[pool as usize].next_for(client as usize);
                     for r in abandoned {
-                        let st = &mut engine.reqs[r as usize];
+                        let st = &mut reqs[r as usize];
                         st.phase = Phase::Rejected;
                         st.reject = Some(RejectReason::Abandoned);
                     }
@@ -353,7 +363,10 @@ fn replay<P: crate::engine::pool::KvPool, C: KvConnector>(
             for w in &out.wakeups {
                 q.push(*w, Event::Wake)?;
             }
-            for &idx in &out.finished {
+            for &slot in &out.finished {
+                let done = engine.take_finished(slot);
+                let idx = done.idx;
+                reqs[idx as usize] = done;
                 end = end.max(out.end);
                 complete(idx, out.end, &mut pools, &mut sender, &mut q)?;
             }
@@ -378,8 +391,7 @@ fn replay<P: crate::engine::pool::KvPool, C: KvConnector>(
             q.push(out.end, Event::StepEnd)?;
         }
     }
-    let unfinished = engine
-        .reqs
+    let unfinished = reqs
         .iter()
         .filter(|r| !matches!(r.phase, Phase::Finished | Phase::Rejected))
         .count();
@@ -395,7 +407,7 @@ fn replay<P: crate::engine::pool::KvPool, C: KvConnector>(
         stats: engine.stats.clone(),
         itl_hist: engine.itl_hist.clone(),
         connector_stats: engine.connector().stats(),
-        reqs: engine.reqs,
+        reqs,
         kv_samples: samples,
         start: start.unwrap_or(SimTime::ZERO),
         end,
