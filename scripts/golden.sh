@@ -123,7 +123,7 @@ whole() { # name, then the command (without binary); {OUT} is the side's folder.
         "$bin" "${cmd[@]}" >"$out/stdout.txt" 2>&1 || echo "exit $?" >>"$out/stdout.txt"
     done
     local diffs
-    diffs="$(diff -rq --exclude=stdout.txt "$O/base/whole-$name" "$O/new/whole-$name" 2>&1 |
+    diffs="$( (diff -rq --exclude=stdout.txt "$O/base/whole-$name" "$O/new/whole-$name" 2>&1 || true) |
         sed "s|$O/||g" | tr '\n' ' ')"
     if [ -z "$diffs" ]; then
         same=$((same + 1))

@@ -14,6 +14,7 @@ pub mod connector;
 pub mod cost;
 pub mod engine;
 pub mod error;
+pub mod fleet;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod interval;

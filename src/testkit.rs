@@ -68,6 +68,7 @@ pub fn setup(flags: EngineFlags, offload: OffloadConfig) -> SimSetup {
         sample_interval: SimDuration::from_ns(10 * MS),
         reference_mode: false,
         request_overhead: SimDuration::ZERO,
+        fleet: crate::fleet::FleetConfig::default(),
     }
 }
 

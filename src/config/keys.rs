@@ -7,6 +7,7 @@ use super::{RunConfig, Tier};
 use crate::cost::Fitted;
 use crate::engine::config::{DEFAULT_BLOCK_SIZE, DEFAULT_GPU_MEMORY_UTILIZATION};
 use crate::error::{Error, Result};
+use crate::fleet::RouterKind;
 use crate::tiers::lmcache::{LmCacheConfig, RemoteConfig, RemoteKind, Serde};
 use serde_json::Value;
 
@@ -489,6 +490,99 @@ pub static KEYS: &[Key] = &[
         false,
         |c, v| {
             c.cost.gpu.gpu_per_seq_overhead_us = Some(nonneg(v)?);
+            Ok(())
+        }
+    ),
+    key!(
+        ["replicas"],
+        "vLLM replicas behind the router, each with its own GPU and local tiers",
+        || RunConfig::default().fleet.replicas.to_string(),
+        false,
+        |c, v| {
+            c.fleet.replicas = count(v)?;
+            Ok(())
+        }
+    ),
+    key!(
+        ["router"],
+        "round_robin | vllm_dp | vllm_dp_classic | session | llm_d | oracle",
+        || RunConfig::default().fleet.router.name().into(),
+        false,
+        |c, v| {
+            const WANT: Want = "round_robin, vllm_dp, vllm_dp_classic, session, llm_d or oracle";
+            c.fleet.router = RouterKind::from_name(text(v).map_err(|_| WANT)?).ok_or(WANT)?;
+            Ok(())
+        }
+    ),
+    key!(
+        ["router_refresh_ms"],
+        "how often the router's load signals refresh, ms (0: always current)",
+        || RunConfig::default().fleet.refresh_ms.to_string(),
+        false,
+        |c, v| {
+            c.fleet.refresh_ms = nonneg(v)?;
+            Ok(())
+        }
+    ),
+    key!(
+        ["router_prefix_weight"],
+        "llm_d: prefix-cache scorer weight",
+        || RunConfig::default().fleet.weights.prefix.to_string(),
+        false,
+        |c, v| {
+            c.fleet.weights.prefix = nonneg(v)?;
+            Ok(())
+        }
+    ),
+    key!(
+        ["router_queue_weight"],
+        "llm_d: queue scorer weight",
+        || RunConfig::default().fleet.weights.queue.to_string(),
+        false,
+        |c, v| {
+            c.fleet.weights.queue = nonneg(v)?;
+            Ok(())
+        }
+    ),
+    key!(
+        ["router_kv_weight"],
+        "llm_d: KV-utilisation scorer weight",
+        || RunConfig::default().fleet.weights.kv.to_string(),
+        false,
+        |c, v| {
+            c.fleet.weights.kv = nonneg(v)?;
+            Ok(())
+        }
+    ),
+    key!(
+        ["router_lru_blocks"],
+        "llm_d: blocks per replica in the router's prefix index",
+        || RunConfig::default().fleet.lru_blocks.to_string(),
+        false,
+        |c, v| {
+            c.fleet.lru_blocks = count(v)?;
+            Ok(())
+        }
+    ),
+    key!(
+        ["router_block_size"],
+        "llm_d: tokens per block of the router's prefix hashes",
+        || RunConfig::default().fleet.block_tokens.to_string(),
+        false,
+        |c, v| {
+            c.fleet.block_tokens = count(v)?;
+            Ok(())
+        }
+    ),
+    key!(
+        ["router_seed"],
+        "seed of the router's random tie-breaks",
+        || RunConfig::default().fleet.seed.to_string(),
+        false,
+        |c, v| {
+            c.fleet.seed = f64_of(v)
+                .filter(|x| *x >= 0.0 && x.fract() == 0.0 && *x < 1.8e19)
+                .ok_or("an integer >= 0")? as u64;
             Ok(())
         }
     ),

@@ -164,6 +164,8 @@ pub struct RunConfig {
     pub cost: CostKeys,
     /// Arrivals.
     pub arrivals: ArrivalKeys,
+    /// Replicas and routing.
+    pub fleet: crate::fleet::FleetConfig,
 }
 
 impl Default for RunConfig {
@@ -178,6 +180,7 @@ impl Default for RunConfig {
             native_gib: 5.0,
             cost: CostKeys::default(),
             arrivals: ArrivalKeys::default(),
+            fleet: crate::fleet::FleetConfig::default(),
         }
     }
 }
@@ -411,13 +414,14 @@ impl RunConfig {
             request_overhead: SimDuration::from_ns(
                 (self.arrivals.request_overhead_ms * 1e6).round() as u64,
             ),
+            fleet: self.fleet.clone(),
         };
         Ok((setup, card, gpu))
     }
 
     /// The configuration as JSON, for reports (every key with its effective value).
     pub fn to_json(&self) -> Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "model": self.model,
             "gpu": self.gpu,
             "engine": self.engine,
@@ -430,7 +434,12 @@ impl RunConfig {
             "qps_scale": self.arrivals.qps_scale,
             "gpu_overrides": self.cost.gpu,
             "request_overhead_ms": self.arrivals.request_overhead_ms,
-        })
+        });
+        // A fleet's settings appear only for a fleet: one replica reads as it always has.
+        if self.fleet.replicas > 1 {
+            v["fleet"] = serde_json::to_value(&self.fleet).unwrap_or(Value::Null);
+        }
+        v
     }
 }
 
@@ -496,6 +505,7 @@ mod tests {
             json!("naive"),
             json!("native"),
             json!("redis://h:1"),
+            json!("oracle"),
             json!("x"),
         ];
         for key in KEYS {

@@ -195,6 +195,61 @@ pub enum ConnectorStats {
     },
 }
 
+impl ConnectorStats {
+    /// Two connectors' counters added up (a fleet's total); `None` when neither has any.
+    pub fn sum(a: Option<ConnectorStats>, b: Option<ConnectorStats>) -> Option<ConnectorStats> {
+        use ConnectorStats::*;
+        let (a, b) = match (a, b) {
+            (None, b) => return b,
+            (a, None) => return a,
+            (Some(a), Some(b)) => (a, b),
+        };
+        Some(match (a, b) {
+            (
+                LmCache {
+                    counters: c,
+                    evictions: e,
+                },
+                LmCache {
+                    counters: d,
+                    evictions: f,
+                },
+            ) => LmCache {
+                counters: LmCacheStats {
+                    lookups: c.lookups + d.lookups,
+                    cpu_stores: c.cpu_stores + d.cpu_stores,
+                    disk_stores: c.disk_stores + d.disk_stores,
+                    remote_stores: c.remote_stores + d.remote_stores,
+                    promotions: c.promotions + d.promotions,
+                    remote_ops: c.remote_ops + d.remote_ops,
+                },
+                evictions: TierEvictions {
+                    cpu: e.cpu + f.cpu,
+                    disk: e.disk + f.disk,
+                    remote: e.remote + f.remote,
+                },
+            },
+            (
+                Native {
+                    stores,
+                    loads,
+                    evictions,
+                },
+                Native {
+                    stores: s,
+                    loads: l,
+                    evictions: e,
+                },
+            ) => Native {
+                stores: stores + s,
+                loads: loads + l,
+                evictions: evictions + e,
+            },
+            (x, _) => x,
+        })
+    }
+}
+
 impl Serialize for ConnectorStats {
     /// Keys in alphabetical order at every level, `kind` among them (the order summaries have
     /// always had).
@@ -333,8 +388,8 @@ impl KvConnector for Box<dyn KvConnector> {
 pub trait WithConnector {
     /// What it gives back.
     type Output;
-    /// Does it with `connector`.
-    fn with<C: KvConnector + 'static>(self, connector: C) -> Self::Output;
+    /// Does it with connectors `make` builds (one per engine).
+    fn with<C: KvConnector + 'static, F: Fn() -> C>(self, make: F) -> Self::Output;
 }
 
 /// Runs `job` with the connector `offload` describes, for an engine with `engine`'s settings.
@@ -345,18 +400,18 @@ pub fn with_connector<W: WithConnector>(
     job: W,
 ) -> W::Output {
     match offload {
-        OffloadConfig::None => job.with(none::NoConnector),
-        OffloadConfig::LmCache(c) => job.with(lmcache::LmCacheConnector::new(
-            c.clone(),
-            engine.kv_bytes_per_token,
-            transfer.clone(),
-        )),
-        OffloadConfig::Native { cpu_bytes } => job.with(native::NativeConnector::new(
-            *cpu_bytes,
-            engine.block_size,
-            engine.kv_bytes_per_token,
-            transfer.clone(),
-        )),
+        OffloadConfig::None => job.with(|| none::NoConnector),
+        OffloadConfig::LmCache(c) => job.with(|| {
+            lmcache::LmCacheConnector::new(c.clone(), engine.kv_bytes_per_token, transfer.clone())
+        }),
+        OffloadConfig::Native { cpu_bytes } => job.with(|| {
+            native::NativeConnector::new(
+                *cpu_bytes,
+                engine.block_size,
+                engine.kv_bytes_per_token,
+                transfer.clone(),
+            )
+        }),
     }
 }
 
@@ -369,8 +424,8 @@ pub fn build(
     struct Boxed;
     impl WithConnector for Boxed {
         type Output = Box<dyn KvConnector>;
-        fn with<C: KvConnector + 'static>(self, connector: C) -> Self::Output {
-            Box::new(connector)
+        fn with<C: KvConnector + 'static, F: Fn() -> C>(self, make: F) -> Self::Output {
+            Box::new(make())
         }
     }
     with_connector(offload, engine, transfer, Boxed)

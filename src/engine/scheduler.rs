@@ -66,6 +66,21 @@ pub struct EngineStats {
     pub stretch_steps: u64,
 }
 
+impl EngineStats {
+    /// Adds `o`'s counters (a fleet's total); the peak is the sum of the peaks.
+    pub fn add(&mut self, o: &EngineStats) {
+        self.steps += o.steps;
+        self.preemptions += o.preemptions;
+        self.prefill_tokens += o.prefill_tokens;
+        self.decode_tokens += o.decode_tokens;
+        self.busy += o.busy;
+        self.transfer += o.transfer;
+        self.used_block_ns += o.used_block_ns;
+        self.peak_used_blocks += o.peak_used_blocks;
+        self.stretch_steps += o.stretch_steps;
+    }
+}
+
 /// What a step did.
 #[derive(Debug, Clone, Default)]
 pub struct StepOutcome {
@@ -251,6 +266,35 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
             self.pool.num_free(),
             front.unwrap_or_default()
         )
+    }
+
+    /// The prompt tokens of `request` (not yet submitted) that this engine's GPU prefix cache
+    /// holds now, as admission would find them; changes nothing.
+    pub fn gpu_hit_tokens(&mut self, request: &crate::trace::Request) -> u32 {
+        let bs = self.cfg.block_size;
+        let cap = (request.input_len.saturating_sub(1) / bs) as usize;
+        if cap == 0 {
+            return 0;
+        }
+        let mut hashes = Vec::with_capacity(cap);
+        content::for_each_block(request.prompt.iter().copied(), bs, false, |_, k| {
+            if hashes.len() < cap {
+                hashes.push(k)
+            }
+        });
+        let mut scan = std::mem::take(&mut self.scan);
+        let blocks = self.pool.scan_hits(&mut scan, &hashes);
+        self.scan = scan;
+        blocks as u32 * bs
+    }
+
+    /// Waiting and running requests and GPU KV usage now (what a router's signals report).
+    pub fn load(&self) -> crate::fleet::signals::Load {
+        crate::fleet::signals::Load {
+            waiting: self.waiting.len() as u32,
+            running: self.running.len() as u32,
+            kv_usage: self.pool.num_used() as f64 / self.cfg.num_gpu_blocks.max(1) as f64,
+        }
     }
 
     /// Requests waiting or running.

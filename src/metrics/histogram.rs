@@ -67,6 +67,20 @@ impl LogHistogram {
         self.counts[bin_of(x)] += count;
     }
 
+    /// Adds every observation of `other` (a fleet's replicas into one histogram).
+    pub fn merge(&mut self, other: &LogHistogram) {
+        if other.n == 0 {
+            return;
+        }
+        self.n += other.n;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+    }
+
     /// Observations.
     pub fn count(&self) -> u64 {
         self.n

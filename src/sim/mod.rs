@@ -14,10 +14,14 @@ pub mod clients;
 
 use crate::connector::{ConnectorStats, KvConnector, WithConnector, with_connector};
 use crate::cost::{StepModel, TransferProfile};
+use crate::engine::pool::KvPool;
 use crate::engine::request::{Phase, RejectReason, ReqState};
 use crate::engine::scheduler::EngineStats;
 use crate::engine::{Engine, EngineConfig};
 use crate::error::{Error, Result};
+use crate::fleet::FleetConfig;
+use crate::fleet::router::{Query, Replicas};
+use crate::fleet::signals::{Load, LoadSignals};
 use crate::metrics::histogram::LogHistogram;
 use crate::tiers::OffloadConfig;
 use crate::time::{SimDuration, SimTime};
@@ -46,6 +50,9 @@ pub struct SimSetup {
     pub reference_mode: bool,
     /// The server's own time per request before the scheduler sees it (HTTP, tokenization).
     pub request_overhead: SimDuration,
+    /// Replicas of this engine and how requests are routed to them (one replica: a single
+    /// engine).
+    pub fleet: FleetConfig,
 }
 
 /// A GPU KV usage sample, taken when a step starts at or after a multiple of the sample
@@ -83,24 +90,46 @@ pub struct SimResult {
     pub start: SimTime,
     /// Time the last request finished.
     pub end: SimTime,
-    /// GPU blocks.
+    /// GPU blocks (of all replicas).
     pub num_gpu_blocks: u32,
+    /// Per request (by trace index), the replica that served it.
+    pub replica_of: Vec<u32>,
+    /// Each replica's own results, when there is more than one (the fields above are then the
+    /// fleet's: counters added up, usage samples per replica only).
+    pub replicas: Vec<ReplicaResult>,
+}
+
+/// One replica's results in a fleet.
+#[derive(Debug, Clone)]
+pub struct ReplicaResult {
+    /// Engine counters.
+    pub stats: EngineStats,
+    /// GPU KV usage over time.
+    pub kv_samples: Vec<KvSample>,
+    /// Prefix-cache evictions on its GPU.
+    pub gpu_evictions: u64,
+    /// Its connector's counters.
+    pub connector_stats: Option<ConnectorStats>,
+    /// Its GPU blocks.
+    pub num_gpu_blocks: u32,
+    /// Its inter-token gaps.
+    pub itl_hist: LogHistogram,
 }
 
 /// What happens at an instant. Events at the same instant are handled in the order of
 /// [`Event::phase`], then in the order they were scheduled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
-    /// The engine's step ends: its finished requests are complete, the engine is idle.
-    StepEnd,
+    /// A replica's step ends: its finished requests are complete, the replica is idle.
+    StepEnd { replica: u32 },
     /// A closed-loop client may send its next request.
     ClientReady { pool: u32, client: u32 },
-    /// A request is sent (its TTFT counts from here).
+    /// A request is sent (its TTFT counts from here) and routed.
     Send { req: u32 },
-    /// A sent request reaches the scheduler after the server's per-request overhead.
-    Submit { req: u32 },
-    /// An asynchronous load completes (the engine looks at its waiting queue again).
-    Wake,
+    /// A sent request reaches its replica's scheduler after the server's per-request overhead.
+    Submit { req: u32, replica: u32 },
+    /// An asynchronous load completes (the replica looks at its waiting queue again).
+    Wake { replica: u32 },
 }
 
 impl Event {
@@ -108,23 +137,49 @@ impl Event {
     /// sends before the scheduler sees them, wake-ups last.
     fn phase(&self) -> u8 {
         match self {
-            Event::StepEnd => 0,
+            Event::StepEnd { .. } => 0,
             Event::ClientReady { .. } => 1,
             Event::Send { .. } => 2,
             Event::Submit { .. } => 3,
-            Event::Wake => 4,
+            Event::Wake { .. } => 4,
+        }
+    }
+
+    /// The replica whose own event this is (a step end or a wake-up), which only that replica
+    /// waits for.
+    fn own_replica(&self) -> Option<u32> {
+        match self {
+            Event::StepEnd { replica } | Event::Wake { replica } => Some(*replica),
+            _ => None,
         }
     }
 }
 
+/// A queue key: time, phase, scheduling order.
+type Key = (SimTime, u8, u64);
+
 /// The event queue: by time, then phase, then scheduling order. It refuses events in the past.
+/// Beside the one order it keeps, per replica, the keys of the events that replica alone waits
+/// for and, apart, the keys of everyone's events, so that a replica's next decode stretch may
+/// run up to the next event that can change it (not another replica's step end).
 struct Queue {
-    heap: BinaryHeap<Reverse<(SimTime, u8, u64, Event)>>,
+    heap: BinaryHeap<Reverse<(Key, Event)>>,
     seq: u64,
     now: SimTime,
+    shared: BinaryHeap<Reverse<Key>>,
+    own: Vec<BinaryHeap<Reverse<Key>>>,
 }
 
 impl Queue {
+    fn new(replicas: usize) -> Self {
+        Queue {
+            heap: BinaryHeap::new(),
+            seq: 0,
+            now: SimTime::ZERO,
+            shared: BinaryHeap::new(),
+            own: (0..replicas).map(|_| BinaryHeap::new()).collect(),
+        }
+    }
     fn push(&mut self, t: SimTime, e: Event) -> Result<()> {
         if t < self.now {
             return Err(Error::Invariant(format!(
@@ -133,16 +188,34 @@ impl Queue {
             )));
         }
         self.seq += 1;
-        self.heap.push(Reverse((t, e.phase(), self.seq, e)));
+        let key = (t, e.phase(), self.seq);
+        match e.own_replica() {
+            Some(r) => self.own[r as usize].push(Reverse(key)),
+            None => self.shared.push(Reverse(key)),
+        }
+        self.heap.push(Reverse((key, e)));
         Ok(())
     }
     fn peek_time(&self) -> Option<SimTime> {
-        self.heap.peek().map(|Reverse((t, ..))| *t)
+        self.heap.peek().map(|Reverse(((t, ..), _))| *t)
     }
     fn pop(&mut self) -> Option<(SimTime, Event)> {
-        let (t, e) = self.heap.pop().map(|Reverse((t, _, _, e))| (t, e))?;
-        self.now = t;
-        Some((t, e))
+        let (key, e) = self.heap.pop().map(|Reverse(x)| x)?;
+        // The same order restricted to a subset: the event is at the top of its side heap.
+        let side = match e.own_replica() {
+            Some(r) => &mut self.own[r as usize],
+            None => &mut self.shared,
+        };
+        debug_assert_eq!(side.peek().map(|Reverse(k)| *k), Some(key));
+        side.pop();
+        self.now = key.0;
+        Some((key.0, e))
+    }
+    /// The time of the next event that can change replica `r`: anyone's send, submission or
+    /// client wake-up, or its own step end or wake-up.
+    fn next_for(&self, r: usize) -> SimTime {
+        let t = |h: &BinaryHeap<Reverse<Key>>| h.peek().map_or(SimTime::MAX, |Reverse(k)| k.0);
+        t(&self.shared).min(t(&self.own[r]))
     }
 }
 
@@ -201,12 +274,12 @@ pub fn simulate_shared(trace: &Trace, setup: &SimSetup, prep: &TracePrep) -> Res
     }
     impl WithConnector for Replay<'_> {
         type Output = Result<SimResult>;
-        fn with<C: KvConnector + 'static>(self, connector: C) -> Result<SimResult> {
+        fn with<C: KvConnector + 'static, F: Fn() -> C>(self, make: F) -> Result<SimResult> {
             let Replay { trace, setup, prep } = self;
             if setup.reference_mode {
-                replay::<crate::engine::blocks::BlockPool, C>(trace, setup, prep, connector)
+                replay::<crate::engine::blocks::BlockPool, C, F>(trace, setup, prep, make)
             } else {
-                replay::<crate::engine::segments::SegmentPool, C>(trace, setup, prep, connector)
+                replay::<crate::engine::segments::SegmentPool, C, F>(trace, setup, prep, make)
             }
         }
     }
@@ -214,27 +287,74 @@ pub fn simulate_shared(trace: &Trace, setup: &SimSetup, prep: &TracePrep) -> Res
     with_connector(&setup.offload, &setup.engine, &setup.transfer, job)
 }
 
-/// The replay on block pool `P` in front of `connector`.
-fn replay<P: crate::engine::pool::KvPool, C: KvConnector>(
+/// One replica's engine and what the loop keeps for it.
+struct Replica<'t, P: KvPool, C: KvConnector> {
+    engine: Engine<'t, P, C>,
+    busy: bool,
+    samples: Vec<KvSample>,
+    next_sample: SimTime,
+}
+
+/// The replicas as a router sees them: stale load signals, and the engines for the oracle.
+struct View<'a, 't, P: KvPool, C: KvConnector> {
+    replicas: &'a mut [Replica<'t, P, C>],
+    signals: &'a mut LoadSignals,
+    now: SimTime,
+}
+
+impl<P: KvPool, C: KvConnector> Replicas for View<'_, '_, P, C> {
+    fn count(&self) -> usize {
+        self.replicas.len()
+    }
+    fn load(&mut self, r: usize) -> Load {
+        self.signals.seen(r, self.now)
+    }
+    fn refreshed_at(&self) -> SimTime {
+        self.signals.refreshed_at(self.now)
+    }
+    fn load_now(&mut self, r: usize) -> Load {
+        self.replicas[r].engine.load()
+    }
+    fn gpu_hit(&mut self, r: usize, request: &crate::trace::Request) -> u32 {
+        self.replicas[r].engine.gpu_hit_tokens(request)
+    }
+}
+
+/// The replay on block pool `P`, each replica in front of a connector `make` builds.
+fn replay<P: KvPool, C: KvConnector, F: Fn() -> C>(
     trace: &Trace,
     setup: &SimSetup,
     prep: &TracePrep,
-    connector: C,
+    make: F,
 ) -> Result<SimResult> {
-    let mut engine = Engine::<P, C>::new(
-        setup.engine.clone(),
-        trace,
-        connector,
-        setup.step_model.clone(),
-        setup.layers,
-    );
-    engine.set_reference_mode(setup.reference_mode);
-    engine.set_shareable(&prep.shareable);
-    if let Some((bs, chains)) = &prep.block_hashes
-        && *bs == setup.engine.block_size
-    {
-        engine.set_block_hashes(chains);
-    }
+    let n = setup.fleet.replicas.max(1) as usize;
+    let mut replicas: Vec<Replica<P, C>> = (0..n)
+        .map(|_| {
+            let mut engine = Engine::<P, C>::new(
+                setup.engine.clone(),
+                trace,
+                make(),
+                setup.step_model.clone(),
+                setup.layers,
+            );
+            engine.set_reference_mode(setup.reference_mode);
+            engine.set_shareable(&prep.shareable);
+            if let Some((bs, chains)) = &prep.block_hashes
+                && *bs == setup.engine.block_size
+            {
+                engine.set_block_hashes(chains);
+            }
+            Replica {
+                engine,
+                busy: false,
+                samples: Vec::new(),
+                next_sample: SimTime::ZERO,
+            }
+        })
+        .collect();
+    let mut router = crate::fleet::router::build(&setup.fleet);
+    let refresh = SimDuration::from_secs_f64(setup.fleet.refresh_ms / 1e3);
+    let mut signals = LoadSignals::new(n, refresh);
     // Every request's final state, by trace index: pending until it is sent, then whatever the
     // engine hands back when it finishes or is rejected.
     let mut reqs: Vec<ReqState> = trace
@@ -243,12 +363,9 @@ fn replay<P: crate::engine::pool::KvPool, C: KvConnector>(
         .enumerate()
         .map(|(i, r)| ReqState::new(i as u32, r.input_len, r.output_len))
         .collect();
+    let mut replica_of: Vec<u32> = vec![0; if n > 1 { reqs.len() } else { 0 }];
     let (mut pools, where_) = PoolState::build(trace);
-    let mut q = Queue {
-        heap: BinaryHeap::new(),
-        seq: 0,
-        now: SimTime::ZERO,
-    };
+    let mut q = Queue::new(n);
     for (i, r) in trace.requests.iter().enumerate() {
         if r.pool.is_none() {
             q.push(
@@ -265,12 +382,9 @@ fn replay<P: crate::engine::pool::KvPool, C: KvConnector>(
     }
     // Which client sent a closed-loop request.
     let mut sender: HashMap<u32, u32> = HashMap::new();
-    let mut busy = false;
     let mut now = SimTime::ZERO;
     let mut start: Option<SimTime> = None;
     let mut end = SimTime::ZERO;
-    let mut samples = Vec::new();
-    let mut next_sample = SimTime::ZERO;
     let interval = setup.sample_interval.max(SimDuration::from_ns(1));
 
     // A request completed (finished or rejected) at `at`: its client, if any, goes on.
@@ -315,29 +429,60 @@ fn replay<P: crate::engine::pool::KvPool, C: KvConnector>(
         now = t;
         while q.peek_time() == Some(t) {
             let (_, e) = q.pop().expect("peeked");
+            // Submits a sent request to its replica; a rejected one completes at once.
+            macro_rules! submit {
+                ($req:expr, $r:expr) => {{
+                    let (req, r): (u32, usize) = ($req, $r);
+                    let rep = &mut replicas[r];
+                    match rep.engine.submit(req, reqs[req as usize].arrival) {
+                        Ok(()) => {
+                            if n > 1 {
+                                signals.record(r, t, rep.engine.load());
+                            }
+                        }
+                        Err(rejected) => {
+                            reqs[req as usize] = *rejected;
+                            if n > 1 {
+                                router.finished(req, r);
+                            }
+                            complete(req, t, &mut pools, &mut sender, &mut q)?;
+                        }
+                    }
+                }};
+            }
             match e {
-                Event::StepEnd => {
-                    busy = false;
+                Event::StepEnd { replica } => {
+                    replicas[replica as usize].busy = false;
                 }
-                Event::Wake => {}
+                Event::Wake { .. } => {}
                 Event::Send { req } => {
                     start.get_or_insert(t);
                     reqs[req as usize].arrival = t;
-                    if setup.request_overhead == SimDuration::ZERO {
-                        if let Err(rejected) = engine.submit(req, t) {
-                            reqs[req as usize] = *rejected;
-                            complete(req, t, &mut pools, &mut sender, &mut q)?;
-                        }
+                    let r = if n > 1 {
+                        let query = Query {
+                            idx: req,
+                            request: &trace.requests[req as usize],
+                            now: t,
+                        };
+                        let mut view = View {
+                            replicas: &mut replicas,
+                            signals: &mut signals,
+                            now: t,
+                        };
+                        let r = router.route(&query, &mut view).min(n - 1);
+                        replica_of[req as usize] = r as u32;
+                        r
                     } else {
-                        q.push(t + setup.request_overhead, Event::Submit { req })?;
+                        0
+                    };
+                    if setup.request_overhead == SimDuration::ZERO {
+                        submit!(req, r);
+                    } else {
+                        let replica = r as u32;
+                        q.push(t + setup.request_overhead, Event::Submit { req, replica })?;
                     }
                 }
-                Event::Submit { req } => {
-                    if let Err(rejected) = engine.submit(req, reqs[req as usize].arrival) {
-                        reqs[req as usize] = *rejected;
-                        complete(req, t, &mut pools, &mut sender, &mut q)?;
-                    }
-                }
+                Event::Submit { req, replica } => submit!(req, replica as usize),
                 Event::ClientReady { pool, client } => {
                     let (next, abandoned) = pools[pool as usize].next_for(client as usize);
                     for r in abandoned {
@@ -353,42 +498,54 @@ fn replay<P: crate::engine::pool::KvPool, C: KvConnector>(
                 }
             }
         }
-        // A decode-only stretch may run up to the next event or usage sample.
-        let horizon = q.peek_time().unwrap_or(SimTime::MAX).min(next_sample);
-        if !busy
-            && engine.has_work()
-            && let Some(out) = engine.step(now, horizon)
-        {
-            busy = true;
+        // Idle replicas start their next steps, in replica order. A decode-only stretch may run
+        // up to the next event that can change the replica, or its next usage sample.
+        for (r, rep) in replicas.iter_mut().enumerate() {
+            let horizon = q.next_for(r).min(rep.next_sample);
+            if rep.busy || !rep.engine.has_work() {
+                continue;
+            }
+            let Some(out) = rep.engine.step(now, horizon) else {
+                continue;
+            };
+            rep.busy = true;
+            let replica = r as u32;
             for w in &out.wakeups {
-                q.push(*w, Event::Wake)?;
+                q.push(*w, Event::Wake { replica })?;
             }
             for &slot in &out.finished {
-                let done = engine.take_finished(slot);
+                let done = rep.engine.take_finished(slot);
                 let idx = done.idx;
                 reqs[idx as usize] = done;
                 end = end.max(out.end);
+                if n > 1 {
+                    router.finished(idx, r);
+                }
                 complete(idx, out.end, &mut pools, &mut sender, &mut q)?;
             }
-            if next_sample <= now {
+            if rep.next_sample <= now {
+                let e = &rep.engine;
                 let sample = |t: SimTime| KvSample {
                     t_s: t.as_secs_f64(),
-                    used: engine.used_blocks() as f64 / setup.engine.num_gpu_blocks as f64,
-                    running: engine.num_running() as u32,
-                    waiting: engine.num_waiting() as u32,
+                    used: e.used_blocks() as f64 / setup.engine.num_gpu_blocks as f64,
+                    running: e.num_running() as u32,
+                    waiting: e.num_waiting() as u32,
                 };
-                samples.push(sample(next_sample));
+                rep.samples.push(sample(rep.next_sample));
                 // The sample instants since the last step (an idle gap, or one long step) all
                 // see this state: the first and the last of them are kept, so samples grow with
                 // the steps, not with the simulated time.
-                let skipped = (now - next_sample).as_ns() / interval.as_ns();
+                let skipped = (now - rep.next_sample).as_ns() / interval.as_ns();
                 if skipped > 0 {
-                    next_sample += interval.times(skipped);
-                    samples.push(sample(next_sample));
+                    rep.next_sample += interval.times(skipped);
+                    rep.samples.push(sample(rep.next_sample));
                 }
-                next_sample += interval;
+                rep.next_sample += interval;
             }
-            q.push(out.end, Event::StepEnd)?;
+            if n > 1 {
+                signals.record(r, now, rep.engine.load());
+            }
+            q.push(out.end, Event::StepEnd { replica })?;
         }
     }
     let unfinished = reqs
@@ -396,22 +553,62 @@ fn replay<P: crate::engine::pool::KvPool, C: KvConnector>(
         .filter(|r| !matches!(r.phase, Phase::Finished | Phase::Rejected))
         .count();
     if unfinished > 0 {
+        let state = replicas
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.engine.has_work())
+            .map(|(i, r)| {
+                let s = r.engine.stall_state();
+                if n > 1 {
+                    format!("replica {i}: {s}")
+                } else {
+                    s
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
         return Err(Error::Deadlock {
             unfinished,
             at: now,
-            state: engine.stall_state(),
+            state,
         });
     }
+    let per: Vec<ReplicaResult> = replicas
+        .into_iter()
+        .map(|r| ReplicaResult {
+            gpu_evictions: r.engine.gpu_evictions(),
+            connector_stats: r.engine.connector().stats(),
+            itl_hist: r.engine.itl_hist.clone(),
+            stats: r.engine.stats.clone(),
+            kv_samples: r.samples,
+            num_gpu_blocks: setup.engine.num_gpu_blocks,
+        })
+        .collect();
+    let mut stats = EngineStats::default();
+    let mut itl_hist = LogHistogram::default();
+    let mut connector_stats = None;
+    for r in &per {
+        stats.add(&r.stats);
+        itl_hist.merge(&r.itl_hist);
+        connector_stats = ConnectorStats::sum(connector_stats, r.connector_stats.clone());
+    }
+    let one = n == 1;
     Ok(SimResult {
-        gpu_evictions: engine.gpu_evictions(),
-        stats: engine.stats.clone(),
-        itl_hist: engine.itl_hist.clone(),
-        connector_stats: engine.connector().stats(),
+        gpu_evictions: per.iter().map(|r| r.gpu_evictions).sum(),
+        stats,
+        itl_hist,
+        connector_stats,
         reqs,
-        kv_samples: samples,
+        kv_samples: if one {
+            per[0].kv_samples.clone()
+        } else {
+            Vec::new()
+        },
         start: start.unwrap_or(SimTime::ZERO),
         end,
-        num_gpu_blocks: setup.engine.num_gpu_blocks,
+        num_gpu_blocks: setup.engine.num_gpu_blocks * n as u32,
+        replica_of,
+        replicas: if one { Vec::new() } else { per },
     })
 }
 

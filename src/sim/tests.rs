@@ -518,46 +518,53 @@ fn a_blocked_request_waits_through_stretches_and_starts_when_room_is_freed() {
     assert_same_results(&fast, &slow, "blocked");
 }
 
-/// The same-time order is the documented contract: phases first, then scheduling order.
+/// The same-time order is the documented contract: phases first, then scheduling order, for
+/// every replica alike; a replica's horizon ignores the other replicas' step ends.
 #[test]
 fn same_time_events_pop_in_phase_order_then_fifo() {
-    let mut q = Queue {
-        heap: BinaryHeap::new(),
-        seq: 0,
-        now: SimTime::ZERO,
-    };
+    let mut q = Queue::new(2);
     let t = SimTime::from_ns(5);
     let pushed = [
-        Event::Wake,
-        Event::Submit { req: 7 },
+        Event::Wake { replica: 1 },
+        Event::Submit { req: 7, replica: 0 },
         Event::Send { req: 2 },
         Event::ClientReady { pool: 0, client: 1 },
+        Event::StepEnd { replica: 1 },
         Event::Send { req: 1 },
-        Event::StepEnd,
+        Event::StepEnd { replica: 0 },
         Event::ClientReady { pool: 0, client: 0 },
     ];
     for e in pushed {
         q.push(t, e).unwrap();
     }
-    q.push(SimTime::from_ns(4), Event::Wake).unwrap();
+    q.push(SimTime::from_ns(4), Event::Wake { replica: 0 })
+        .unwrap();
+    q.push(SimTime::from_ns(3), Event::StepEnd { replica: 1 })
+        .unwrap();
+    // Replica 0 waits for its wake-up at 4; replica 1 for its step end at 3.
+    assert_eq!((q.next_for(0).as_ns(), q.next_for(1).as_ns()), (4, 3));
     let popped: Vec<(u64, Event)> = std::iter::from_fn(|| q.pop())
         .map(|(t, e)| (t.as_ns(), e))
         .collect();
     assert_eq!(
         popped,
         vec![
-            (4, Event::Wake),
-            (5, Event::StepEnd),
+            (3, Event::StepEnd { replica: 1 }),
+            (4, Event::Wake { replica: 0 }),
+            (5, Event::StepEnd { replica: 1 }),
+            (5, Event::StepEnd { replica: 0 }),
             (5, Event::ClientReady { pool: 0, client: 1 }),
             (5, Event::ClientReady { pool: 0, client: 0 }),
             (5, Event::Send { req: 2 }),
             (5, Event::Send { req: 1 }),
-            (5, Event::Submit { req: 7 }),
-            (5, Event::Wake),
+            (5, Event::Submit { req: 7, replica: 0 }),
+            (5, Event::Wake { replica: 1 }),
         ]
     );
     // The clock is at 5 ns now: an event at 4 ns is in the past.
-    let e = q.push(SimTime::from_ns(4), Event::Wake).unwrap_err();
+    let e = q
+        .push(SimTime::from_ns(4), Event::Wake { replica: 0 })
+        .unwrap_err();
     assert!(matches!(e, Error::Invariant(_)), "{e}");
     assert!(e.to_string().contains("before the current time"), "{e}");
 }

@@ -1,0 +1,83 @@
+//! Fleets: many vLLM replicas behind a router, on one clock.
+//!
+//! A fleet is `replicas` engines of one configuration (each with its own GPU prefix cache and
+//! its own connector, so its own local LMCache tiers or native CPU pool) and a router
+//! ([`router`]) that picks a replica for each request when it is sent. The simulation runs them
+//! on one event queue (`crate::sim`); one replica is exactly the single-engine run.
+//!
+//! # Order at one instant
+//! Events at the same instant run in phase order (step ends, client wake-ups, sends and their
+//! routing, submissions, load wake-ups), then in the order they were scheduled. Then the idle
+//! replicas start their next steps in replica order (0, 1, ...). A router deciding at `t` sees
+//! every completion at `t` but no step started at `t`.
+//!
+//! # What a router knows
+//! Load signals (waiting and running requests, GPU KV usage) reach the router as snapshots taken
+//! every `router_refresh_ms` (vLLM's coordinator republishes at most every 100 ms, llm-d scrapes
+//! every 50 ms; 0 is an oracle that sees the present), plus what the router itself decided since
+//! (its in-flight counts, its own prefix index). See [`signals`].
+
+pub mod router;
+pub mod signals;
+
+pub use router::{Router, RouterKind};
+
+use serde::{Deserialize, Serialize};
+
+/// A fleet's shape and routing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetConfig {
+    /// Engines, each a full vLLM instance with its own connector.
+    pub replicas: u32,
+    /// How requests are spread over them.
+    pub router: RouterKind,
+    /// How often the router's load signals are refreshed, ms (0: it sees the present).
+    pub refresh_ms: f64,
+    /// Weights of llm-d's scorers: prefix cache, queue depth, KV utilisation.
+    pub weights: ScorerWeights,
+    /// Blocks per replica in the router's own prefix index (llm-d's `lruCapacityPerServer`).
+    pub lru_blocks: u32,
+    /// Tokens per block of the router's prefix hashes.
+    pub block_tokens: u32,
+    /// Seed of the router's tie-breaks.
+    pub seed: u64,
+}
+
+/// llm-d's scorer weights (its default profile: prefix 3, queue 2, KV utilisation 2).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ScorerWeights {
+    /// `prefix-cache-scorer`.
+    pub prefix: f64,
+    /// `queue-scorer`.
+    pub queue: f64,
+    /// `kv-cache-utilization-scorer`.
+    pub kv: f64,
+}
+
+impl Default for ScorerWeights {
+    fn default() -> Self {
+        ScorerWeights {
+            prefix: 3.0,
+            queue: 2.0,
+            kv: 2.0,
+        }
+    }
+}
+
+impl Default for FleetConfig {
+    /// One replica (the single-engine run), round-robin, llm-d's defaults for its scorers.
+    fn default() -> Self {
+        FleetConfig {
+            replicas: 1,
+            router: RouterKind::RoundRobin,
+            refresh_ms: 50.0,
+            weights: ScorerWeights::default(),
+            lru_blocks: 31_250,
+            block_tokens: 16,
+            seed: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,185 @@
+//! Fleet mechanisms against hand-computed cases.
+
+use super::*;
+use crate::engine::EngineFlags;
+use crate::sim::{SimResult, simulate};
+use crate::testkit::{MS, lmcache_cpu, req, setup, trace};
+use crate::tiers::OffloadConfig;
+use crate::time::SimTime;
+use crate::trace::{Request, Run, Trace};
+
+fn fleet(t: &Trace, replicas: u32, router: RouterKind, offload: OffloadConfig) -> SimResult {
+    let mut s = setup(EngineFlags::default(), offload);
+    s.fleet = FleetConfig {
+        replicas,
+        router,
+        ..FleetConfig::default()
+    };
+    simulate(t, &s).unwrap()
+}
+
+/// What a request's run looked like, for comparing runs.
+fn outcome(r: &crate::engine::request::ReqState) -> impl PartialEq + std::fmt::Debug {
+    (
+        r.arrival,
+        r.scheduled,
+        r.first_token,
+        r.finish,
+        r.origin,
+        r.preemptions,
+        r.itl_sum,
+        r.itl_max,
+    )
+}
+
+/// A small open-loop trace with shared prefixes, queueing and preemption-free load.
+fn base_trace() -> Trace {
+    let mut reqs = Vec::new();
+    for i in 0..24u64 {
+        let doc = Run::new(1 + i % 3, 0, 700);
+        let own = Run::new(100 + i, 0, 50 + (i as u32 * 37) % 300);
+        reqs.push(req(i, i * 7, vec![doc, own], 3 + (i as u32 % 5)));
+    }
+    trace(reqs)
+}
+
+/// `t` copied `n` times, interleaved (request i of copy k at position n*i + k), every copy
+/// with content of its own.
+fn interleaved(t: &Trace, n: u64) -> Trace {
+    let mut reqs = Vec::new();
+    for (i, r) in t.requests.iter().enumerate() {
+        for k in 0..n {
+            let runs = r
+                .prompt
+                .iter()
+                .map(|x| Run::new(x.content + k * 1_000_000, x.offset, x.len))
+                .collect();
+            let mut c = Request::new(i as u64 * n + k, r.arrival_ns, runs, r.output_len);
+            c.output_content = r.output_content + k * 1_000_000;
+            reqs.push(c);
+        }
+    }
+    trace(reqs)
+}
+
+#[test]
+fn one_replica_is_the_single_engine_whatever_the_router() {
+    let t = base_trace();
+    let alone = simulate(&t, &setup(EngineFlags::default(), lmcache_cpu(256, 1))).unwrap();
+    for router in RouterKind::ALL {
+        let f = fleet(&t, 1, router, lmcache_cpu(256, 1));
+        for (a, b) in alone.reqs.iter().zip(&f.reqs) {
+            assert_eq!(outcome(a), outcome(b), "{router:?}");
+        }
+        assert_eq!(alone.stats, f.stats, "{router:?}");
+        assert_eq!(alone.kv_samples, f.kv_samples, "{router:?}");
+        assert!(f.replicas.is_empty() && f.replica_of.is_empty());
+    }
+}
+
+/// N identical replicas under round-robin, fed N interleaved copies of a trace (each with its
+/// own content): replica k serves copy k exactly as a single engine serves the trace.
+#[test]
+fn round_robin_replicas_each_replay_their_copy_as_one_engine_would() {
+    let t = base_trace();
+    for offload in [OffloadConfig::None, lmcache_cpu(256, 1)] {
+        let alone = simulate(&t, &setup(EngineFlags::default(), offload.clone())).unwrap();
+        let n = 3;
+        let f = fleet(
+            &interleaved(&t, n),
+            n as u32,
+            RouterKind::RoundRobin,
+            offload,
+        );
+        assert_eq!(f.replicas.len(), 3);
+        for (i, a) in alone.reqs.iter().enumerate() {
+            for k in 0..n as usize {
+                let j = i * n as usize + k;
+                assert_eq!(f.replica_of[j], k as u32);
+                assert_eq!(outcome(a), outcome(&f.reqs[j]), "request {i}, copy {k}");
+            }
+        }
+        for r in &f.replicas {
+            assert_eq!(r.stats, alone.stats);
+            assert_eq!(r.kv_samples, alone.kv_samples);
+        }
+        // The fleet's counters are the replicas' added up.
+        assert_eq!(f.stats.steps, 3 * alone.stats.steps);
+        assert_eq!(f.num_gpu_blocks, 3 * alone.num_gpu_blocks);
+    }
+}
+
+/// Three sessions of three turns on two replicas, one request at a time: every turn sends the
+/// session's 512-token document and a new 64-token question.
+fn sessions() -> Trace {
+    let mut reqs = Vec::new();
+    for turn in 0..3u64 {
+        for s in 0..3u64 {
+            let k = turn * 3 + s;
+            let prompt = vec![Run::new(10 + s, 0, 512), Run::new(100 + k, 0, 64)];
+            let mut r = req(k, k * 100, prompt, 2);
+            r.session = Some(s);
+            reqs.push(r);
+        }
+    }
+    trace(reqs)
+}
+
+/// GPU prefix-cache hits (tokens) over the whole run.
+fn gpu_hits(r: &SimResult) -> u32 {
+    r.reqs.iter().map(|q| q.origin.gpu).sum()
+}
+
+/// Round-robin sends request k to replica k mod 2: session s's turns go to (s + turn) mod 2,
+/// so only turn 2 finds its document (left by turn 0): 3 sessions x 512 tokens. Routers that
+/// keep a session on one replica find it at turns 1 and 2: 3 x 2 x 512 tokens.
+#[test]
+fn prefix_aware_and_session_routing_find_the_hits_round_robin_misses() {
+    let t = sessions();
+    let rr = fleet(&t, 2, RouterKind::RoundRobin, OffloadConfig::None);
+    assert_eq!(gpu_hits(&rr), 3 * 512);
+    for router in [RouterKind::Session, RouterKind::LlmD, RouterKind::Oracle] {
+        let f = fleet(&t, 2, router, OffloadConfig::None);
+        assert_eq!(gpu_hits(&f), 3 * 2 * 512, "{router:?}");
+        // Every turn of a session on one replica.
+        for s in 0..3 {
+            let on: Vec<u32> = (0..3).map(|turn| f.replica_of[turn * 3 + s]).collect();
+            assert!(on.iter().all(|r| *r == on[0]), "{router:?}: {on:?}");
+        }
+    }
+}
+
+/// Every request is finished or rejected, every prompt token comes from exactly one place, and
+/// a rerun is identical, for every router.
+#[test]
+fn fleets_conserve_requests_and_tokens_and_rerun_identically() {
+    let mut reqs = Vec::new();
+    for i in 0..120u64 {
+        let doc = Run::new(1 + i % 7, 0, 400 + (i as u32 % 5) * 100);
+        let own = Run::new(1000 + i, 0, 30 + (i as u32 * 53) % 500);
+        reqs.push(req(i, i * 3, vec![doc, own], 2 + (i as u32 % 40)));
+    }
+    // One request too long for the model: rejected with its reason.
+    reqs.push(req(120, 10, vec![Run::new(9999, 0, 200_000)], 4));
+    let t = trace(reqs);
+    for router in RouterKind::ALL {
+        let a = fleet(&t, 4, router, lmcache_cpu(256, 1));
+        let b = fleet(&t, 4, router, lmcache_cpu(256, 1));
+        let finished = a.reqs.iter().filter(|r| r.finish.is_some()).count();
+        let rejected = a.reqs.iter().filter(|r| r.reject.is_some()).count();
+        assert_eq!((finished, rejected), (120, 1), "{router:?}");
+        for (q, r) in t.requests.iter().zip(&a.reqs) {
+            if r.finish.is_some() {
+                let o = r.origin;
+                assert_eq!(o.gpu + o.cpu + o.disk + o.remote + o.computed, q.input_len);
+            }
+        }
+        for (x, y) in a.reqs.iter().zip(&b.reqs) {
+            assert_eq!(outcome(x), outcome(y), "{router:?}");
+        }
+        assert_eq!(a.replica_of, b.replica_of, "{router:?}");
+        let steps: u64 = a.replicas.iter().map(|r| r.stats.steps).sum();
+        assert_eq!(steps, a.stats.steps);
+        assert!(a.end > SimTime::from_ns(360 * MS));
+    }
+}
