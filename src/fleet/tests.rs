@@ -183,3 +183,40 @@ fn fleets_conserve_requests_and_tokens_and_rerun_identically() {
         assert!(a.end > SimTime::from_ns(360 * MS));
     }
 }
+
+/// A fleet's run writes which replica served each request, each replica's summary and usage
+/// series, and reads back through the same types.
+#[test]
+fn a_fleet_run_writes_its_replicas() {
+    let cfg = crate::config::RunConfig {
+        fleet: FleetConfig {
+            replicas: 2,
+            ..FleetConfig::default()
+        },
+        ..Default::default()
+    };
+    let t = sessions();
+    let out = crate::pipeline::run(&t, &cfg).unwrap();
+    let dir = std::env::temp_dir().join(format!("kvr-fleet-{}", std::process::id()));
+    crate::report::write_run(&dir, &out, &cfg.to_json()).unwrap();
+    let recs = crate::report::parquet::read_requests(&dir.join("requests.parquet")).unwrap();
+    // Round-robin: request k on replica k mod 2.
+    let on: Vec<Option<u32>> = recs.iter().map(|r| r.replica).collect();
+    assert_eq!(on, (0..9).map(|k| Some(k % 2)).collect::<Vec<_>>());
+    let text = std::fs::read_to_string(dir.join("summary.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["config"]["fleet"]["replicas"], 2);
+    let s: crate::metrics::summary::RunSummary =
+        serde_json::from_value(v["summary"].clone()).unwrap();
+    let f = s.fleet.unwrap();
+    assert_eq!(
+        f.replicas.iter().map(|r| r.requests).collect::<Vec<_>>(),
+        [5, 4]
+    );
+    assert_eq!(f.imbalance_requests, Some(5.0 / 4.5));
+    let kv: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("kv_usage.json")).unwrap()).unwrap();
+    assert_eq!(kv["replicas"].as_array().unwrap().len(), 2);
+    assert!(crate::report::print_summary(&out.summary).contains("fleet        2 replicas"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -285,6 +285,7 @@ mod tests {
             preemptions: 0,
             measured_ttft_s: None,
             measured_e2e_s: None,
+            replica: None,
         }
     }
 

@@ -281,6 +281,7 @@ pub fn records(trace: &Trace, slots: &[Slot]) -> Vec<RequestRecord> {
                 preemptions: 0,
                 measured_ttft_s: q.measured.ttft_ns.map(secs),
                 measured_e2e_s: q.measured.e2e_ns.map(secs),
+                replica: None,
             };
             match slot {
                 Slot::Pending => {

@@ -137,6 +137,8 @@ pub struct RequestRecord {
     pub measured_ttft_s: Option<f64>,
     /// End-to-end latency a live run measured, when the trace has it.
     pub measured_e2e_s: Option<f64>,
+    /// The replica that served it, in a fleet (`None` for a single engine).
+    pub replica: Option<u32>,
 }
 
 impl RequestRecord {
@@ -238,6 +240,7 @@ pub fn records(trace: &Trace, result: &SimResult) -> Vec<RequestRecord> {
                 preemptions: s.preemptions,
                 measured_ttft_s: q.measured.ttft_ns.map(secs),
                 measured_e2e_s: q.measured.e2e_ns.map(secs),
+                replica: result.replica_of.get(s.idx as usize).copied(),
             }
         })
         .collect()

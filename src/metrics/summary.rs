@@ -264,6 +264,94 @@ pub struct RunSummary {
     /// The KV connector's counters (`null` without one).
     #[serde(deserialize_with = "required")]
     pub offload: Option<crate::connector::ConnectorStats>,
+    /// A fleet's replicas one by one (absent for a single engine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetSummary>,
+}
+
+/// One replica's share of a fleet's work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaSummary {
+    /// Its index.
+    pub replica: u32,
+    /// Requests it finished.
+    pub requests: u64,
+    /// Prompt tokens of those.
+    pub input_tokens: u64,
+    /// Tokens they generated.
+    pub output_tokens: u64,
+    /// Their prompt tokens by origin, as fractions.
+    pub hit_fractions: Option<HitFractions>,
+    /// Engine steps.
+    pub steps: u64,
+    /// Preemptions.
+    pub preemptions: u64,
+    /// Time-weighted mean fraction of its GPU blocks in use over the fleet's wall time.
+    pub kv_usage_mean: Option<f64>,
+    /// Largest fraction of its GPU blocks in use at once.
+    pub kv_usage_peak: f64,
+    /// Its GPU prefix-cache evictions.
+    pub gpu_evictions: u64,
+    /// Its connector's counters.
+    pub offload: Option<crate::connector::ConnectorStats>,
+}
+
+/// A fleet's replicas and how evenly the router spread the work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetSummary {
+    /// Each replica.
+    pub replicas: Vec<ReplicaSummary>,
+    /// Most requests on a replica / the mean (1 is even).
+    pub imbalance_requests: Option<f64>,
+    /// Most tokens (prompt + output) on a replica / the mean.
+    pub imbalance_tokens: Option<f64>,
+}
+
+impl FleetSummary {
+    /// Per replica, from the records (their `replica`) and the replicas' counters.
+    fn new(records: &[RequestRecord], result: &SimResult, dur_ns: u64) -> Option<FleetSummary> {
+        if result.replicas.is_empty() {
+            return None;
+        }
+        let replicas: Vec<ReplicaSummary> = result
+            .replicas
+            .iter()
+            .enumerate()
+            .map(|(i, rr)| {
+                let mine: Vec<RequestRecord> = records
+                    .iter()
+                    .filter(|r| r.replica == Some(i as u32))
+                    .cloned()
+                    .collect();
+                let v = View::new(&mine, None);
+                let blocks = rr.num_gpu_blocks.max(1) as f64;
+                ReplicaSummary {
+                    replica: i as u32,
+                    requests: v.fin.len() as u64,
+                    input_tokens: v.input_tokens(),
+                    output_tokens: v.output_tokens(),
+                    hit_fractions: v.hits(),
+                    steps: rr.stats.steps,
+                    preemptions: rr.stats.preemptions,
+                    kv_usage_mean: (dur_ns > 0)
+                        .then(|| rr.stats.used_block_ns / dur_ns as f64 / blocks),
+                    kv_usage_peak: rr.stats.peak_used_blocks as f64 / blocks,
+                    gpu_evictions: rr.gpu_evictions,
+                    offload: rr.connector_stats.clone(),
+                }
+            })
+            .collect();
+        let ratio = |f: &dyn Fn(&ReplicaSummary) -> u64| {
+            let xs: Vec<f64> = replicas.iter().map(|r| f(r) as f64).collect();
+            let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+            (mean > 0.0).then(|| xs.iter().copied().fold(0.0, f64::max) / mean)
+        };
+        Some(FleetSummary {
+            imbalance_requests: ratio(&|r| r.requests),
+            imbalance_tokens: ratio(&|r| r.input_tokens + r.output_tokens),
+            replicas,
+        })
+    }
 }
 
 /// The records of one scope.
@@ -411,6 +499,7 @@ impl RunSummary {
             kv_usage_peak: st.peak_used_blocks as f64 / blocks,
             gpu_evictions: result.gpu_evictions,
             offload: result.connector_stats.clone(),
+            fleet: FleetSummary::new(records, result, dur_ns),
         }
     }
 

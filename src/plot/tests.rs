@@ -30,6 +30,7 @@ fn record(id: u64, input_len: u32, ttft: f64, cpu: bool) -> RequestRecord {
         preemptions: 0,
         measured_ttft_s: None,
         measured_e2e_s: None,
+        replica: None,
     }
 }
 

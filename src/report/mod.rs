@@ -29,9 +29,18 @@ struct SummaryFile<'a> {
     summary: &'a RunSummary,
 }
 
-/// Contents of `kv_usage.json`.
+/// Contents of `kv_usage.json`: a single engine's samples, or each replica's.
 #[derive(Serialize)]
 struct KvUsageFile<'a> {
+    num_gpu_blocks: u32,
+    samples: &'a [KvSample],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    replicas: Vec<ReplicaUsage<'a>>,
+}
+
+/// One replica's usage series in a fleet's `kv_usage.json`.
+#[derive(Serialize)]
+struct ReplicaUsage<'a> {
     num_gpu_blocks: u32,
     samples: &'a [KvSample],
 }
@@ -71,6 +80,14 @@ pub fn write_parts(
         &KvUsageFile {
             num_gpu_blocks: result.num_gpu_blocks,
             samples: &result.kv_samples,
+            replicas: result
+                .replicas
+                .iter()
+                .map(|r| ReplicaUsage {
+                    num_gpu_blocks: r.num_gpu_blocks,
+                    samples: &r.kv_samples,
+                })
+                .collect(),
         },
     )
 }

@@ -39,19 +39,23 @@ const COLUMNS: [(&str, DataType, bool); 24] = [
     ("measured_e2e_s", DataType::Float64, true),
 ];
 
-fn schema() -> Schema {
-    Schema::new(
-        COLUMNS
-            .iter()
-            .map(|(name, t, null)| Field::new(*name, t.clone(), *null))
-            .collect::<Vec<_>>(),
-    )
+/// The columns; a fleet's records add `replica` (UInt32) at the end.
+fn schema(fleet: bool) -> Schema {
+    let mut fields: Vec<Field> = COLUMNS
+        .iter()
+        .map(|(name, t, null)| Field::new(*name, t.clone(), *null))
+        .collect();
+    if fleet {
+        fields.push(Field::new("replica", DataType::UInt32, true));
+    }
+    Schema::new(fields)
 }
 
 /// Writes `records` to `path` (Snappy-compressed, no timestamps: identical records give
 /// identical bytes).
 pub fn write_requests(records: &[RequestRecord], path: &Path) -> Result<()> {
-    write_rows(path, Arc::new(schema()), records, to_batch)
+    let fleet = records.iter().any(|r| r.replica.is_some());
+    write_rows(path, Arc::new(schema(fleet)), records, to_batch)
 }
 
 fn to_batch(
@@ -109,6 +113,12 @@ fn to_batch(
         f64s(|r| r.measured_ttft_s),
         f64s(|r| r.measured_e2e_s),
     ];
+    let mut cols = cols;
+    if schema.fields().len() > COLUMNS.len() {
+        let mut b = UInt32Builder::with_capacity(recs.len());
+        recs.iter().for_each(|r| b.append_option(r.replica));
+        cols.push(Arc::new(b.finish()) as ArrayRef);
+    }
     RecordBatch::try_new(schema, cols)
 }
 
@@ -159,6 +169,11 @@ pub fn read_requests(path: &Path) -> Result<Vec<RequestRecord>> {
             (f("arrival_s")?, f("queue_s")?, f("ttft_s")?, f("tpot_s")?);
         let (itl_mean, itl_max, e2e) = (f("itl_mean_s")?, f("itl_max_s")?, f("e2e_s")?);
         let (m_ttft, m_e2e) = (f("measured_ttft_s")?, f("measured_e2e_s")?);
+        // A fleet's file has a replica column; a single engine's has none.
+        let replica = match batch.column_by_name("replica") {
+            Some(_) => Some(typed!("replica", UInt32Array)),
+            None => None,
+        };
         let u = |name: &'static str| -> Result<&UInt32Array> { Ok(typed!(name, UInt32Array)) };
         let (input_len, output_len) = (u("input_len")?, u("output_len")?);
         let (gpu, cpu, disk, remote, computed) = (
@@ -202,6 +217,7 @@ pub fn read_requests(path: &Path) -> Result<Vec<RequestRecord>> {
                 preemptions: preemptions.value(i),
                 measured_ttft_s: of(m_ttft, i),
                 measured_e2e_s: of(m_e2e, i),
+                replica: replica.and_then(|c| (!c.is_null(i)).then(|| c.value(i))),
             });
         }
     }

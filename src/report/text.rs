@@ -119,6 +119,28 @@ pub fn print_summary(s: &RunSummary) -> String {
         bytes(s.bytes_loaded),
         bytes(s.bytes_stored)
     );
+    if let Some(f) = &s.fleet {
+        let ratio = |x: Option<f64>| or_dash(x, |v| format!("{v:.2}"));
+        let _ = writeln!(
+            o,
+            "fleet        {} replicas   imbalance (max/mean) requests {}   tokens {}",
+            f.replicas.len(),
+            ratio(f.imbalance_requests),
+            ratio(f.imbalance_tokens)
+        );
+        for r in &f.replicas {
+            let gpu = r.hit_fractions.map_or(0.0, |h| h.gpu);
+            let _ = writeln!(
+                o,
+                "  replica {:<3} requests {:<7} tokens {:<10} GPU hits {}   KV mean {}",
+                r.replica,
+                r.requests,
+                r.input_tokens + r.output_tokens,
+                pct(gpu),
+                or_dash(r.kv_usage_mean, pct)
+            );
+        }
+    }
     o
 }
 
