@@ -26,8 +26,29 @@ fn keys(v: Value) -> Map<String, Value> {
 }
 
 /// Parses one variant: `none`, `cpu[:GiB]`, `disk[:GiB]` (behind an 8 GiB CPU tier),
-/// `remote[:RTT_ms]` (Redis, no local CPU tier), `native[:GiB]`.
+/// `remote[:RTT_ms]` (Redis, no local CPU tier), `native[:GiB]`, or any configuration keys as
+/// `KEY=VALUE[+KEY=VALUE...]` (routers side by side: `router=round_robin,router=llm_d`).
 pub fn parse_variant(spec: &str) -> Result<Variant> {
+    if spec.contains('=') {
+        let mut k = Map::new();
+        for part in spec.split('+') {
+            let (key, value) = part.split_once('=').ok_or_else(|| {
+                Error::Config(format!("variant {spec:?}: {part:?} is not KEY=VALUE"))
+            })?;
+            let key = key.trim();
+            if !RunConfig::is_key(key) {
+                return Err(Error::Config(format!(
+                    "variant {spec:?}: unknown key {key:?} (did you mean {:?}?)",
+                    crate::config::keys::nearest(key)
+                )));
+            }
+            k.insert(key.into(), crate::config::parse_value(value.trim()));
+        }
+        return Ok(Variant {
+            label: spec.trim().into(),
+            keys: k,
+        });
+    }
     let (kind, arg) = match spec.split_once(':') {
         Some((k, a)) => (k.trim(), Some(a.trim())),
         None => (spec.trim(), None),
@@ -169,6 +190,14 @@ mod tests {
         let e = parse_variant("remote:fast").unwrap_err().to_string();
         assert!(e.contains("remote:fast") && e.contains("RTT ms"), "{e}");
         assert!(parse_variant("gpu").is_err());
+        // Any keys: routers side by side.
+        let v = parse_variant("router=llm_d+replicas=4").unwrap();
+        assert_eq!(
+            (v.keys["router"].clone(), v.keys["replicas"].clone()),
+            (json!("llm_d"), json!(4))
+        );
+        let e = parse_variant("routr=llm_d").unwrap_err().to_string();
+        assert!(e.contains("did you mean \"router\""), "{e}");
     }
 
     /// Regression: `compare --variants ""` said "No such file or directory".

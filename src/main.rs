@@ -47,7 +47,7 @@ enum Command {
         /// A kvreplay trace; omit for the embedded default.
         #[arg(long)]
         trace: Option<PathBuf>,
-        /// Comma-separated variants: none, cpu[:GiB], disk[:GiB], remote[:RTT_ms], native[:GiB].
+        /// Comma-separated variants: none, cpu[:GiB], disk[:GiB], remote[:RTT_ms], native[:GiB], or configuration keys KEY=VALUE[+KEY=VALUE...] (e.g. router=round_robin,router=llm_d).
         #[arg(long)]
         variants: Option<String>,
         #[command(flatten)]

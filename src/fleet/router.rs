@@ -293,17 +293,17 @@ impl LlmD {
     }
 
     fn prompt_blocks(&self, request: &Request) -> Vec<u64> {
-        let mut keys = Vec::new();
-        for_each_block(
-            request.prompt.iter().copied(),
-            self.block_tokens,
-            true,
-            |_, k| {
-                if keys.len() < MAX_PREFIX_BLOCKS {
-                    keys.push(k)
-                }
-            },
-        );
+        // Only the first MAX_PREFIX_BLOCKS blocks are hashed.
+        let mut left = MAX_PREFIX_BLOCKS as u64 * self.block_tokens as u64;
+        let runs = request.prompt.iter().map_while(|r| {
+            (left > 0).then(|| {
+                let len = (r.len as u64).min(left) as u32;
+                left -= len as u64;
+                crate::trace::Run::new(r.content, r.offset, len)
+            })
+        });
+        let mut keys = Vec::with_capacity(MAX_PREFIX_BLOCKS);
+        for_each_block(runs, self.block_tokens, true, |_, k| keys.push(k));
         keys
     }
 }
