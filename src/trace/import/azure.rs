@@ -134,6 +134,74 @@ mod tests {
     }
 
     #[test]
+    fn crlf_line_numbers_are_exact() {
+        // The real Azure files end their lines with CRLF; LF and mixed files must agree.
+        let rows = [
+            "TIMESTAMP,ContextTokens,GeneratedTokens",
+            "2023-11-16 18:17:03.9799600,4808,10",
+            "2023-11-16 18:17:04.0319600,x,8",
+            "",
+            "2023-11-16 18:17:04.5,3180,0",
+            "2023-11-16 18:17:05.0,3180,8",
+        ];
+        for (kind, nl) in [("lf", "\n"), ("crlf", "\r\n"), ("mixed", "")] {
+            let text = if nl.is_empty() {
+                rows.iter()
+                    .enumerate()
+                    .map(|(i, r)| format!("{r}{}", if i % 2 == 0 { "\r\n" } else { "\n" }))
+                    .collect::<String>()
+            } else {
+                rows.join(nl) + nl
+            };
+            let p = temp_file(&format!("{kind}.csv"), &text);
+            let (t, rep) = import_file(Format::Azure, &p, false).unwrap();
+            assert_eq!((rep.read, rep.imported), (4, 2), "{kind}");
+            assert_eq!(t.requests.len(), 2);
+            let shown: Vec<String> = rep.examples.iter().map(|e| e.to_string()).collect();
+            let name = p.display().to_string();
+            assert_eq!(
+                shown,
+                vec![
+                    format!(
+                        "{name}:3: ContextTokens: expected a non-negative integer, found \"x\""
+                    ),
+                    format!("{name}:5: GeneratedTokens: must be at least 1"),
+                ],
+                "{kind}"
+            );
+            let e = import_file(Format::Azure, &p, true)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("{name}:3: ContextTokens:")),
+                "{kind}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn real_crlf_file_names_the_exact_line_of_a_bad_row() {
+        let Some(p) = shared_trace("AzureLLMInferenceTrace_code.csv") else {
+            return;
+        };
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            text.contains("\r\n"),
+            "the real file ends its lines with CRLF"
+        );
+        // Spoil the token count of the row on line 1000 (in memory; the file is read-only).
+        let mut rows: Vec<&str> = text.split_inclusive('\n').collect();
+        let spoilt = rows[999].replacen(',', ",x", 2).replacen(",x", ",", 1);
+        rows[999] = &spoilt;
+        let input = rows.concat();
+        let opts = super::super::ImportOptions::default();
+        let (_, rep) = import(&mut input.as_bytes(), "code.csv", &opts).unwrap();
+        assert_eq!((rep.read, rep.skipped_total()), (8_819, 1));
+        let e = rep.examples[0].to_string();
+        assert!(e.starts_with("code.csv:1000: GeneratedTokens: "), "{e}");
+    }
+
+    #[test]
     fn multibyte_text_in_a_timestamp_is_an_error_not_a_panic() {
         // Found by fuzzing: a character straddling the end of the seconds field.
         let p = temp_file(
