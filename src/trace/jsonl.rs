@@ -63,7 +63,7 @@ pub fn read_from(r: impl BufRead, name: &str) -> Result<Trace> {
     let mut lines = Vec::new();
     for line in nonblank_lines(r, name) {
         let (lineno, line) = line?;
-        let map = parse_object(&line, name, lineno)?;
+        let map = parse_object(&line?, name, lineno)?;
         match &meta {
             None => {
                 if !map.contains_key("format_version") {
@@ -208,6 +208,22 @@ mod tests {
         let mut buf2 = Vec::new();
         write_to(&back, &mut buf2).unwrap();
         assert_eq!(buf, buf2);
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_input_error_naming_the_line() {
+        let t = sample();
+        let mut buf = Vec::new();
+        write_to(&t, &mut buf).unwrap();
+        let k = buf.windows(7).position(|w| w == b"timeout").unwrap();
+        buf[k] = 0xff;
+        let e = read_from(&buf[..], "t.jsonl").unwrap_err();
+        assert!(matches!(e, Error::Input(_)), "{e:?}");
+        let col = k - buf[..k].iter().rposition(|b| *b == b'\n').unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!("t.jsonl:2: not valid UTF-8: byte 0xff at column {col}")
+        );
     }
 
     #[test]

@@ -21,18 +21,47 @@ pub struct Obj<'a> {
 }
 
 /// The lines of a JSON Lines input that are not blank, each with its 1-based number (blank lines
-/// are counted, so numbers match the file); a read error names `name:line`.
+/// are counted, so numbers match the file; a line ends at `\n`, and a `\r` before it is dropped).
+/// A line that is not valid UTF-8 is an `Err` for that line alone, naming the first bad byte, so
+/// that an importer can skip and count it; a read error names `name:line` and ends the lines.
 pub fn nonblank_lines<'a>(
-    input: impl std::io::BufRead + 'a,
+    mut input: impl std::io::BufRead + 'a,
     name: &'a str,
-) -> impl Iterator<Item = crate::error::Result<(u64, String)>> + 'a {
-    input.lines().enumerate().filter_map(move |(i, line)| {
-        let lineno = i as u64 + 1;
-        match line {
-            Err(e) => Some(Err(crate::error::Error::io(format!("{name}:{lineno}"), e))),
-            Ok(l) if l.trim().is_empty() => None,
-            Ok(l) => Some(Ok((lineno, l))),
+) -> impl Iterator<Item = crate::error::Result<(u64, Result<String, InputError>)>> + 'a {
+    let mut lineno = 0u64;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        while !done {
+            let mut buf = Vec::new();
+            lineno += 1;
+            match input.read_until(b'\n', &mut buf) {
+                Err(e) => {
+                    done = true;
+                    return Some(Err(crate::error::Error::io(format!("{name}:{lineno}"), e)));
+                }
+                Ok(0) => done = true,
+                Ok(_) => {
+                    if buf.last() == Some(&b'\n') {
+                        buf.pop();
+                        if buf.last() == Some(&b'\r') {
+                            buf.pop();
+                        }
+                    }
+                    match String::from_utf8(buf) {
+                        Ok(l) if l.trim().is_empty() => {}
+                        Ok(l) => return Some(Ok((lineno, Ok(l)))),
+                        Err(e) => {
+                            let at = e.utf8_error().valid_up_to();
+                            let byte = e.as_bytes().get(at).copied().unwrap_or(0);
+                            let msg =
+                                format!("not valid UTF-8: byte {byte:#04x} at column {}", at + 1);
+                            return Some(Ok((lineno, Err(InputError::new(name, lineno, "", msg)))));
+                        }
+                    }
+                }
+            }
         }
+        None
     })
 }
 

@@ -313,6 +313,12 @@ pub(crate) mod testutil {
 
     /// Writes `text` to a fresh temporary file named `name` and returns its path.
     pub fn temp_file(name: &str, text: &str) -> PathBuf {
+        temp_bytes(name, text.as_bytes())
+    }
+
+    /// Writes `bytes` (not necessarily UTF-8) to a fresh temporary file named `name` and returns
+    /// its path.
+    pub fn temp_bytes(name: &str, bytes: &[u8]) -> PathBuf {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -322,7 +328,7 @@ pub(crate) mod testutil {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
+        std::fs::write(&p, bytes).unwrap();
         p
     }
 }

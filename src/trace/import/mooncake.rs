@@ -28,7 +28,8 @@ pub fn import(
     for line in nonblank_lines(input, name) {
         let (lineno, line) = line?;
         let id = tally.report.read;
-        let parsed = parse_object(&line, name, lineno)
+        let parsed = line
+            .and_then(|line| parse_object(&line, name, lineno))
             .and_then(|m| parse_hashed(&Obj::new(&m, name, lineno), id, block, "timestamp", 1e6));
         if let Some(r) = tally.record(parsed)? {
             requests.push(r);
@@ -94,7 +95,7 @@ pub fn parse_hashed(
 mod tests {
     use super::*;
     use crate::trace::import::Format;
-    use crate::trace::import::testutil::{import_file, shared_trace, temp_file};
+    use crate::trace::import::testutil::{import_file, shared_trace, temp_bytes, temp_file};
     use crate::trace::stats::reuse_fraction;
 
     #[test]
@@ -156,6 +157,30 @@ mod tests {
             e,
             format!("{name}:2: timestamp: expected a number, found \"x\"")
         );
+    }
+
+    #[test]
+    fn invalid_utf8_line_is_skipped_and_counted() {
+        let good =
+            "{\"timestamp\": 0, \"input_length\": 10, \"output_length\": 5, \"hash_ids\": [1]}";
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(good.as_bytes());
+        bytes.extend_from_slice(
+            b"\r\n{\"timestamp\": 1, \"input_length\": 10, \"tag\": \"\xff\"}\r\n\r\n",
+        );
+        bytes.extend_from_slice(good.as_bytes());
+        bytes.extend_from_slice(b"\n");
+        let p = temp_bytes("u.jsonl", &bytes);
+        let (t, rep) = import_file(Format::Mooncake, &p, false).unwrap();
+        assert_eq!(t.requests.len(), 2);
+        assert_eq!((rep.read, rep.imported, rep.skipped_total()), (3, 2, 1));
+        assert_eq!(rep.skipped.get("malformed line"), Some(&1));
+        let name = p.display().to_string();
+        let want = format!("{name}:2: not valid UTF-8: byte 0xff at column 46");
+        assert_eq!(rep.examples[0].to_string(), want);
+        let e = import_file(Format::Mooncake, &p, true).unwrap_err();
+        assert!(matches!(e, crate::error::Error::Input(_)), "{e:?}");
+        assert_eq!(e.to_string(), want);
     }
 
     #[test]
