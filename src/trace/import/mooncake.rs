@@ -57,7 +57,7 @@ pub fn parse_hashed(
     }
     let arrival_ns = (t * ns_per_unit).round();
     if arrival_ns >= 1.8e19 {
-        return Err(o.err(time_key, format!("{t} is too large")));
+        return Err(o.err(time_key, format!("{t:e} is too large")));
     }
     let input_len = o.u32("input_length")?;
     if input_len == 0 {
@@ -181,6 +181,31 @@ mod tests {
         let e = import_file(Format::Mooncake, &p, true).unwrap_err();
         assert!(matches!(e, crate::error::Error::Input(_)), "{e:?}");
         assert_eq!(e.to_string(), want);
+    }
+
+    #[test]
+    fn huge_timestamps_are_refused_not_wrapped() {
+        // ms -> ns: 1.7e13 ms still fits in u64 ns, 1.8e13 ms (1.8e19 ns) is refused.
+        let p = temp_file(
+            "big.jsonl",
+            "{\"timestamp\": 1.7e13, \"input_length\": 1, \"output_length\": 1, \"hash_ids\": [1]}\n\
+             {\"timestamp\": 1.8e13, \"input_length\": 1, \"output_length\": 1, \"hash_ids\": [1]}\n\
+             {\"timestamp\": 1e300, \"input_length\": 1, \"output_length\": 1, \"hash_ids\": [1]}\n",
+        );
+        let (t, rep) = import_file(Format::Mooncake, &p, false).unwrap();
+        assert_eq!(
+            (rep.imported, rep.skipped.get("timestamp")),
+            (1, Some(&2)),
+            "{rep}"
+        );
+        assert_eq!(t.requests[0].arrival_ns, 17_000_000_000_000_000_000);
+        assert!(
+            rep.examples[0]
+                .to_string()
+                .ends_with(":2: timestamp: 1.8e13 is too large"),
+            "{}",
+            rep.examples[0]
+        );
     }
 
     #[test]

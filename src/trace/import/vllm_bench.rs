@@ -302,7 +302,17 @@ fn record(
     };
     let e2e_ns = match c.latencies {
         Some(l) => secs_at(l, "latencies", i, name)?,
-        None => itl_ns.iter().fold(ttft_ns, |acc, g| acc.saturating_add(*g)),
+        None => itl_ns
+            .iter()
+            .try_fold(ttft_ns, |acc, g| acc.checked_add(*g))
+            .ok_or_else(|| {
+                err(
+                    name,
+                    i,
+                    "itls",
+                    "ttft plus the gaps is more than 2^64 ns (584 years)".into(),
+                )
+            })?,
     };
     let mut r = Request::new(id, arrival_ns, vec![Run::new(id, 0, input_len)], output_len);
     r.measured = Measured {
@@ -458,6 +468,29 @@ mod tests {
                 .to_string();
             assert!(e.contains(want), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn e2e_past_the_clock_is_an_error_not_saturated() {
+        // Without latencies, e2e = ttft + sum(itls): each part fits in u64 ns, the sum does not.
+        let p = temp_file(
+            "e2e.json",
+            r#"{"input_lens": [1, 1, 1], "output_lens": [2, 2, 3], "ttfts": [1.7e10, 1.0, 1.0],
+                "itls": [[1.7e10], [1.5], [1.7e10, 1.7e10]]}"#,
+        );
+        let (t, rep) = import_file(Format::VllmBench, &p, false).unwrap();
+        assert_eq!((rep.read, rep.imported, rep.skipped_total()), (3, 1, 2));
+        assert_eq!(t.requests[0].measured.e2e_ns, Some(2_500_000_000));
+        let name = p.display().to_string();
+        assert_eq!(
+            rep.examples[0].to_string(),
+            format!("{name}:1: itls[0]: ttft plus the gaps is more than 2^64 ns (584 years)")
+        );
+        assert!(
+            rep.examples[1]
+                .to_string()
+                .starts_with(&format!("{name}:3: itls[2]: "))
+        );
     }
 
     #[test]
