@@ -62,14 +62,20 @@ pub struct ImportReport {
     pub read: u64,
     /// Records that became requests.
     pub imported: u64,
-    /// Skipped records by reason (the field at fault).
+    /// Skipped records by reason (the field at fault, without an array index).
     pub skipped: BTreeMap<String, u64>,
+    /// For reasons whose fields name array elements (vllm-bench's `ttfts[17]`), the first few
+    /// indices skipped, to show with the count.
+    pub indices: BTreeMap<String, Vec<u64>>,
     /// The first few errors in full, to show the user.
     pub examples: Vec<InputError>,
 }
 
 /// Errors shown in full per import; the rest are counted.
 pub const MAX_EXAMPLES: usize = 5;
+
+/// Indices shown per reason; the rest are counted.
+pub const MAX_INDICES: usize = 3;
 
 impl ImportReport {
     /// Total skipped records.
@@ -91,7 +97,16 @@ impl fmt::Display for ImportReport {
             let parts: Vec<String> = self
                 .skipped
                 .iter()
-                .map(|(k, v)| format!("{k}: {v}"))
+                .map(|(k, v)| match self.indices.get(k) {
+                    Some(at) if !at.is_empty() => {
+                        let mut list: Vec<String> = at.iter().map(u64::to_string).collect();
+                        if *v > at.len() as u64 {
+                            list.push("...".into());
+                        }
+                        format!("{k}[{}]: {v}", list.join(", "))
+                    }
+                    _ => format!("{k}: {v}"),
+                })
                 .collect();
             write!(f, " ({})", parts.join(", "))?;
         }
@@ -140,7 +155,14 @@ impl Tally {
                 if self.strict {
                     return Err(e);
                 }
-                *self.report.skipped.entry(e.reason()).or_default() += 1;
+                let reason = e.reason();
+                if let Some(i) = e.index() {
+                    let at = self.report.indices.entry(reason.clone()).or_default();
+                    if at.len() < MAX_INDICES {
+                        at.push(i);
+                    }
+                }
+                *self.report.skipped.entry(reason).or_default() += 1;
                 if self.report.examples.len() < MAX_EXAMPLES {
                     self.report.examples.push(e);
                 }
