@@ -29,13 +29,19 @@ const REQUEST_FIELDS: &[&str] = &[
 ];
 const MEASURED_FIELDS: &[&str] = &["ttft_ns", "e2e_ns", "itl_ns", "itl_mean_ns", "error"];
 
-/// Writes `trace` to `path`.
+/// Writes `trace` to `path`; a failed write leaves no partial file (see
+/// [`crate::util::atomic::write_file`]).
 pub fn write(trace: &Trace, path: &Path) -> Result<()> {
     let name = path.display().to_string();
-    let f = std::fs::File::create(path).map_err(|e| Error::io(&name, e))?;
-    let mut w = BufWriter::new(f);
-    write_to(trace, &mut w).map_err(|e| Error::io(&name, e))?;
-    w.flush().map_err(|e| Error::io(&name, e))
+    crate::util::atomic::write_file(path, |file| write_buffered(trace, file, &name))
+}
+
+/// Writes `trace` as JSONL to any unbuffered writer (a file), buffering it; `name` stands for
+/// it in errors.
+pub fn write_buffered(trace: &Trace, w: impl Write, name: &str) -> Result<()> {
+    let mut w = BufWriter::new(w);
+    write_to(trace, &mut w).map_err(|e| Error::io(name, e))?;
+    w.flush().map_err(|e| Error::io(name, e))
 }
 
 /// Writes `trace` as JSONL to any writer.

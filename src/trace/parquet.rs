@@ -19,7 +19,7 @@
 
 use super::{Measured, Request, Run, Trace, TraceMeta};
 use crate::error::{Error, InputError, Result};
-use crate::util::parquet::{BATCH, write_rows};
+use crate::util::parquet::{BATCH, write_rows_to};
 use arrow_array::builder::{ListBuilder, StringBuilder, UInt32Builder, UInt64Builder};
 use arrow_array::{Array, ArrayRef, ListArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
@@ -58,11 +58,24 @@ fn schema(meta_json: String) -> Schema {
     Schema::new_with_metadata(fields, HashMap::from([(META_KEY.to_string(), meta_json)]))
 }
 
-/// Writes `trace` to `path` as Parquet (Snappy-compressed).
+/// Writes `trace` to `path` as Parquet (Snappy-compressed); a failed write leaves no partial
+/// file (see [`crate::util::atomic::write_file`]).
 pub fn write(trace: &Trace, path: &Path) -> Result<()> {
+    let name = path.display().to_string();
+    crate::util::atomic::write_file(path, |file| write_to(trace, file, &name))
+}
+
+/// Writes `trace` as Parquet to any writer; `name` stands for it in errors.
+pub fn write_to(trace: &Trace, w: impl std::io::Write + Send, name: &str) -> Result<()> {
     let meta_json =
         serde_json::to_string(&trace.meta).map_err(|e| Error::Invariant(e.to_string()))?;
-    write_rows(path, Arc::new(schema(meta_json)), &trace.requests, to_batch)
+    write_rows_to(
+        w,
+        name,
+        Arc::new(schema(meta_json)),
+        &trace.requests,
+        to_batch,
+    )
 }
 
 fn to_batch(
