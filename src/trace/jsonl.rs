@@ -233,6 +233,81 @@ mod tests {
     }
 
     #[test]
+    fn zero_output_len_is_rejected_at_read_time() {
+        // vLLM generates at least one token; a request with none never finishes in the engine.
+        let t = sample();
+        let mut buf = Vec::new();
+        write_to(&t, &mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let zero = lines[2].replacen("\"output_len\":4,", "\"output_len\":0,", 1);
+        assert_ne!(zero, lines[2]);
+        let bad = format!("{}\n{}\n\n{zero}\n", lines[0], lines[1]);
+        let e = read_from(bad.as_bytes(), "t.jsonl")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "t.jsonl:4: output_len: must be at least 1 (vLLM generates at least one token)"
+        );
+    }
+
+    #[test]
+    fn header_typos_are_errors() {
+        let t = sample();
+        let mut buf = Vec::new();
+        write_to(&t, &mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        for (from, to) in [
+            ("\"block_size\"", "\"block_sise\""),
+            ("\"early_stop\"", "\"early_stp\""),
+        ] {
+            let typo = text.replacen(from, to, 1);
+            assert_ne!(typo, text);
+            let e = read_from(typo.as_bytes(), "t.jsonl")
+                .unwrap_err()
+                .to_string();
+            let key = to.trim_matches('"');
+            assert!(
+                e.starts_with(&format!("t.jsonl:1: header: unknown field `{key}`")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn integers_written_as_imprecise_floats_are_refused() {
+        // 2^53 + 1 has no float of its own: as a float it would silently become 2^53.
+        let t = sample();
+        let mut buf = Vec::new();
+        write_to(&t, &mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let exact = text.replacen(
+            "\"arrival_ns\":1000",
+            "\"arrival_ns\":4503599627370496.0",
+            1,
+        );
+        let back = read_from(exact.as_bytes(), "t.jsonl").unwrap();
+        assert_eq!(back.requests[1].arrival_ns, 1 << 52);
+        let bad = text.replacen(
+            "\"arrival_ns\":1000",
+            "\"arrival_ns\":9007199254740993.0",
+            1,
+        );
+        let e = read_from(bad.as_bytes(), "t.jsonl")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("t.jsonl:3: arrival_ns: expected a non-negative integer"),
+            "{e}"
+        );
+        // Written as an integer it is exact.
+        let int = text.replacen("\"arrival_ns\":1000", "\"arrival_ns\":9007199254740993", 1);
+        let back = read_from(int.as_bytes(), "t.jsonl").unwrap();
+        assert_eq!(back.requests[1].arrival_ns, (1 << 53) + 1);
+    }
+
+    #[test]
     fn bad_lines_name_line_and_field() {
         let t = sample();
         let mut buf = Vec::new();

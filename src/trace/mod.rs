@@ -115,7 +115,7 @@ pub struct Request {
     pub arrival_ns: u64,
     /// Prompt tokens; equals the sum of the runs' lengths.
     pub input_len: u32,
-    /// Tokens to generate.
+    /// Tokens to generate (at least 1: vLLM always generates one).
     pub output_len: u32,
     /// Content identity of the prompt, canonical.
     pub prompt: Vec<Run>,
@@ -190,6 +190,7 @@ fn is_zero_u64(v: &u64) -> bool {
 
 /// A closed-loop group of clients.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Pool {
     /// Id referenced by [`Request::pool`].
     pub id: u32,
@@ -223,8 +224,10 @@ fn one() -> u32 {
     1
 }
 
-/// Everything about a trace that is not a request.
+/// Everything about a trace that is not a request. Unknown keys are errors when it is read, as
+/// in requests: a misspelt optional key would otherwise take its default silently.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TraceMeta {
     /// [`FORMAT_VERSION`] of the file.
     pub format_version: u32,
@@ -325,6 +328,13 @@ impl Trace {
                     i,
                     "input_len",
                     "a prompt needs at least one token".into(),
+                ));
+            }
+            if r.output_len == 0 {
+                return Err(err(
+                    i,
+                    "output_len",
+                    "must be at least 1 (vLLM generates at least one token)".into(),
                 ));
             }
             if let Some(k) = r.prompt.iter().position(|x| x.len == 0) {

@@ -147,12 +147,7 @@ impl<'a> Obj<'a> {
     /// A required non-negative integer (a float with no fraction, like `3.0`, is accepted).
     pub fn u64(&self, key: &str) -> Result<u64, InputError> {
         let v = self.req(key)?;
-        as_u64(v).ok_or_else(|| {
-            self.err(
-                key,
-                format!("expected a non-negative integer, found {}", show(v)),
-            )
-        })
+        as_u64(v).ok_or_else(|| self.err(key, not_u64(v)))
     }
 
     /// An optional non-negative integer.
@@ -233,15 +228,7 @@ impl<'a> Obj<'a> {
         a.iter()
             .enumerate()
             .map(|(i, v)| {
-                as_u64(v).ok_or_else(|| {
-                    self.err(
-                        key,
-                        format!(
-                            "element {i}: expected a non-negative integer, found {}",
-                            show(v)
-                        ),
-                    )
-                })
+                as_u64(v).ok_or_else(|| self.err(key, format!("element {i}: {}", not_u64(v))))
             })
             .collect()
     }
@@ -271,17 +258,34 @@ impl<'a> Obj<'a> {
     }
 }
 
-/// A JSON value as a non-negative integer, accepting integral floats (`512.0`).
+/// Integral floats from this on are refused as integers: not every integer above 2^53 has a
+/// float of its own, so `9007199254740993.0` would silently read as `9007199254740992`.
+const FLOAT_EXACT: f64 = 9_007_199_254_740_992.0;
+
+/// A JSON value as a non-negative integer, accepting integral floats (`512.0`) below 2^53,
+/// where a float stands for exactly one integer.
 pub fn as_u64(v: &Value) -> Option<u64> {
     if let Some(x) = v.as_u64() {
         return Some(x);
     }
     let f = v.as_f64()?;
-    if f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f < 1.8e19 {
+    if f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f < FLOAT_EXACT {
         Some(f as u64)
     } else {
         None
     }
+}
+
+/// What to say about a value [`as_u64`] refused.
+fn not_u64(v: &Value) -> String {
+    let hint = match v.as_f64() {
+        Some(f) if v.as_u64().is_none() && f.fract() == 0.0 && (FLOAT_EXACT..2e19).contains(&f) => {
+            " (write integers of 2^53 and more without a fraction or exponent: a float cannot \
+             hold them exactly)"
+        }
+        _ => "",
+    };
+    format!("expected a non-negative integer, found {}{hint}", show(v))
 }
 
 /// Seconds (a JSON number) to integer nanoseconds; negative or non-finite values are refused.

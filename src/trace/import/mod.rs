@@ -310,6 +310,61 @@ pub fn open(path: &Path) -> Result<std::io::BufReader<std::fs::File>> {
     Ok(std::io::BufReader::with_capacity(1 << 20, f))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// vLLM generates at least one token: a record with none is never imported (a request with
+    /// none would never finish in the engine), and it is counted under a reason.
+    #[test]
+    fn zero_output_tokens_are_skipped_and_counted_by_every_importer() {
+        let cases: [(Format, &str, &str); 6] = [
+            (
+                Format::Mooncake,
+                "{\"timestamp\": 0, \"input_length\": 5, \"output_length\": 2, \"hash_ids\": [1]}\n\
+                 {\"timestamp\": 1, \"input_length\": 5, \"output_length\": 0, \"hash_ids\": [1]}\n",
+                "output_length",
+            ),
+            (
+                Format::Bailian,
+                "{\"chat_id\": 0, \"parent_chat_id\": -1, \"timestamp\": 0, \"input_length\": 5, \"output_length\": 2, \"hash_ids\": [1]}\n\
+                 {\"chat_id\": 1, \"parent_chat_id\": -1, \"timestamp\": 1, \"input_length\": 5, \"output_length\": 0, \"hash_ids\": [1]}\n",
+                "output_length",
+            ),
+            (
+                Format::Azure,
+                "TIMESTAMP,ContextTokens,GeneratedTokens\n\
+                 2024-05-12 00:00:00,5,2\n2024-05-12 00:00:01,5,0\n",
+                "GeneratedTokens",
+            ),
+            (
+                Format::Burstgpt,
+                "Timestamp,Request tokens,Response tokens\n1,5,2\n2,5,0\n",
+                burstgpt::FAILED,
+            ),
+            (
+                Format::VllmBench,
+                r#"{"input_lens": [5, 5], "output_lens": [2, 0], "ttfts": [0.1, 0.1], "itls": [[0.1], []]}"#,
+                vllm_bench::FAILED,
+            ),
+            (
+                Format::Llmperf,
+                r#"[{"number_input_tokens": 5, "number_output_tokens": 2, "ttft_s": 0.1, "end_to_end_latency_s": 0.2},
+                    {"number_input_tokens": 5, "number_output_tokens": 0, "ttft_s": 0.1, "end_to_end_latency_s": 0.2}]"#,
+                "number_output_tokens",
+            ),
+        ];
+        for (format, text, reason) in cases {
+            let (t, rep) =
+                import_from(format, &mut text.as_bytes(), "f", &ImportOptions::default()).unwrap();
+            assert_eq!((rep.read, rep.imported), (2, 1), "{format:?}: {rep}");
+            assert_eq!(rep.skipped.get(reason), Some(&1), "{format:?}: {rep}");
+            assert_eq!(t.requests.len(), 1);
+            assert_eq!(t.requests[0].output_len, 2, "{format:?}");
+        }
+    }
+}
+
 /// Test helpers shared by the importers' tests.
 #[cfg(test)]
 pub(crate) mod testutil {
