@@ -93,8 +93,9 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn temp_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("kvreplay-atomic-{}", std::process::id()));
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("kvreplay-atomic-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
@@ -105,8 +106,7 @@ mod tests {
 
     #[test]
     fn replaces_a_file_whole_and_fails_without_touching_it() {
-        let dir = temp_dir().join("replace");
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("replace");
         let p = dir.join("out.txt");
         write_file(&p, put("first")).unwrap();
         write_file(&p, put("second")).unwrap();
@@ -130,8 +130,7 @@ mod tests {
         write_file(Path::new("/dev/null"), put("x")).unwrap();
         let m = std::fs::metadata("/dev/null").unwrap();
         assert!(m.file_type().is_char_device());
-        let dir = temp_dir().join("link");
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("link");
         let real = dir.join("real.txt");
         let link = dir.join("link.txt");
         std::fs::write(&real, "old").unwrap();
