@@ -36,14 +36,32 @@ impl InputError {
         }
     }
 
-    /// A short reason used to count skipped lines by kind (the field plus the first words of the
-    /// message, without values that vary line to line).
+    /// A short reason used to count skipped lines by kind: the field without a trailing index
+    /// (`ttfts[17]` counts as `ttfts`, see [`InputError::index`]), or "malformed line" when the
+    /// line as a whole is at fault.
     pub fn reason(&self) -> String {
         if self.field.is_empty() {
             "malformed line".to_string()
         } else {
-            self.field.clone()
+            let cut = self.split_index().map_or(self.field.len(), |(k, _)| k);
+            self.field[..cut].to_string()
         }
+    }
+
+    /// The index of a field named as an array element (`ttfts[17]` -> 17).
+    pub fn index(&self) -> Option<u64> {
+        self.split_index().map(|(_, i)| i)
+    }
+
+    /// Where a trailing `[digits]` starts in the field, and its value.
+    fn split_index(&self) -> Option<(usize, u64)> {
+        let inner = self.field.strip_suffix(']')?;
+        let open = inner.rfind('[')?;
+        let digits = &inner[open + 1..];
+        if open == 0 || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some((open, digits.parse().ok()?))
     }
 }
 
@@ -131,6 +149,20 @@ mod tests {
         assert_eq!(whole.to_string(), "t.csv: empty file");
         let line = InputError::new("t.csv", 7, "", "not valid JSON");
         assert_eq!(line.to_string(), "t.csv:7: not valid JSON");
+    }
+
+    #[test]
+    fn reason_drops_an_array_index() {
+        let at = |field: &str| {
+            let e = InputError::new("r.json", 18, field, "bad");
+            (e.reason(), e.index())
+        };
+        assert_eq!(at("ttfts[17]"), ("ttfts".to_string(), Some(17)));
+        assert_eq!(at("ttfts"), ("ttfts".to_string(), None));
+        assert_eq!(at("a[x]"), ("a[x]".to_string(), None));
+        assert_eq!(at("[3]"), ("[3]".to_string(), None));
+        assert_eq!(at("a[]"), ("a[]".to_string(), None));
+        assert_eq!(at(""), ("malformed line".to_string(), None));
     }
 
     /// `main` prints errors with their causes (`{:#}`): an input error must still print once.

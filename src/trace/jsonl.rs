@@ -29,13 +29,19 @@ const REQUEST_FIELDS: &[&str] = &[
 ];
 const MEASURED_FIELDS: &[&str] = &["ttft_ns", "e2e_ns", "itl_ns", "itl_mean_ns", "error"];
 
-/// Writes `trace` to `path`.
+/// Writes `trace` to `path`; a failed write leaves no partial file (see
+/// [`crate::util::atomic::write_file`]).
 pub fn write(trace: &Trace, path: &Path) -> Result<()> {
     let name = path.display().to_string();
-    let f = std::fs::File::create(path).map_err(|e| Error::io(&name, e))?;
-    let mut w = BufWriter::new(f);
-    write_to(trace, &mut w).map_err(|e| Error::io(&name, e))?;
-    w.flush().map_err(|e| Error::io(&name, e))
+    crate::util::atomic::write_file(path, |file| write_buffered(trace, file, &name))
+}
+
+/// Writes `trace` as JSONL to any unbuffered writer (a file), buffering it; `name` stands for
+/// it in errors.
+pub fn write_buffered(trace: &Trace, w: impl Write, name: &str) -> Result<()> {
+    let mut w = BufWriter::new(w);
+    write_to(trace, &mut w).map_err(|e| Error::io(name, e))?;
+    w.flush().map_err(|e| Error::io(name, e))
 }
 
 /// Writes `trace` as JSONL to any writer.
@@ -63,7 +69,7 @@ pub fn read_from(r: impl BufRead, name: &str) -> Result<Trace> {
     let mut lines = Vec::new();
     for line in nonblank_lines(r, name) {
         let (lineno, line) = line?;
-        let map = parse_object(&line, name, lineno)?;
+        let map = parse_object(&line?, name, lineno)?;
         match &meta {
             None => {
                 if !map.contains_key("format_version") {
@@ -208,6 +214,97 @@ mod tests {
         let mut buf2 = Vec::new();
         write_to(&back, &mut buf2).unwrap();
         assert_eq!(buf, buf2);
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_input_error_naming_the_line() {
+        let t = sample();
+        let mut buf = Vec::new();
+        write_to(&t, &mut buf).unwrap();
+        let k = buf.windows(7).position(|w| w == b"timeout").unwrap();
+        buf[k] = 0xff;
+        let e = read_from(&buf[..], "t.jsonl").unwrap_err();
+        assert!(matches!(e, Error::Input(_)), "{e:?}");
+        let col = k - buf[..k].iter().rposition(|b| *b == b'\n').unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!("t.jsonl:2: not valid UTF-8: byte 0xff at column {col}")
+        );
+    }
+
+    #[test]
+    fn zero_output_len_is_rejected_at_read_time() {
+        // vLLM generates at least one token; a request with none never finishes in the engine.
+        let t = sample();
+        let mut buf = Vec::new();
+        write_to(&t, &mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let zero = lines[2].replacen("\"output_len\":4,", "\"output_len\":0,", 1);
+        assert_ne!(zero, lines[2]);
+        let bad = format!("{}\n{}\n\n{zero}\n", lines[0], lines[1]);
+        let e = read_from(bad.as_bytes(), "t.jsonl")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "t.jsonl:4: output_len: must be at least 1 (vLLM generates at least one token)"
+        );
+    }
+
+    #[test]
+    fn header_typos_are_errors() {
+        let t = sample();
+        let mut buf = Vec::new();
+        write_to(&t, &mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        for (from, to) in [
+            ("\"block_size\"", "\"block_sise\""),
+            ("\"early_stop\"", "\"early_stp\""),
+        ] {
+            let typo = text.replacen(from, to, 1);
+            assert_ne!(typo, text);
+            let e = read_from(typo.as_bytes(), "t.jsonl")
+                .unwrap_err()
+                .to_string();
+            let key = to.trim_matches('"');
+            assert!(
+                e.starts_with(&format!("t.jsonl:1: header: unknown field `{key}`")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn integers_written_as_imprecise_floats_are_refused() {
+        // 2^53 + 1 has no float of its own: as a float it would silently become 2^53.
+        let t = sample();
+        let mut buf = Vec::new();
+        write_to(&t, &mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let exact = text.replacen(
+            "\"arrival_ns\":1000",
+            "\"arrival_ns\":4503599627370496.0",
+            1,
+        );
+        let back = read_from(exact.as_bytes(), "t.jsonl").unwrap();
+        assert_eq!(back.requests[1].arrival_ns, 1 << 52);
+        let bad = text.replacen(
+            "\"arrival_ns\":1000",
+            "\"arrival_ns\":9007199254740993.0",
+            1,
+        );
+        let e = read_from(bad.as_bytes(), "t.jsonl")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("t.jsonl:3: arrival_ns: expected a non-negative integer"),
+            "{e}"
+        );
+        // Written as an integer it is exact.
+        let int = text.replacen("\"arrival_ns\":1000", "\"arrival_ns\":9007199254740993", 1);
+        let back = read_from(int.as_bytes(), "t.jsonl").unwrap();
+        assert_eq!(back.requests[1].arrival_ns, (1 << 53) + 1);
     }
 
     #[test]

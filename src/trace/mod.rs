@@ -115,7 +115,7 @@ pub struct Request {
     pub arrival_ns: u64,
     /// Prompt tokens; equals the sum of the runs' lengths.
     pub input_len: u32,
-    /// Tokens to generate.
+    /// Tokens to generate (at least 1: vLLM always generates one).
     pub output_len: u32,
     /// Content identity of the prompt, canonical.
     pub prompt: Vec<Run>,
@@ -190,6 +190,7 @@ fn is_zero_u64(v: &u64) -> bool {
 
 /// A closed-loop group of clients.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Pool {
     /// Id referenced by [`Request::pool`].
     pub id: u32,
@@ -223,8 +224,10 @@ fn one() -> u32 {
     1
 }
 
-/// Everything about a trace that is not a request.
+/// Everything about a trace that is not a request. Unknown keys are errors when it is read, as
+/// in requests: a misspelt optional key would otherwise take its default silently.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TraceMeta {
     /// [`FORMAT_VERSION`] of the file.
     pub format_version: u32,
@@ -327,6 +330,13 @@ impl Trace {
                     "a prompt needs at least one token".into(),
                 ));
             }
+            if r.output_len == 0 {
+                return Err(err(
+                    i,
+                    "output_len",
+                    "must be at least 1 (vLLM generates at least one token)".into(),
+                ));
+            }
             if let Some(k) = r.prompt.iter().position(|x| x.len == 0) {
                 return Err(err(i, "prompt", format!("run {k} is empty")));
             }
@@ -384,12 +394,20 @@ pub fn read(path: &std::path::Path) -> Result<Trace> {
     }
 }
 
-/// Writes a trace, choosing the format by extension: `.parquet` or JSONL (anything else).
+/// Writes a trace, choosing the format by extension: `.parquet` or JSONL (anything else). The
+/// file is complete or not there: a write that fails (a full disk) leaves `path` as it was (see
+/// [`crate::util::atomic::write_file`]).
 pub fn write(trace: &Trace, path: &std::path::Path) -> Result<()> {
+    crate::util::atomic::write_file(path, |file| encode(trace, path, file))
+}
+
+/// Writes `trace` to `w` in the format `path` names, naming `path` in errors.
+fn encode(trace: &Trace, path: &std::path::Path, w: impl std::io::Write + Send) -> Result<()> {
+    let name = path.display().to_string();
     if is_parquet(path) {
-        parquet::write(trace, path)
+        parquet::write_to(trace, w, &name)
     } else {
-        jsonl::write(trace, path)
+        jsonl::write_buffered(trace, w, &name)
     }
 }
 
@@ -401,6 +419,105 @@ fn is_parquet(path: &std::path::Path) -> bool {
 mod tests {
     use super::*;
     use crate::testkit::{numbered, trace};
+    use std::io::Write;
+
+    /// A file on a disk that fills up after `room` more bytes.
+    struct DiskFull {
+        file: std::fs::File,
+        room: usize,
+    }
+
+    impl Write for DiskFull {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "No space left on device",
+                ));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.file.write(&buf[..n])
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.file.flush()
+        }
+    }
+
+    /// A fresh empty folder.
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "kvreplay-write-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn entries(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn big_trace() -> Trace {
+        trace(
+            (0..5000)
+                .map(|i| numbered(i, vec![Run::new(i, 0, 10)]))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_write_failing_part_way_leaves_no_truncated_output() {
+        let t = big_trace();
+        for file in ["t.jsonl", "t.parquet"] {
+            let dir = temp_dir("full");
+            let path = dir.join(file);
+            // The disk fills up after 4 KiB: the whole trace takes far more.
+            let full = |f: std::fs::File| DiskFull {
+                file: f,
+                room: 4096,
+            };
+            let e = crate::util::atomic::write_file(&path, |f| encode(&t, &path, full(f)))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&path.display().to_string()), "{file}: {e}");
+            assert!(entries(&dir).is_empty(), "{file}: {:?}", entries(&dir));
+            // An earlier output stays whole.
+            write(&t, &path).unwrap();
+            let before = std::fs::read(&path).unwrap();
+            crate::util::atomic::write_file(&path, |f| encode(&t, &path, full(f))).unwrap_err();
+            assert_eq!(std::fs::read(&path).unwrap(), before, "{file}");
+            assert_eq!(entries(&dir), vec![file.to_string()]);
+            assert_eq!(read(&path).unwrap(), t);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_failed_rename_leaves_no_temporary_file() {
+        // The output path is a folder: the trace is written, then cannot replace it.
+        let dir = temp_dir("rename");
+        let path = dir.join("out.jsonl");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("keep"), "x").unwrap();
+        let e = write(&big_trace(), &path).unwrap_err().to_string();
+        assert!(e.starts_with(&path.display().to_string()), "{e}");
+        assert_eq!(entries(&dir), vec!["out.jsonl".to_string()]);
+        assert_eq!(entries(&path), vec!["keep".to_string()]);
+        // A folder that does not exist: an error naming the path, nothing created.
+        let missing = dir.join("no/such/t.parquet");
+        let e = write(&big_trace(), &missing).unwrap_err().to_string();
+        assert!(e.starts_with(&missing.display().to_string()), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn validate_reports_position_and_field() {

@@ -19,7 +19,7 @@
 
 use super::{Measured, Request, Run, Trace, TraceMeta};
 use crate::error::{Error, InputError, Result};
-use crate::util::parquet::{BATCH, write_rows};
+use crate::util::parquet::{BATCH, write_rows_to};
 use arrow_array::builder::{ListBuilder, StringBuilder, UInt32Builder, UInt64Builder};
 use arrow_array::{Array, ArrayRef, ListArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
@@ -58,11 +58,24 @@ fn schema(meta_json: String) -> Schema {
     Schema::new_with_metadata(fields, HashMap::from([(META_KEY.to_string(), meta_json)]))
 }
 
-/// Writes `trace` to `path` as Parquet (Snappy-compressed).
+/// Writes `trace` to `path` as Parquet (Snappy-compressed); a failed write leaves no partial
+/// file (see [`crate::util::atomic::write_file`]).
 pub fn write(trace: &Trace, path: &Path) -> Result<()> {
+    let name = path.display().to_string();
+    crate::util::atomic::write_file(path, |file| write_to(trace, file, &name))
+}
+
+/// Writes `trace` as Parquet to any writer; `name` stands for it in errors.
+pub fn write_to(trace: &Trace, w: impl std::io::Write + Send, name: &str) -> Result<()> {
     let meta_json =
         serde_json::to_string(&trace.meta).map_err(|e| Error::Invariant(e.to_string()))?;
-    write_rows(path, Arc::new(schema(meta_json)), &trace.requests, to_batch)
+    write_rows_to(
+        w,
+        name,
+        Arc::new(schema(meta_json)),
+        &trace.requests,
+        to_batch,
+    )
 }
 
 fn to_batch(
@@ -286,6 +299,16 @@ fn read_batch(batch: &RecordBatch, file: &str, row0: u64, out: &mut Vec<Request>
             )
             .into());
         }
+        // A null element's slot holds an arbitrary value: refuse it rather than read that.
+        for (name, values, at) in [
+            ("prompt_content", pcv as &dyn Array, s),
+            ("prompt_offset", pov, so),
+            ("prompt_len", plv, sl),
+        ] {
+            if let Some(k) = (0..e - s).find(|k| values.is_null(at + k)) {
+                return Err(InputError::new(file, row, name, format!("run {k} is null")).into());
+            }
+        }
         let prompt = (0..e - s)
             .map(|k| Run::new(pcv.value(s + k), pov.value(so + k), plv.value(sl + k)))
             .collect();
@@ -293,6 +316,15 @@ fn read_batch(batch: &RecordBatch, file: &str, row0: u64, out: &mut Vec<Request>
             itl.value_offsets()[i] as usize,
             itl.value_offsets()[i + 1] as usize,
         );
+        if let Some(k) = (si..ei).find(|&j| itlv.is_null(j)) {
+            return Err(InputError::new(
+                file,
+                row,
+                "measured_itl_ns",
+                format!("element {} is null", k - si),
+            )
+            .into());
+        }
         out.push(Request {
             id: id.value(i),
             arrival_ns: arrival.value(i),
@@ -324,6 +356,113 @@ fn read_batch(batch: &RecordBatch, file: &str, row0: u64, out: &mut Vec<Request>
 mod tests {
     use super::*;
     use crate::trace::{Pool, Run};
+
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("kvr-pq-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn three() -> Trace {
+        let reqs = (0..3u64)
+            .map(|i| crate::testkit::numbered(i, vec![Run::new(i, 0, 5), Run::new(9, 0, 2)]))
+            .collect();
+        crate::testkit::trace(reqs)
+    }
+
+    #[test]
+    fn zero_output_len_is_rejected_naming_the_row() {
+        let dir = temp_dir("zero");
+        let mut t = three();
+        t.requests[1].output_len = 0;
+        let p = dir.join("z.parquet");
+        write(&t, &p).unwrap();
+        let e = read(&p).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}:2: output_len: must be at least 1 (vLLM generates at least one token)",
+                p.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Writes `t` with column `col` replaced by a list column whose element `k` of row `row` is
+    /// null (the other elements as written).
+    fn with_null_element(t: &Trace, p: &Path, col: &str, row: usize, k: usize) {
+        let meta_json = serde_json::to_string(&t.meta).unwrap();
+        let schema = Arc::new(schema(meta_json));
+        let batch = to_batch(&t.requests, schema.clone()).unwrap();
+        let idx = schema.index_of(col).unwrap();
+        let old = batch
+            .column(idx)
+            .as_any()
+            .downcast_ref::<ListArray>()
+            .unwrap();
+        let new: ArrayRef = match old.value_type() {
+            DataType::UInt64 => {
+                let mut b = ListBuilder::new(UInt64Builder::new());
+                for i in 0..old.len() {
+                    let v = old.value(i);
+                    let v = v.as_any().downcast_ref::<UInt64Array>().unwrap();
+                    for j in 0..v.len() {
+                        b.values()
+                            .append_option((i != row || j != k).then(|| v.value(j)));
+                    }
+                    b.append(true);
+                }
+                Arc::new(b.finish())
+            }
+            _ => {
+                let mut b = ListBuilder::new(UInt32Builder::new());
+                for i in 0..old.len() {
+                    let v = old.value(i);
+                    let v = v.as_any().downcast_ref::<UInt32Array>().unwrap();
+                    for j in 0..v.len() {
+                        b.values()
+                            .append_option((i != row || j != k).then(|| v.value(j)));
+                    }
+                    b.append(true);
+                }
+                Arc::new(b.finish())
+            }
+        };
+        let mut cols = batch.columns().to_vec();
+        cols[idx] = new;
+        let batch = RecordBatch::try_new(schema.clone(), cols).unwrap();
+        let f = std::fs::File::create(p).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(f, schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+
+    #[test]
+    fn null_list_elements_are_errors_not_zeros() {
+        let dir = temp_dir("nulls");
+        let mut t = three();
+        t.requests[2].measured.itl_ns = vec![5, 6, 7];
+        // A null read as its slot's value would be content 0, offset 0, a gap of 0 ns.
+        for (col, row, k, what) in [
+            ("prompt_content", 1, 0, "run 0"),
+            ("prompt_offset", 2, 1, "run 1"),
+            ("prompt_len", 0, 1, "run 1"),
+            ("measured_itl_ns", 2, 2, "element 2"),
+        ] {
+            let p = dir.join(format!("{col}.parquet"));
+            with_null_element(&t, &p, col, row, k);
+            let e = read(&p).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!("{}:{}: {col}: {what} is null", p.display(), row + 1)
+            );
+        }
+        // The same file without nulls reads back.
+        let p = dir.join("ok.parquet");
+        write(&t, &p).unwrap();
+        assert_eq!(read(&p).unwrap(), t);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn round_trips_losslessly_and_reports_bad_files() {

@@ -21,18 +21,47 @@ pub struct Obj<'a> {
 }
 
 /// The lines of a JSON Lines input that are not blank, each with its 1-based number (blank lines
-/// are counted, so numbers match the file); a read error names `name:line`.
+/// are counted, so numbers match the file; a line ends at `\n`, and a `\r` before it is dropped).
+/// A line that is not valid UTF-8 is an `Err` for that line alone, naming the first bad byte, so
+/// that an importer can skip and count it; a read error names `name:line` and ends the lines.
 pub fn nonblank_lines<'a>(
-    input: impl std::io::BufRead + 'a,
+    mut input: impl std::io::BufRead + 'a,
     name: &'a str,
-) -> impl Iterator<Item = crate::error::Result<(u64, String)>> + 'a {
-    input.lines().enumerate().filter_map(move |(i, line)| {
-        let lineno = i as u64 + 1;
-        match line {
-            Err(e) => Some(Err(crate::error::Error::io(format!("{name}:{lineno}"), e))),
-            Ok(l) if l.trim().is_empty() => None,
-            Ok(l) => Some(Ok((lineno, l))),
+) -> impl Iterator<Item = crate::error::Result<(u64, Result<String, InputError>)>> + 'a {
+    let mut lineno = 0u64;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        while !done {
+            let mut buf = Vec::new();
+            lineno += 1;
+            match input.read_until(b'\n', &mut buf) {
+                Err(e) => {
+                    done = true;
+                    return Some(Err(crate::error::Error::io(format!("{name}:{lineno}"), e)));
+                }
+                Ok(0) => done = true,
+                Ok(_) => {
+                    if buf.last() == Some(&b'\n') {
+                        buf.pop();
+                        if buf.last() == Some(&b'\r') {
+                            buf.pop();
+                        }
+                    }
+                    match String::from_utf8(buf) {
+                        Ok(l) if l.trim().is_empty() => {}
+                        Ok(l) => return Some(Ok((lineno, Ok(l)))),
+                        Err(e) => {
+                            let at = e.utf8_error().valid_up_to();
+                            let byte = e.as_bytes().get(at).copied().unwrap_or(0);
+                            let msg =
+                                format!("not valid UTF-8: byte {byte:#04x} at column {}", at + 1);
+                            return Some(Ok((lineno, Err(InputError::new(name, lineno, "", msg)))));
+                        }
+                    }
+                }
+            }
         }
+        None
     })
 }
 
@@ -118,12 +147,7 @@ impl<'a> Obj<'a> {
     /// A required non-negative integer (a float with no fraction, like `3.0`, is accepted).
     pub fn u64(&self, key: &str) -> Result<u64, InputError> {
         let v = self.req(key)?;
-        as_u64(v).ok_or_else(|| {
-            self.err(
-                key,
-                format!("expected a non-negative integer, found {}", show(v)),
-            )
-        })
+        as_u64(v).ok_or_else(|| self.err(key, not_u64(v)))
     }
 
     /// An optional non-negative integer.
@@ -204,15 +228,7 @@ impl<'a> Obj<'a> {
         a.iter()
             .enumerate()
             .map(|(i, v)| {
-                as_u64(v).ok_or_else(|| {
-                    self.err(
-                        key,
-                        format!(
-                            "element {i}: expected a non-negative integer, found {}",
-                            show(v)
-                        ),
-                    )
-                })
+                as_u64(v).ok_or_else(|| self.err(key, format!("element {i}: {}", not_u64(v))))
             })
             .collect()
     }
@@ -242,17 +258,34 @@ impl<'a> Obj<'a> {
     }
 }
 
-/// A JSON value as a non-negative integer, accepting integral floats (`512.0`).
+/// Integral floats from this on are refused as integers: not every integer above 2^53 has a
+/// float of its own, so `9007199254740993.0` would silently read as `9007199254740992`.
+const FLOAT_EXACT: f64 = 9_007_199_254_740_992.0;
+
+/// A JSON value as a non-negative integer, accepting integral floats (`512.0`) below 2^53,
+/// where a float stands for exactly one integer.
 pub fn as_u64(v: &Value) -> Option<u64> {
     if let Some(x) = v.as_u64() {
         return Some(x);
     }
     let f = v.as_f64()?;
-    if f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f < 1.8e19 {
+    if f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f < FLOAT_EXACT {
         Some(f as u64)
     } else {
         None
     }
+}
+
+/// What to say about a value [`as_u64`] refused.
+fn not_u64(v: &Value) -> String {
+    let hint = match v.as_f64() {
+        Some(f) if v.as_u64().is_none() && f.fract() == 0.0 && (FLOAT_EXACT..2e19).contains(&f) => {
+            " (write integers of 2^53 and more without a fraction or exponent: a float cannot \
+             hold them exactly)"
+        }
+        _ => "",
+    };
+    format!("expected a non-negative integer, found {}{hint}", show(v))
 }
 
 /// Seconds (a JSON number) to integer nanoseconds; negative or non-finite values are refused.

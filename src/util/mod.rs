@@ -1,6 +1,7 @@
 //! Small shared pieces: JSON field access, seeded randomness, distributions, percentiles,
-//! Parquet writing.
+//! Parquet writing, all-or-nothing output files.
 
+pub mod atomic;
 pub mod duration;
 pub mod hashindex;
 pub mod idhash;

@@ -7,6 +7,7 @@ use arrow_schema::{ArrowError, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,7 +15,8 @@ use std::sync::Arc;
 pub const BATCH: usize = 65_536;
 
 /// Writes `rows` to `path` with `schema`, turning each slice of at most [`BATCH`] rows into a
-/// record batch with `to_batch`. Errors name the file.
+/// record batch with `to_batch`. Errors name the file; a failed write leaves no partial file
+/// (see [`crate::util::atomic::write_file`]).
 pub fn write_rows<T>(
     path: &Path,
     schema: Arc<Schema>,
@@ -22,13 +24,25 @@ pub fn write_rows<T>(
     to_batch: impl Fn(&[T], Arc<Schema>) -> std::result::Result<RecordBatch, ArrowError>,
 ) -> Result<()> {
     let name = path.display().to_string();
-    let file = std::fs::File::create(path).map_err(|e| Error::io(&name, e))?;
+    crate::util::atomic::write_file(path, |file| {
+        write_rows_to(file, &name, schema, rows, to_batch)
+    })
+}
+
+/// Like [`write_rows`], to any writer; `name` stands for it in errors.
+pub fn write_rows_to<T, W: Write + Send>(
+    w: W,
+    name: &str,
+    schema: Arc<Schema>,
+    rows: &[T],
+    to_batch: impl Fn(&[T], Arc<Schema>) -> std::result::Result<RecordBatch, ArrowError>,
+) -> Result<()> {
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_created_by("kvreplay".to_string())
         .build();
-    let perr = |e: parquet::errors::ParquetError| Error::io(&name, std::io::Error::other(e));
-    let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(perr)?;
+    let perr = |e: parquet::errors::ParquetError| Error::io(name, std::io::Error::other(e));
+    let mut w = ArrowWriter::try_new(w, schema.clone(), Some(props)).map_err(perr)?;
     for chunk in rows.chunks(BATCH) {
         let batch = to_batch(chunk, schema.clone())
             .map_err(|e| Error::Invariant(format!("building a Parquet batch: {e}")))?;

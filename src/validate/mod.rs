@@ -203,7 +203,7 @@ fn prepare(
         if c.pool.is_some() {
             c.round = r.round + max_round + 1;
         } else {
-            c.arrival_ns = first_end + r.arrival_ns;
+            c.arrival_ns = first_end.saturating_add(r.arrival_ns);
         }
         c.session = r.session.map(|s| s + max_session + 1);
         combined.requests.push(c);

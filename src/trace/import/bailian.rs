@@ -43,14 +43,16 @@ pub fn import(
     for line in nonblank_lines(input, name) {
         let (lineno, line) = line?;
         let id = tally.report.read;
-        let parsed = parse_object(&line, name, lineno).and_then(|m| {
-            let o = Obj::new(&m, name, lineno);
-            let r = parse_hashed(&o, id, block, "timestamp", 1e9)?;
-            let chat = o.u64("chat_id")?;
-            let parent = parent_id(&o)?;
-            let kind = o.opt_str("type")?.map(str::to_string);
-            Ok((r, chat, parent, kind))
-        });
+        let parsed = line
+            .and_then(|line| parse_object(&line, name, lineno))
+            .and_then(|m| {
+                let o = Obj::new(&m, name, lineno);
+                let r = parse_hashed(&o, id, block, "timestamp", 1e9)?;
+                let chat = o.u64("chat_id")?;
+                let parent = parent_id(&o)?;
+                let kind = o.opt_str("type")?.map(str::to_string);
+                Ok((r, chat, parent, kind))
+            });
         if let Some((mut r, chat, parent, kind)) = tally.record(parsed)? {
             let session = match parent {
                 None => chat,
@@ -89,7 +91,7 @@ mod tests {
     use super::*;
     use crate::trace::Run;
     use crate::trace::import::Format;
-    use crate::trace::import::testutil::{import_file, temp_file};
+    use crate::trace::import::testutil::{import_file, temp_bytes, temp_file};
 
     const GOOD: &str = "\
 {\"chat_id\": 0, \"parent_chat_id\": -1, \"timestamp\": 0.0, \"input_length\": 40, \"output_length\": 12, \"type\": \"text\", \"turn\": 1, \"hash_ids\": [0, 1, 2]}
@@ -185,6 +187,27 @@ mod tests {
             e,
             format!("{name}:2: parent_chat_id: expected -1 or a chat_id, found \"root\"")
         );
+    }
+
+    #[test]
+    fn invalid_utf8_line_is_skipped_and_counted() {
+        let mut lines: Vec<Vec<u8>> = GOOD.lines().map(|l| l.as_bytes().to_vec()).collect();
+        // Line 3 (chat 3, a second turn of chat 0) gets a Latin-1 byte in its type.
+        let l = String::from_utf8(lines[2].clone()).unwrap();
+        lines[2] = l.replace("\"text\"", "\"t\u{1}xt\"").into_bytes();
+        let k = lines[2].iter().position(|b| *b == 1).unwrap();
+        lines[2][k] = 0xe9;
+        let bytes = lines.join(&b"\n"[..]);
+        let p = temp_bytes("u.jsonl", &bytes);
+        let (t, rep) = import_file(Format::Bailian, &p, false).unwrap();
+        assert_eq!((rep.read, rep.imported, rep.skipped_total()), (6, 5, 1));
+        assert_eq!(rep.skipped.get("malformed line"), Some(&1));
+        assert!(t.requests.iter().all(|r| r.id != 2));
+        let name = p.display().to_string();
+        let want = format!("{name}:3: not valid UTF-8: byte 0xe9 at column {}", k + 1);
+        assert_eq!(rep.examples[0].to_string(), want);
+        let e = import_file(Format::Bailian, &p, true).unwrap_err();
+        assert_eq!(e.to_string(), want);
     }
 
     #[test]

@@ -313,6 +313,31 @@ mod tests {
     }
 
     #[test]
+    fn crlf_line_numbers_are_exact() {
+        let text = "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\r\n\
+                    5,ChatGPT,472,18,490,Conversation log\r\n\
+                    6,ChatGPT,many,18,490,Conversation log\r\n\
+                    \r\n\
+                    7,ChatGPT,4,0,4,API log\n\
+                    8,ChatGPT,472\r\n";
+        let p = temp_file("crlf.csv", text);
+        let (t, rep) = import_file(Format::Burstgpt, &p, false).unwrap();
+        assert_eq!(t.requests.len(), 1);
+        assert_eq!((rep.read, rep.imported, rep.skipped_total()), (4, 1, 3));
+        let name = p.display().to_string();
+        let shown: Vec<String> = rep.examples.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            shown,
+            vec![
+                format!(
+                    "{name}:3: Request tokens: expected a non-negative integer, found \"many\""
+                ),
+                format!("{name}:6: 3 fields, the header has 6"),
+            ]
+        );
+    }
+
+    #[test]
     fn huge_and_odd_timestamps_never_panic() {
         let p = temp_file(
             "odd.csv",

@@ -62,14 +62,20 @@ pub struct ImportReport {
     pub read: u64,
     /// Records that became requests.
     pub imported: u64,
-    /// Skipped records by reason (the field at fault).
+    /// Skipped records by reason (the field at fault, without an array index).
     pub skipped: BTreeMap<String, u64>,
+    /// For reasons whose fields name array elements (vllm-bench's `ttfts[17]`), the first few
+    /// indices skipped, to show with the count.
+    pub indices: BTreeMap<String, Vec<u64>>,
     /// The first few errors in full, to show the user.
     pub examples: Vec<InputError>,
 }
 
 /// Errors shown in full per import; the rest are counted.
 pub const MAX_EXAMPLES: usize = 5;
+
+/// Indices shown per reason; the rest are counted.
+pub const MAX_INDICES: usize = 3;
 
 impl ImportReport {
     /// Total skipped records.
@@ -91,7 +97,16 @@ impl fmt::Display for ImportReport {
             let parts: Vec<String> = self
                 .skipped
                 .iter()
-                .map(|(k, v)| format!("{k}: {v}"))
+                .map(|(k, v)| match self.indices.get(k) {
+                    Some(at) if !at.is_empty() => {
+                        let mut list: Vec<String> = at.iter().map(u64::to_string).collect();
+                        if *v > at.len() as u64 {
+                            list.push("...".into());
+                        }
+                        format!("{k}[{}]: {v}", list.join(", "))
+                    }
+                    _ => format!("{k}: {v}"),
+                })
                 .collect();
             write!(f, " ({})", parts.join(", "))?;
         }
@@ -140,7 +155,14 @@ impl Tally {
                 if self.strict {
                     return Err(e);
                 }
-                *self.report.skipped.entry(e.reason()).or_default() += 1;
+                let reason = e.reason();
+                if let Some(i) = e.index() {
+                    let at = self.report.indices.entry(reason.clone()).or_default();
+                    if at.len() < MAX_INDICES {
+                        at.push(i);
+                    }
+                }
+                *self.report.skipped.entry(reason).or_default() += 1;
                 if self.report.examples.len() < MAX_EXAMPLES {
                     self.report.examples.push(e);
                 }
@@ -288,6 +310,61 @@ pub fn open(path: &Path) -> Result<std::io::BufReader<std::fs::File>> {
     Ok(std::io::BufReader::with_capacity(1 << 20, f))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// vLLM generates at least one token: a record with none is never imported (a request with
+    /// none would never finish in the engine), and it is counted under a reason.
+    #[test]
+    fn zero_output_tokens_are_skipped_and_counted_by_every_importer() {
+        let cases: [(Format, &str, &str); 6] = [
+            (
+                Format::Mooncake,
+                "{\"timestamp\": 0, \"input_length\": 5, \"output_length\": 2, \"hash_ids\": [1]}\n\
+                 {\"timestamp\": 1, \"input_length\": 5, \"output_length\": 0, \"hash_ids\": [1]}\n",
+                "output_length",
+            ),
+            (
+                Format::Bailian,
+                "{\"chat_id\": 0, \"parent_chat_id\": -1, \"timestamp\": 0, \"input_length\": 5, \"output_length\": 2, \"hash_ids\": [1]}\n\
+                 {\"chat_id\": 1, \"parent_chat_id\": -1, \"timestamp\": 1, \"input_length\": 5, \"output_length\": 0, \"hash_ids\": [1]}\n",
+                "output_length",
+            ),
+            (
+                Format::Azure,
+                "TIMESTAMP,ContextTokens,GeneratedTokens\n\
+                 2024-05-12 00:00:00,5,2\n2024-05-12 00:00:01,5,0\n",
+                "GeneratedTokens",
+            ),
+            (
+                Format::Burstgpt,
+                "Timestamp,Request tokens,Response tokens\n1,5,2\n2,5,0\n",
+                burstgpt::FAILED,
+            ),
+            (
+                Format::VllmBench,
+                r#"{"input_lens": [5, 5], "output_lens": [2, 0], "ttfts": [0.1, 0.1], "itls": [[0.1], []]}"#,
+                vllm_bench::FAILED,
+            ),
+            (
+                Format::Llmperf,
+                r#"[{"number_input_tokens": 5, "number_output_tokens": 2, "ttft_s": 0.1, "end_to_end_latency_s": 0.2},
+                    {"number_input_tokens": 5, "number_output_tokens": 0, "ttft_s": 0.1, "end_to_end_latency_s": 0.2}]"#,
+                "number_output_tokens",
+            ),
+        ];
+        for (format, text, reason) in cases {
+            let (t, rep) =
+                import_from(format, &mut text.as_bytes(), "f", &ImportOptions::default()).unwrap();
+            assert_eq!((rep.read, rep.imported), (2, 1), "{format:?}: {rep}");
+            assert_eq!(rep.skipped.get(reason), Some(&1), "{format:?}: {rep}");
+            assert_eq!(t.requests.len(), 1);
+            assert_eq!(t.requests[0].output_len, 2, "{format:?}");
+        }
+    }
+}
+
 /// Test helpers shared by the importers' tests.
 #[cfg(test)]
 pub(crate) mod testutil {
@@ -313,6 +390,12 @@ pub(crate) mod testutil {
 
     /// Writes `text` to a fresh temporary file named `name` and returns its path.
     pub fn temp_file(name: &str, text: &str) -> PathBuf {
+        temp_bytes(name, text.as_bytes())
+    }
+
+    /// Writes `bytes` (not necessarily UTF-8) to a fresh temporary file named `name` and returns
+    /// its path.
+    pub fn temp_bytes(name: &str, bytes: &[u8]) -> PathBuf {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -322,7 +405,7 @@ pub(crate) mod testutil {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
+        std::fs::write(&p, bytes).unwrap();
         p
     }
 }

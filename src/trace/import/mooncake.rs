@@ -28,7 +28,8 @@ pub fn import(
     for line in nonblank_lines(input, name) {
         let (lineno, line) = line?;
         let id = tally.report.read;
-        let parsed = parse_object(&line, name, lineno)
+        let parsed = line
+            .and_then(|line| parse_object(&line, name, lineno))
             .and_then(|m| parse_hashed(&Obj::new(&m, name, lineno), id, block, "timestamp", 1e6));
         if let Some(r) = tally.record(parsed)? {
             requests.push(r);
@@ -56,7 +57,7 @@ pub fn parse_hashed(
     }
     let arrival_ns = (t * ns_per_unit).round();
     if arrival_ns >= 1.8e19 {
-        return Err(o.err(time_key, format!("{t} is too large")));
+        return Err(o.err(time_key, format!("{t:e} is too large")));
     }
     let input_len = o.u32("input_length")?;
     if input_len == 0 {
@@ -94,7 +95,7 @@ pub fn parse_hashed(
 mod tests {
     use super::*;
     use crate::trace::import::Format;
-    use crate::trace::import::testutil::{import_file, shared_trace, temp_file};
+    use crate::trace::import::testutil::{import_file, shared_trace, temp_bytes, temp_file};
     use crate::trace::stats::reuse_fraction;
 
     #[test]
@@ -155,6 +156,55 @@ mod tests {
         assert_eq!(
             e,
             format!("{name}:2: timestamp: expected a number, found \"x\"")
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_line_is_skipped_and_counted() {
+        let good =
+            "{\"timestamp\": 0, \"input_length\": 10, \"output_length\": 5, \"hash_ids\": [1]}";
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(good.as_bytes());
+        bytes.extend_from_slice(
+            b"\r\n{\"timestamp\": 1, \"input_length\": 10, \"tag\": \"\xff\"}\r\n\r\n",
+        );
+        bytes.extend_from_slice(good.as_bytes());
+        bytes.extend_from_slice(b"\n");
+        let p = temp_bytes("u.jsonl", &bytes);
+        let (t, rep) = import_file(Format::Mooncake, &p, false).unwrap();
+        assert_eq!(t.requests.len(), 2);
+        assert_eq!((rep.read, rep.imported, rep.skipped_total()), (3, 2, 1));
+        assert_eq!(rep.skipped.get("malformed line"), Some(&1));
+        let name = p.display().to_string();
+        let want = format!("{name}:2: not valid UTF-8: byte 0xff at column 46");
+        assert_eq!(rep.examples[0].to_string(), want);
+        let e = import_file(Format::Mooncake, &p, true).unwrap_err();
+        assert!(matches!(e, crate::error::Error::Input(_)), "{e:?}");
+        assert_eq!(e.to_string(), want);
+    }
+
+    #[test]
+    fn huge_timestamps_are_refused_not_wrapped() {
+        // ms -> ns: 1.7e13 ms still fits in u64 ns, 1.8e13 ms (1.8e19 ns) is refused.
+        let p = temp_file(
+            "big.jsonl",
+            "{\"timestamp\": 1.7e13, \"input_length\": 1, \"output_length\": 1, \"hash_ids\": [1]}\n\
+             {\"timestamp\": 1.8e13, \"input_length\": 1, \"output_length\": 1, \"hash_ids\": [1]}\n\
+             {\"timestamp\": 1e300, \"input_length\": 1, \"output_length\": 1, \"hash_ids\": [1]}\n",
+        );
+        let (t, rep) = import_file(Format::Mooncake, &p, false).unwrap();
+        assert_eq!(
+            (rep.imported, rep.skipped.get("timestamp")),
+            (1, Some(&2)),
+            "{rep}"
+        );
+        assert_eq!(t.requests[0].arrival_ns, 17_000_000_000_000_000_000);
+        assert!(
+            rep.examples[0]
+                .to_string()
+                .ends_with(":2: timestamp: 1.8e13 is too large"),
+            "{}",
+            rep.examples[0]
         );
     }
 

@@ -5,7 +5,7 @@
 //! it succeeded) and `latencies` (s) in the versions that write them.
 //!
 //! Index `i` of the arrays is record `i` (errors name it as line `i + 1` and the field as
-//! `ttfts[i]`). A request that failed in the live run (a non-empty error, or no output tokens) is
+//! `ttfts[i]`; skipped records are counted by array, `ttfts`, with their first few indices). A request that failed in the live run (a non-empty error, or no output tokens) is
 //! counted as skipped. Arrivals are the send times relative to the first send; without
 //! `start_times` every request arrives at 0 (noted in the parameters). What the run measured is
 //! kept per request ([`crate::trace::Measured`]: TTFT, the inter-chunk gaps and the end-to-end
@@ -302,7 +302,17 @@ fn record(
     };
     let e2e_ns = match c.latencies {
         Some(l) => secs_at(l, "latencies", i, name)?,
-        None => itl_ns.iter().fold(ttft_ns, |acc, g| acc.saturating_add(*g)),
+        None => itl_ns
+            .iter()
+            .try_fold(ttft_ns, |acc, g| acc.checked_add(*g))
+            .ok_or_else(|| {
+                err(
+                    name,
+                    i,
+                    "itls",
+                    "ttft plus the gaps is more than 2^64 ns (584 years)".into(),
+                )
+            })?,
     };
     let mut r = Request::new(id, arrival_ns, vec![Run::new(id, 0, input_len)], output_len);
     r.measured = Measured {
@@ -402,7 +412,8 @@ mod tests {
         let (t, rep) = import_file(Format::VllmBench, &p, false).unwrap();
         assert_eq!(t.requests.len(), 1);
         assert_eq!((rep.read, rep.imported, rep.skipped_total()), (7, 1, 6));
-        assert_eq!(rep.skipped.get("itls[4]"), Some(&1));
+        assert_eq!(rep.skipped.get("itls"), Some(&2));
+        assert_eq!(rep.indices.get("itls"), Some(&vec![4, 5]));
         let name = p.display().to_string();
         let shown: Vec<String> = rep.examples.iter().map(|e| e.to_string()).collect();
         assert_eq!(
@@ -421,6 +432,48 @@ mod tests {
         assert_eq!(
             e,
             format!("{name}:2: output_lens[1]: expected a token count, found \"two\"")
+        );
+    }
+
+    #[test]
+    fn skip_reasons_are_grouped_by_field_with_a_few_indices() {
+        // 2,000 bad records used to print one reason per index (`ttfts[0]: 1, ttfts[1]: 1, ...`).
+        let n = 2000;
+        let ttft = |i: usize| if i % 4 == 3 { "0.1" } else { "-0.1" };
+        let input = |i: usize| if i % 4 == 3 { "-5" } else { "10" };
+        let list = |f: &dyn Fn(usize) -> &'static str| (0..n).map(f).collect::<Vec<_>>().join(", ");
+        let text = format!(
+            r#"{{"input_lens": [{}], "output_lens": [{}], "ttfts": [{}], "itls": [{}]}}"#,
+            list(&input),
+            list(&|_| "2"),
+            list(&ttft),
+            list(&|_| "[0.1]"),
+        );
+        let p = temp_file("many.json", &text);
+        let (t, rep) = import_file(Format::VllmBench, &p, false).unwrap();
+        assert!(t.requests.is_empty());
+        assert_eq!(rep.skipped.get("ttfts"), Some(&1500));
+        assert_eq!(rep.skipped.get("input_lens"), Some(&500));
+        assert_eq!(rep.skipped.len(), 2);
+        let shown = rep.to_string();
+        let first = shown.lines().next().unwrap();
+        assert_eq!(
+            first,
+            "read 2000 = imported 0 + skipped 2000 \
+             (input_lens[3, 7, 11, ...]: 500, ttfts[0, 1, 2, ...]: 1500)"
+        );
+        // The first errors are still shown in full, then a count of the rest.
+        assert_eq!(shown.lines().count(), 1 + 5 + 1, "{shown}");
+        // One bad record: its index alone, as before.
+        let one = temp_file(
+            "one.json",
+            r#"{"input_lens": [1, 1], "output_lens": [1, 1], "ttfts": [0, -1], "itls": [[], []]}"#,
+        );
+        let (_, rep) = import_file(Format::VllmBench, &one, false).unwrap();
+        let shown = rep.to_string();
+        assert!(
+            shown.starts_with("read 2 = imported 1 + skipped 1 (ttfts[1]: 1)\n"),
+            "{shown}"
         );
     }
 
@@ -458,6 +511,29 @@ mod tests {
                 .to_string();
             assert!(e.contains(want), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn e2e_past_the_clock_is_an_error_not_saturated() {
+        // Without latencies, e2e = ttft + sum(itls): each part fits in u64 ns, the sum does not.
+        let p = temp_file(
+            "e2e.json",
+            r#"{"input_lens": [1, 1, 1], "output_lens": [2, 2, 3], "ttfts": [1.7e10, 1.0, 1.0],
+                "itls": [[1.7e10], [1.5], [1.7e10, 1.7e10]]}"#,
+        );
+        let (t, rep) = import_file(Format::VllmBench, &p, false).unwrap();
+        assert_eq!((rep.read, rep.imported, rep.skipped_total()), (3, 1, 2));
+        assert_eq!(t.requests[0].measured.e2e_ns, Some(2_500_000_000));
+        let name = p.display().to_string();
+        assert_eq!(
+            rep.examples[0].to_string(),
+            format!("{name}:1: itls[0]: ttft plus the gaps is more than 2^64 ns (584 years)")
+        );
+        assert!(
+            rep.examples[1]
+                .to_string()
+                .starts_with(&format!("{name}:3: itls[2]: "))
+        );
     }
 
     #[test]
