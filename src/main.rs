@@ -171,6 +171,10 @@ enum Command {
         /// Repeats per figure (the best is reported).
         #[arg(long, default_value_t = 3)]
         repeats: u32,
+        /// Fleets: the --mooncake trace on 8 replicas behind llm-d's router, and a generated
+        /// multi-turn trace of this many requests on 64 replicas.
+        #[arg(long)]
+        fleet: Option<u32>,
     },
 }
 
@@ -282,8 +286,9 @@ fn run(cli: Cli) -> Result<()> {
             generated,
             sweep,
             repeats,
+            fleet,
             ..
-        } => run_bench(mooncake, generated, sweep, repeats),
+        } => run_bench(mooncake, generated, sweep, repeats, fleet),
         Command::Calibrate(c) => cli::calibrate::calibrate(c),
         Command::Plan(p) => cli::plan::plan(p),
         Command::Sweep {
@@ -462,6 +467,7 @@ fn run_bench(
     generated: Option<u32>,
     sweep: Option<usize>,
     repeats: u32,
+    fleet: Option<u32>,
 ) -> Result<()> {
     use kvreplay::bench::measure;
     use kvreplay::config::{LmCacheKeys, RunConfig, Tier};
@@ -501,6 +507,17 @@ fn run_bench(
             &cfg,
             repeats,
         )?);
+        if fleet.is_some() {
+            let mut c = cfg.clone();
+            c.fleet.replicas = 8;
+            c.fleet.router = kvreplay::fleet::RouterKind::LlmD;
+            show(measure(
+                "mooncake on 8 replicas, llm-d router, cpu 50GiB",
+                &t,
+                &c,
+                repeats,
+            )?);
+        }
         if let Some(n) = sweep {
             let chunks = [64, 128, 256, 512, 1024];
             let sizes = n.div_ceil(chunks.len()).max(1);
@@ -561,6 +578,47 @@ fn run_bench(
             &cfg,
             repeats,
             true,
+        )?);
+    }
+    if let Some(n) = fleet {
+        // vLLM's multi-turn benchmark config with enough conversations for about `n` requests
+        // (7.5 per conversation on average), 16 clients per replica.
+        let mut config: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+            r#"{"filetype": "generate_conversations", "text_files": ["pg1184.txt"],
+                "prompt_input": {
+                  "num_turns": {"distribution": "uniform", "min": 12, "max": 18},
+                  "common_prefix_num_tokens": {"distribution": "constant", "value": 500},
+                  "prefix_num_tokens": {"distribution": "lognormal", "mean": 6, "sigma": 4, "max": 1500},
+                  "num_tokens": {"distribution": "uniform", "min": 120, "max": 160}},
+                "prompt_output": {"num_tokens": {"distribution": "uniform", "min": 80, "max": 120}}}"#,
+        )?;
+        config.insert(
+            "num_conversations".into(),
+            (n as u64 * 2).div_ceil(15).max(1).into(),
+        );
+        let p = kvreplay::trace::generate::multi_turn::Params {
+            config: kvreplay::trace::generate::multi_turn::ConfigSource::Inline(config),
+            num_clients: 64 * 16,
+            ..Default::default()
+        };
+        let t0 = std::time::Instant::now();
+        let t = kvreplay::trace::generate::multi_turn::generate(&p, 0)?;
+        println!(
+            "generate {} multi-turn requests: {:.3} s",
+            t.requests.len(),
+            t0.elapsed().as_secs_f64()
+        );
+        let mut c = cfg.clone();
+        c.fleet.replicas = 64;
+        c.fleet.router = kvreplay::fleet::RouterKind::LlmD;
+        show(measure(
+            &format!(
+                "multi-turn {} on 64 replicas, llm-d, cpu 50GiB",
+                t.requests.len()
+            ),
+            &t,
+            &c,
+            1,
         )?);
     }
     Ok(())

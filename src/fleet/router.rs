@@ -7,6 +7,7 @@ use crate::tiers::lru::LruTier;
 use crate::time::{SimDuration, SimTime};
 use crate::trace::Request;
 use crate::trace::content::for_each_block;
+use crate::util::hashindex::HashIndex;
 use crate::util::rng::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -273,8 +274,56 @@ impl Router for Session {
 struct LlmD {
     weights: super::ScorerWeights,
     block_tokens: u32,
-    index: Vec<LruTier>,
+    /// Per replica, the LRU of blocks it was sent (its capacity is llm-d's per-server one).
+    lru: Vec<LruTier>,
+    /// Which replicas' LRUs hold a block, a bit each, kept for fleets of 17 to 64 replicas
+    /// (smaller ones ask their few LRUs faster, larger ones have too many for a bit each).
+    holders: Option<Holders>,
     rng: Rng,
+}
+
+/// Block -> the replicas holding it, as bit masks in a slab indexed by an open-addressing map.
+#[derive(Debug)]
+struct Holders {
+    index: HashIndex,
+    masks: Vec<u64>,
+    free: Vec<u32>,
+}
+
+impl Holders {
+    fn get(&self, key: u64) -> u64 {
+        self.index.get(key).map_or(0, |s| self.masks[s as usize])
+    }
+
+    fn add(&mut self, key: u64, bit: u64) {
+        match self.index.get(key) {
+            Some(s) => self.masks[s as usize] |= bit,
+            None => {
+                let s = match self.free.pop() {
+                    Some(s) => {
+                        self.masks[s as usize] = bit;
+                        s
+                    }
+                    None => {
+                        self.masks.push(bit);
+                        (self.masks.len() - 1) as u32
+                    }
+                };
+                self.index.insert_if_absent(key, s);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: u64, bit: u64) {
+        if let Some(s) = self.index.get(key) {
+            let m = &mut self.masks[s as usize];
+            *m &= !bit;
+            if *m == 0 {
+                self.index.remove_if(key, s);
+                self.free.push(s);
+            }
+        }
+    }
 }
 
 /// llm-d's `maxPrefixBlocksToMatch`.
@@ -285,9 +334,16 @@ impl LlmD {
         LlmD {
             weights: cfg.weights,
             block_tokens: cfg.block_tokens.max(1),
-            index: (0..n)
+            lru: (0..n)
                 .map(|_| LruTier::new(cfg.lru_blocks as u64))
                 .collect(),
+            holders: (17..=64).contains(&n).then(|| Holders {
+                index: HashIndex::with_max_entries(
+                    (n as u64 * cfg.lru_blocks as u64).min(1 << 22) as usize
+                ),
+                masks: Vec::new(),
+                free: Vec::new(),
+            }),
             rng: Rng::stream(cfg.seed, "llm-d picker"),
         }
     }
@@ -306,25 +362,51 @@ impl LlmD {
         for_each_block(runs, self.block_tokens, true, |_, k| keys.push(k));
         keys
     }
+
+    /// Per replica, the leading blocks of `keys` its LRU holds.
+    fn matched(&self, keys: &[u64]) -> Vec<usize> {
+        let n = self.lru.len();
+        let Some(holders) = &self.holders else {
+            return (0..n)
+                .map(|r| {
+                    keys.iter()
+                        .take_while(|k| self.lru[r].contains(**k, SimTime::ZERO))
+                        .count()
+                })
+                .collect();
+        };
+        let mut matched = vec![keys.len(); n];
+        let mut still = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        for (i, k) in keys.iter().enumerate() {
+            let held = holders.get(*k);
+            let mut dropped = still & !held;
+            while dropped != 0 {
+                matched[dropped.trailing_zeros() as usize] = i;
+                dropped &= dropped - 1;
+            }
+            still &= held;
+            if still == 0 {
+                break;
+            }
+        }
+        matched
+    }
 }
 
 impl Router for LlmD {
     fn route(&mut self, q: &Query<'_>, replicas: &mut dyn Replicas) -> usize {
         let n = replicas.count();
         let keys = self.prompt_blocks(q.request);
+        let matched = self.matched(&keys);
         let loads: Vec<Load> = (0..n).map(|r| replicas.load(r)).collect();
         let (min_q, max_q) = loads.iter().fold((u32::MAX, 0), |(lo, hi), l| {
             (lo.min(l.waiting), hi.max(l.waiting))
         });
-        let score = |r: usize, index: &[LruTier]| {
-            let matched = keys
-                .iter()
-                .take_while(|k| index[r].contains(**k, SimTime::ZERO))
-                .count();
+        let score = |r: usize| {
             let prefix = if keys.is_empty() {
                 0.0
             } else {
-                matched as f64 / keys.len() as f64
+                matched[r] as f64 / keys.len() as f64
             };
             let queue = if max_q == min_q {
                 1.0
@@ -337,15 +419,31 @@ impl Router for LlmD {
         // Shuffled, then the best first: a random choice among equal scores.
         let mut order: Vec<usize> = (0..n).collect();
         self.rng.shuffle(&mut order);
-        let scores: Vec<f64> = (0..n).map(|r| score(r, &self.index)).collect();
+        let scores: Vec<f64> = (0..n).map(score).collect();
         let r = order
             .into_iter()
             .reduce(|a, b| if scores[b] > scores[a] { b } else { a })
             .unwrap_or(0);
         // The index learns the decision (llm-d's PreRequest), suffix first so that the prefix
         // stays most recent.
-        for k in keys.iter().rev() {
-            self.index[r].insert(*k, 1, SimTime::ZERO);
+        let lru = &mut self.lru[r];
+        match &mut self.holders {
+            None => {
+                for k in keys.iter().rev() {
+                    lru.insert(*k, 1, SimTime::ZERO);
+                }
+            }
+            Some(holders) => {
+                let bit = 1u64 << r;
+                for k in keys.iter().rev() {
+                    let writes = lru.writes;
+                    lru.insert_reporting(*k, 1, SimTime::ZERO, |gone| holders.remove(gone, bit));
+                    // A block the replica's LRU held already is only touched: its bit is set.
+                    if lru.writes != writes {
+                        holders.add(*k, bit);
+                    }
+                }
+            }
         }
         r
     }
@@ -476,6 +574,40 @@ mod tests {
         let q = Request::new(0, 0, vec![crate::trace::Run::new(1, 0, 10)], 1);
         let picks: Vec<usize> = (0..6).map(|_| r.route(&query(&q), &mut rs)).collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+    }
+
+    /// The block-to-replicas masks of mid-size fleets route exactly as asking every replica's
+    /// LRU: random prompts over shared documents, small LRUs that evict.
+    #[test]
+    fn llm_d_masks_route_as_the_lrus_say() {
+        let cfg = FleetConfig {
+            replicas: 24,
+            lru_blocks: 300,
+            ..FleetConfig::default()
+        };
+        let mut with = LlmD::new(24, &cfg);
+        let mut without = LlmD::new(24, &cfg);
+        assert!(with.holders.is_some());
+        without.holders = None;
+        let mut rng = Rng::new(7);
+        let mut rs = Fixed {
+            loads: vec![Load::default(); 24],
+            hits: vec![0; 24],
+            at: SimTime::ZERO,
+        };
+        for i in 0..3000u64 {
+            let doc = crate::trace::Run::new(rng.range(0, 40), 0, 16 * rng.range(1, 40) as u32);
+            let own = crate::trace::Run::new(1000 + i, 0, rng.range(1, 200) as u32);
+            let q = Request::new(i, 0, vec![doc, own], 1);
+            for l in rs.loads.iter_mut() {
+                l.waiting = rng.range(0, 3) as u32;
+            }
+            let (a, b) = (
+                with.route(&query(&q), &mut rs),
+                without.route(&query(&q), &mut rs),
+            );
+            assert_eq!(a, b, "request {i}");
+        }
     }
 
     #[test]

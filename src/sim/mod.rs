@@ -501,10 +501,10 @@ fn replay<P: KvPool, C: KvConnector, F: Fn() -> C>(
         // Idle replicas start their next steps, in replica order. A decode-only stretch may run
         // up to the next event that can change the replica, or its next usage sample.
         for (r, rep) in replicas.iter_mut().enumerate() {
-            let horizon = q.next_for(r).min(rep.next_sample);
             if rep.busy || !rep.engine.has_work() {
                 continue;
             }
+            let horizon = q.next_for(r).min(rep.next_sample);
             let Some(out) = rep.engine.step(now, horizon) else {
                 continue;
             };

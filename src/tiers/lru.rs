@@ -121,6 +121,17 @@ impl LruTier {
     /// Inserts `key` (or refreshes it), evicting least recently used entries until it fits.
     /// Returns false when the entry is larger than the whole tier (then nothing changes).
     pub fn insert(&mut self, key: u64, bytes: u64, ready_at: SimTime) -> bool {
+        self.insert_reporting(key, bytes, ready_at, |_| {})
+    }
+
+    /// [`LruTier::insert`], telling `evicted` each key it evicts to make room.
+    pub fn insert_reporting(
+        &mut self,
+        key: u64,
+        bytes: u64,
+        ready_at: SimTime,
+        mut evicted: impl FnMut(u64),
+    ) -> bool {
         if bytes > self.capacity {
             return false;
         }
@@ -133,6 +144,7 @@ impl LruTier {
         while self.used + bytes > self.capacity {
             let victim = self.lru;
             debug_assert!(victim != NIL);
+            evicted(self.slots[victim as usize].key);
             self.remove_slot(victim);
             self.evictions += 1;
         }
