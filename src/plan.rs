@@ -148,6 +148,8 @@ pub enum Knob {
     DiskGib,
     /// LMCache's chunk size, tokens (`chunk_size`).
     ChunkSize,
+    /// Replicas of the engine behind the router (`replicas`).
+    Replicas,
 }
 
 impl Knob {
@@ -158,6 +160,7 @@ impl Knob {
             Knob::CpuGib => "max_local_cpu_size_gb",
             Knob::DiskGib => "max_local_disk_size_gb",
             Knob::ChunkSize => "chunk_size",
+            Knob::Replicas => "replicas",
         }
     }
 
@@ -171,7 +174,10 @@ impl Knob {
             Knob::ChunkSize if x >= 1.0 && x.fract() == 0.0 && x <= u32::MAX as f64 => {
                 cfg.lmcache.chunk_size = Some(x as u32)
             }
-            Knob::ChunkSize => return Err(bad("a positive integer")),
+            Knob::Replicas if x >= 1.0 && x.fract() == 0.0 && x <= u32::MAX as f64 => {
+                cfg.fleet.replicas = x as u32
+            }
+            Knob::ChunkSize | Knob::Replicas => return Err(bad("a positive integer")),
             _ => return Err(bad("a positive number")),
         }
         Ok(())
@@ -311,15 +317,75 @@ pub fn smallest_tier(
             "give at least one target, e.g. --target hit_rate_total=0.8".into(),
         ));
     }
+    let (best, evidence) = smallest(
+        trace,
+        cfg,
+        knob,
+        targets,
+        (1.0 / 16.0, 16_384.0),
+        resolution_gib,
+    )?;
+    Ok(Plan {
+        question: format!("smallest {} meeting {}", knob.key(), describe(targets)),
+        answer: best,
+        answer_text: match best {
+            Some(g) => format!("{g} GiB"),
+            None => "not reached even with 16 TiB".into(),
+        },
+        evidence,
+    })
+}
+
+/// The fewest replicas (at the trace's own rate, behind `cfg`'s router) at which every SLO
+/// holds, up to `max_replicas`; the answer's GPUs are replicas x tensor-parallel ranks.
+pub fn fewest_replicas(
+    trace: &Trace,
+    cfg: &RunConfig,
+    slos: &[Target],
+    max_replicas: u32,
+) -> Result<Plan> {
+    if slos.is_empty() {
+        return Err(Error::Config(
+            "give at least one SLO, e.g. --slo ttft_p99=2s".into(),
+        ));
+    }
+    let limits = (1.0, max_replicas.max(1) as f64);
+    let (best, evidence) = smallest(trace, cfg, Knob::Replicas, slos, limits, 1.0)?;
+    let tp = cfg.engine.tensor_parallel_size.unwrap_or(1);
+    Ok(Plan {
+        question: format!(
+            "fewest replicas ({} router) meeting {} at the trace's rate",
+            cfg.fleet.router.name(),
+            describe(slos)
+        ),
+        answer: best,
+        answer_text: match best {
+            Some(n) => format!("{n} replicas = {} GPUs", n as u32 * tp),
+            None => format!("not met even with {max_replicas} replicas"),
+        },
+        evidence,
+    })
+}
+
+/// The smallest `knob` within `limits` at which the targets hold (they hold from some value up):
+/// bracket by doubling from the lower limit (or 1), then bisect between the largest failing
+/// value and it, to `resolution`. Returns the answer and every probe.
+fn smallest(
+    trace: &Trace,
+    cfg: &RunConfig,
+    knob: Knob,
+    targets: &[Target],
+    limits: (f64, f64),
+    resolution: f64,
+) -> Result<(Option<f64>, Vec<Probe>)> {
     let mut evidence = Vec::new();
     let eval = |x: f64| evaluate(trace, cfg, targets, x, knob);
-    // Targets hold from some size up: find the smallest, then bisect linearly between the largest
-    // failing size and it, to the resolution.
-    let best = match bracket(&eval, 1.0, false, (1.0 / 16.0, 16_384.0), &mut evidence)? {
+    let start = limits.0.max(1.0);
+    let best = match bracket(&eval, start, false, limits, &mut evidence)? {
         (Some(mut ok), fail) => {
             let mut fail = fail.unwrap_or(0.0);
-            while ok - fail > resolution_gib {
-                let mid = ((fail + ok) / 2.0 / resolution_gib).ceil() * resolution_gib;
+            while ok - fail > resolution {
+                let mid = ((fail + ok) / 2.0 / resolution).ceil() * resolution;
                 if mid >= ok || mid <= fail {
                     break;
                 }
@@ -333,15 +399,7 @@ pub fn smallest_tier(
         }
         (None, _) => None,
     };
-    Ok(Plan {
-        question: format!("smallest {} meeting {}", knob.key(), describe(targets)),
-        answer: best,
-        answer_text: match best {
-            Some(g) => format!("{g} GiB"),
-            None => "not reached even with 16 TiB".into(),
-        },
-        evidence,
-    })
+    Ok((best, evidence))
 }
 
 /// The chunk size among `candidates` minimising `metric` with a remote store `rtt_ms` away.
@@ -468,6 +526,40 @@ mod tests {
         }
         // Deterministic.
         assert_eq!(max_rate(&t, &cfg, &slo).unwrap(), p);
+    }
+
+    /// Eight 4,096-token prompts at once, every step 10 ms, two prompts per step (8,192-token
+    /// budget): one replica gives TTFTs of 10, 10, 20, 20, 30, 30, 40, 40 ms; two replicas (four
+    /// prompts each) 10, 10, 20, 20 ms. A p99 TTFT of 20 ms needs two replicas.
+    #[test]
+    fn fewest_replicas_meeting_an_slo_by_hand() {
+        use crate::trace::Run;
+        let reqs = (0..8u64)
+            .map(|i| crate::trace::Request::new(i, 0, vec![Run::new(i, 0, 4096)], 1))
+            .collect();
+        let t = Trace {
+            meta: crate::trace::TraceMeta::new("test"),
+            requests: reqs,
+        };
+        let mut cfg = RunConfig::default();
+        cfg.cost.fitted = Some(crate::cost::Fitted {
+            c0: 0.010,
+            c_prefill: 0.0,
+            c_decode: 0.0,
+            c_attn: 0.0,
+            c_ctx: 0.0,
+        });
+        let slo = [Target::parse("ttft_p99=20ms").unwrap()];
+        let p = fewest_replicas(&t, &cfg, &slo, 64).unwrap();
+        assert_eq!(p.answer, Some(2.0));
+        assert_eq!(p.answer_text, "2 replicas = 2 GPUs");
+        let probes: Vec<(f64, bool)> = p.evidence.iter().map(|e| (e.x, e.ok)).collect();
+        assert_eq!(probes, vec![(1.0, false), (2.0, true)]);
+        assert!((p.evidence[0].metrics["ttft_p99_s"] - 0.04).abs() < 0.001);
+        // Unreachable within the limit: said so, with the probes made.
+        let tight = [Target::parse("ttft_p99=5ms").unwrap()];
+        let p = fewest_replicas(&t, &cfg, &tight, 4).unwrap();
+        assert_eq!((p.answer, p.evidence.len()), (None, 3));
     }
 
     #[test]

@@ -63,6 +63,113 @@ pub enum PlanCommand {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Fewest GPUs (replicas x tensor-parallel ranks) behind a router meeting every SLO at the
+    /// trace's own rate; with --routers and --cpu-gb lists, one answer per combination.
+    Fleet {
+        /// A kvreplay trace.
+        #[arg(long)]
+        trace: PathBuf,
+        /// An SLO, repeatable: ttft_p99=2s, tpot_p99=50ms ...
+        #[arg(long = "slo", required = true)]
+        slos: Vec<String>,
+        /// Routers to compare (default: the configured one, `--set router=...`).
+        #[arg(long, value_delimiter = ',')]
+        routers: Vec<String>,
+        /// LMCache CPU tier sizes per replica to compare, GiB (0: none).
+        #[arg(long = "cpu-gb", value_delimiter = ',')]
+        cpu_gb: Vec<f64>,
+        /// Search no further than this many replicas.
+        #[arg(long, default_value_t = 256)]
+        max_replicas: u32,
+        #[command(flatten)]
+        sim: SimArgs,
+        /// Write the answers and their evidence as JSON.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// `plan fleet`: one search per (router, CPU tier) combination, then the table of GPUs needed.
+fn plan_fleet(
+    trace: &std::path::Path,
+    slos: &[String],
+    routers: &[String],
+    cpu_gb: &[f64],
+    max_replicas: u32,
+    sim: &SimArgs,
+    output: Option<PathBuf>,
+) -> Result<()> {
+    let t = kvreplay::trace::read(trace)?;
+    let (base, _) = sim.run_config()?;
+    let slos = targets(slos)?;
+    let routers: Vec<kvreplay::fleet::RouterKind> = if routers.is_empty() {
+        vec![base.fleet.router]
+    } else {
+        routers
+            .iter()
+            .map(|r| {
+                kvreplay::fleet::RouterKind::from_name(r).with_context(|| {
+                    format!(
+                        "--routers {r:?}: expected {}",
+                        kvreplay::fleet::RouterKind::ALL
+                            .map(|k| k.name())
+                            .join(", ")
+                    )
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    let tiers: Vec<Option<f64>> = if cpu_gb.is_empty() {
+        vec![None]
+    } else {
+        for g in cpu_gb {
+            anyhow::ensure!(
+                g.is_finite() && *g >= 0.0,
+                "--cpu-gb {g}: expected GiB >= 0"
+            );
+        }
+        cpu_gb.iter().map(|g| Some(*g)).collect()
+    };
+    let mut answers = Vec::new();
+    for &router in &routers {
+        for &tier in &tiers {
+            let mut cfg = base.clone();
+            cfg.fleet.router = router;
+            match tier {
+                Some(g) if g > 0.0 => {
+                    cfg.tier = Some(kvreplay::config::Tier::Cpu);
+                    cfg.lmcache.max_local_cpu_size = Some(g);
+                }
+                Some(_) => cfg.tier = Some(kvreplay::config::Tier::None),
+                None => {}
+            }
+            let p = plan::fewest_replicas(&t, &cfg, &slos, max_replicas)?;
+            show(&p, None)?;
+            println!();
+            answers.push((router, tier, p));
+        }
+    }
+    if answers.len() > 1 {
+        println!("{:<16} {:>8} {:>22}", "router", "CPU GiB", "GPUs needed");
+        for (r, g, p) in &answers {
+            println!(
+                "{:<16} {:>8} {:>22}",
+                r.name(),
+                g.map_or("-".into(), |g| g.to_string()),
+                p.answer_text
+            );
+        }
+    }
+    if let Some(o) = output {
+        let rows: Vec<serde_json::Value> = answers
+            .iter()
+            .map(|(r, g, p)| serde_json::json!({"router": r.name(), "cpu_gb": g, "plan": p}))
+            .collect();
+        std::fs::write(&o, serde_json::to_string_pretty(&rows)? + "\n")
+            .with_context(|| format!("writing {}", o.display()))?;
+        println!("wrote {}", o.display());
+    }
+    Ok(())
 }
 
 fn show(p: &Plan, output: Option<PathBuf>) -> Result<()> {
@@ -154,6 +261,15 @@ pub fn plan(cmd: PlanCommand) -> Result<()> {
                 output,
             )
         }
+        PlanCommand::Fleet {
+            trace,
+            slos,
+            routers,
+            cpu_gb,
+            max_replicas,
+            sim,
+            output,
+        } => plan_fleet(&trace, &slos, &routers, &cpu_gb, max_replicas, &sim, output),
         PlanCommand::Chunk {
             trace,
             at_rtt_ms,
