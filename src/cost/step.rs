@@ -118,6 +118,7 @@ impl StepModel {
     }
 
     /// Seconds the forward pass of `b` takes.
+    #[inline]
     pub fn step_s(&self, b: &BatchShape) -> f64 {
         if b.is_empty() {
             return 0.0;

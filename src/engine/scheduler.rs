@@ -122,6 +122,8 @@ pub struct Engine<'t, P: KvPool = SegmentPool, C: KvConnector = Box<dyn KvConnec
     /// Per slot, the computed-token count below which the connector's save does nothing
     /// (what its last save said; 0 after an admission or a preemption).
     save_at: Vec<u32>,
+    /// Per slot, the request's shareable tokens (see `shareable`), looked up when it arrives.
+    slot_shareable: Vec<u32>,
     /// Scratch space of prefix-hit scans.
     scan: P::Scan,
     waiting: VecDeque<u32>,
@@ -189,6 +191,7 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
             no_chain: Arc::new(Vec::new()),
             prepared: Vec::new(),
             save_at: Vec::new(),
+            slot_shareable: Vec::new(),
             scan: P::Scan::default(),
             cfg,
             trace,
@@ -353,9 +356,11 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
             return Err(Box::new(r));
         }
         r.phase = Phase::Waiting;
+        let shareable = self.shareable.map_or(u32::MAX, |s| s[global as usize]);
         let slot = match self.free_slots.pop() {
             Some(s) => {
                 self.reqs[s as usize] = r;
+                self.slot_shareable[s as usize] = shareable;
                 s
             }
             None => {
@@ -364,6 +369,7 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
                 self.hashes.push(self.no_chain.clone());
                 self.prepared.push(false);
                 self.save_at.push(0);
+                self.slot_shareable.push(shareable);
                 (self.reqs.len() - 1) as u32
             }
         };
@@ -814,11 +820,7 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
         let hashes = &self.hashes[idx as usize];
         let full = (self.reqs[idx as usize].num_computed / bs).min(hashes.len() as u32);
         // Blocks past what any other request shares can never be hit by another request.
-        let global = self.reqs[idx as usize].idx as usize;
-        let shareable = match self.shareable {
-            Some(s) => (s[global] / bs).min(full),
-            None => full,
-        };
+        let shareable = (self.slot_shareable[idx as usize] / bs).min(full);
         self.pool
             .register(&mut self.held[idx as usize], hashes, shareable);
     }

@@ -171,14 +171,28 @@ struct Queue {
 }
 
 impl Queue {
+    /// A queue for `replicas` replicas (for one, the side heaps are not kept: every event can
+    /// change it).
     fn new(replicas: usize) -> Self {
+        let sides = if replicas > 1 { replicas } else { 0 };
         Queue {
             heap: BinaryHeap::new(),
             seq: 0,
             now: SimTime::ZERO,
             shared: BinaryHeap::new(),
-            own: (0..replicas).map(|_| BinaryHeap::new()).collect(),
+            own: (0..sides).map(|_| BinaryHeap::new()).collect(),
         }
+    }
+
+    /// The side heap event `e` goes to, if sides are kept.
+    fn side(&mut self, e: &Event) -> Option<&mut BinaryHeap<Reverse<Key>>> {
+        if self.own.is_empty() {
+            return None;
+        }
+        Some(match e.own_replica() {
+            Some(r) => &mut self.own[r as usize],
+            None => &mut self.shared,
+        })
     }
     fn push(&mut self, t: SimTime, e: Event) -> Result<()> {
         if t < self.now {
@@ -189,9 +203,8 @@ impl Queue {
         }
         self.seq += 1;
         let key = (t, e.phase(), self.seq);
-        match e.own_replica() {
-            Some(r) => self.own[r as usize].push(Reverse(key)),
-            None => self.shared.push(Reverse(key)),
+        if let Some(side) = self.side(&e) {
+            side.push(Reverse(key));
         }
         self.heap.push(Reverse((key, e)));
         Ok(())
@@ -202,18 +215,19 @@ impl Queue {
     fn pop(&mut self) -> Option<(SimTime, Event)> {
         let (key, e) = self.heap.pop().map(|Reverse(x)| x)?;
         // The same order restricted to a subset: the event is at the top of its side heap.
-        let side = match e.own_replica() {
-            Some(r) => &mut self.own[r as usize],
-            None => &mut self.shared,
-        };
-        debug_assert_eq!(side.peek().map(|Reverse(k)| *k), Some(key));
-        side.pop();
+        if let Some(side) = self.side(&e) {
+            debug_assert_eq!(side.peek().map(|Reverse(k)| *k), Some(key));
+            side.pop();
+        }
         self.now = key.0;
         Some((key.0, e))
     }
     /// The time of the next event that can change replica `r`: anyone's send, submission or
     /// client wake-up, or its own step end or wake-up.
     fn next_for(&self, r: usize) -> SimTime {
+        if self.own.is_empty() {
+            return self.peek_time().unwrap_or(SimTime::MAX);
+        }
         let t = |h: &BinaryHeap<Reverse<Key>>| h.peek().map_or(SimTime::MAX, |Reverse(k)| k.0);
         t(&self.shared).min(t(&self.own[r]))
     }
