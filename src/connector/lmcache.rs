@@ -23,6 +23,9 @@ struct ReqChunks {
     saved: u32,
     /// The lookup cached while the request waits.
     lookup: Option<TierHits>,
+    /// Leading chunks an asynchronous prefetch brought into host memory for this request: they
+    /// stay pinned until it is scheduled, whatever the CPU tier evicts meanwhile.
+    prefetched: u32,
 }
 
 /// The LMCache connector.
@@ -79,7 +82,7 @@ impl KvConnector for LmCacheConnector {
         let tp = &self.transfer;
         // LMCache caches a request's lookup (and pins its hits) until vLLM schedules it: a
         // waiting request retried step after step pays for one lookup.
-        let (hits, lookup) = match st.lookup {
+        let (mut hits, lookup) = match st.lookup {
             Some(h) => (h, Seconds::ZERO),
             None => {
                 let (h, s) = l.lookup(chunks, now, tp);
@@ -87,14 +90,32 @@ impl KvConnector for LmCacheConnector {
                 (h, Seconds(s))
             }
         };
+        if st.prefetched > 0 {
+            // What the prefetch brought is in host memory, pinned for this request.
+            let total = hits.total().max(st.prefetched);
+            let cpu = hits.cpu.max(st.prefetched);
+            let disk = (hits.cpu + hits.disk).saturating_sub(cpu);
+            hits = TierHits {
+                cpu,
+                disk,
+                remote: total - cpu - disk,
+            };
+            st.lookup = Some(hits);
+        }
         let hit_tokens = LmCache::tokens_of(chunks, hits.total()).min(req.num_tokens - 1);
-        if l.cfg.enable_async_loading && hits.disk + hits.remote > 0 && hit_tokens > local_hit {
+        if l.cfg.enable_async_loading
+            && st.prefetched == 0
+            && hits.disk + hits.remote > 0
+            && hit_tokens > local_hit
+        {
             // Prefetch into the CPU tier; the request is skipped until it completes, then looks
-            // up again and finds its prefix in CPU.
+            // up again and finds its prefix in host memory (once: what the tier evicts meanwhile
+            // stays pinned for it).
             let (s, _) = l.fetch_cost(chunks, &hits, tp);
             let ready = now + SimDuration::from_secs_f64(s);
             l.promote(chunks, &hits, ready);
             st.lookup = None;
+            st.prefetched = hits.total();
             return Match {
                 matched: Matched::Later { ready },
                 lookup,
@@ -138,6 +159,7 @@ impl KvConnector for LmCacheConnector {
             return Load::None;
         };
         st.saved = hits.total();
+        st.prefetched = 0;
         let end = match matched {
             Matched::Tokens { end, .. } if *end > local_hit => *end,
             _ => return Load::None,
@@ -183,6 +205,7 @@ impl KvConnector for LmCacheConnector {
         let st = self.reqs.get_mut(idx);
         st.saved = 0;
         st.lookup = None;
+        st.prefetched = 0;
     }
 
     fn request_finished(&mut self, idx: u32) {

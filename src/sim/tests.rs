@@ -689,3 +689,33 @@ fn an_endless_think_time_does_not_wrap() {
     assert_eq!(r.reqs[1].arrival, SimTime::MAX);
     assert_eq!(r.reqs[1].finish, Some(SimTime::MAX));
 }
+
+/// Regression: with asynchronous loading, a prefix larger than the CPU tier was prefetched from
+/// disk, evicted by its own promotion before the request looked again, and prefetched again,
+/// forever (memory grew without bound). A prefetch now pins what it brought for its request.
+#[test]
+fn an_async_prefetch_larger_than_the_cpu_tier_completes() {
+    let chunk_bytes = 256 * 128 * 1024; // Llama-3.1-8B: 128 KiB of KV per token
+    let off = OffloadConfig::LmCache(LmCacheConfig {
+        chunk_size: 256,
+        cpu_bytes: Some(2 * chunk_bytes),
+        disk_bytes: Some(1 << 30),
+        enable_async_loading: true,
+        ..Default::default()
+    });
+    let f = EngineFlags {
+        enable_prefix_caching: Some(false),
+        ..Default::default()
+    };
+    // Both send the same 2,048-token document (8 chunks), then 100 tokens of their own.
+    let t = trace(vec![
+        req(0, 0, vec![Run::new(1, 0, 2048), Run::new(2, 0, 100)], 1),
+        req(1, 1000, vec![Run::new(1, 0, 2048), Run::new(3, 0, 100)], 1),
+    ]);
+    let r = simulate(&t, &setup(f, off)).unwrap();
+    // The CPU tier keeps only request 0's last 2 chunks; request 1 prefetches all 8 from disk
+    // once and loads them from host memory.
+    let o = r.reqs[1].origin;
+    assert_eq!((o.cpu, o.disk, o.computed), (2048, 0, 100));
+    assert!(r.reqs[1].finish.is_some());
+}
