@@ -14,6 +14,8 @@ pub mod connector;
 pub mod cost;
 pub mod engine;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod interval;

@@ -354,14 +354,22 @@ fn replay<P: crate::engine::pool::KvPool, C: KvConnector>(
                 end = end.max(out.end);
                 complete(idx, out.end, &mut pools, &mut sender, &mut q)?;
             }
-            while next_sample <= now {
-                samples.push(KvSample {
-                    t_s: next_sample.as_secs_f64(),
+            if next_sample <= now {
+                let sample = |at: SimTime| KvSample {
+                    t_s: at.as_secs_f64(),
                     used: engine.used_blocks() as f64 / setup.engine.num_gpu_blocks as f64,
                     running: engine.num_running() as u32,
                     waiting: engine.num_waiting() as u32,
-                });
-                next_sample += interval;
+                };
+                samples.push(sample(next_sample));
+                // Every further sample due by now holds the same values: after an idle gap only
+                // the last of them is kept, so that a gap of years costs two samples, not one
+                // per interval.
+                let more = (now - next_sample).as_ns() / interval.as_ns();
+                if more > 0 {
+                    samples.push(sample(next_sample + interval.times(more)));
+                }
+                next_sample += interval.times(more + 1);
             }
             q.push(out.end, Event::StepEnd)?;
         }

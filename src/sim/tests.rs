@@ -23,6 +23,28 @@ fn one_request_prefill_then_decode_steps() {
 }
 
 #[test]
+fn an_idle_gap_costs_two_usage_samples_not_one_per_interval() {
+    // Three steps of 10 ms, an hour idle, three steps: one sample per 10 ms interval over the
+    // gap would be 360,000 samples (and for a trace spanning centuries, more than memory holds).
+    let gap_ms = 3600 * 1000;
+    let t = trace(vec![
+        req(0, 0, vec![Run::new(1, 0, 100)], 3),
+        req(1, gap_ms, vec![Run::new(2, 0, 100)], 3),
+    ]);
+    let r = run(&t, EngineFlags::default());
+    let times: Vec<u64> = r
+        .kv_samples
+        .iter()
+        .map(|k| (k.t_s * 1e3).round() as u64)
+        .collect();
+    // Steps start at 0, 10, 20 ms and at the gap's end (+0, +10, +20 ms); the sample at 30 ms
+    // (request 0 done) is taken at the second request's first step, with the last one due
+    // before it.
+    assert_eq!(times, [0, 10, 20, 30, gap_ms, gap_ms + 10, gap_ms + 20]);
+    assert!(r.kv_samples[4].used == r.kv_samples[3].used);
+}
+
+#[test]
 fn chunked_prefill_splits_a_long_prompt_by_the_token_budget() {
     let t = trace(vec![req(0, 0, vec![Run::new(1, 0, 20_000)], 1)]);
     let r = run(&t, EngineFlags::default());
