@@ -15,6 +15,8 @@ pub mod cost;
 pub mod engine;
 pub mod error;
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod interval;

@@ -1,6 +1,4 @@
-//! Any input to the llmperf importer is Ok or Err, never a panic, open or closed loop.
+//! Any input to the llmperf JSON importer is Ok or Err, never a panic.
 #![no_main]
 
-use kvreplay::trace::import::{Format, fuzz_one};
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzz_one(Format::Llmperf, data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| kvreplay::fuzzing::import_llmperf(data));

@@ -1,6 +1,4 @@
-//! Any input to the mooncake importer is Ok or Err, never a panic.
+//! Any input to the Mooncake JSONL importer is Ok or Err, never a panic.
 #![no_main]
 
-use kvreplay::trace::import::{Format, fuzz_one};
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzz_one(Format::Mooncake, data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| kvreplay::fuzzing::import_mooncake(data));

@@ -144,9 +144,14 @@ impl ProfileFile {
     pub fn read(path: &Path) -> Result<Self> {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(&name, e))?;
-        let p: ProfileFile = serde_json::from_str(&text).map_err(|e| {
+        Self::parse(&text, &name)
+    }
+
+    /// Parses a profile file's text; `name` names it in errors.
+    pub fn parse(text: &str, name: &str) -> Result<Self> {
+        let p: ProfileFile = serde_json::from_str(text).map_err(|e| {
             InputError::new(
-                &name,
+                name,
                 e.line() as u64,
                 "",
                 format!("not a kvreplay profile: {e}"),
@@ -154,7 +159,7 @@ impl ProfileFile {
         })?;
         if p.kvreplay_profile != PROFILE_VERSION {
             return Err(InputError::new(
-                &name,
+                name,
                 0,
                 "kvreplay_profile",
                 format!("version {} is not {PROFILE_VERSION}", p.kvreplay_profile),

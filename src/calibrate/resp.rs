@@ -13,7 +13,13 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct Resp {
     w: TcpStream,
-    r: BufReader<TcpStream>,
+    r: Replies<BufReader<TcpStream>>,
+}
+
+/// Reads RESP2 replies from a buffered stream (a connection; bytes in tests).
+#[derive(Debug)]
+pub struct Replies<R> {
+    r: R,
     line: Vec<u8>,
 }
 
@@ -48,16 +54,15 @@ impl Resp {
         s.set_read_timeout(Some(Duration::from_secs(60)))?;
         let mut c = Resp {
             w: s.try_clone()?,
-            r: BufReader::with_capacity(1 << 16, s),
-            line: Vec::new(),
+            r: Replies::new(BufReader::with_capacity(1 << 16, s)),
         };
         if let Some(pw) = password {
             c.command(&[b"AUTH", pw.as_bytes()], None)?;
-            c.simple()?;
+            c.r.simple()?;
         }
         if db != 0 {
             c.command(&[b"SELECT", db.to_string().as_bytes()], None)?;
-            c.simple()?;
+            c.r.simple()?;
         }
         Ok(c)
     }
@@ -92,6 +97,33 @@ impl Resp {
         }
     }
 
+    /// The connection, for callers that drive it themselves (the multiplexed timing loop).
+    pub fn into_stream(self) -> TcpStream {
+        self.w
+    }
+
+    /// SET key value.
+    pub fn set(&mut self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        self.command(&[b"SET", key], Some(value))?;
+        self.r.simple()
+    }
+
+    /// GET key into `buf` (resized to the value); returns false for a missing key.
+    pub fn get(&mut self, key: &[u8], buf: &mut Vec<u8>) -> io::Result<bool> {
+        self.command(&[b"GET", key], None)?;
+        self.r.bulk(buf)
+    }
+}
+
+impl<R: BufRead> Replies<R> {
+    /// Replies read from `r`.
+    pub fn new(r: R) -> Self {
+        Replies {
+            r,
+            line: Vec::new(),
+        }
+    }
+
     fn read_line(&mut self) -> io::Result<()> {
         self.line.clear();
         self.r.read_until(b'\n', &mut self.line)?;
@@ -105,7 +137,8 @@ impl Resp {
         Ok(())
     }
 
-    fn simple(&mut self) -> io::Result<()> {
+    /// A simple-string or integer reply (`+OK`, `:1`); an error reply is an error.
+    pub fn simple(&mut self) -> io::Result<()> {
         self.read_line()?;
         if self.line[0] == b'+' || self.line[0] == b':' {
             Ok(())
@@ -117,20 +150,9 @@ impl Resp {
         }
     }
 
-    /// The connection, for callers that drive it themselves (the multiplexed timing loop).
-    pub fn into_stream(self) -> TcpStream {
-        self.w
-    }
-
-    /// SET key value.
-    pub fn set(&mut self, key: &[u8], value: &[u8]) -> io::Result<()> {
-        self.command(&[b"SET", key], Some(value))?;
-        self.simple()
-    }
-
-    /// GET key into `buf` (resized to the value); returns false for a missing key.
-    pub fn get(&mut self, key: &[u8], buf: &mut Vec<u8>) -> io::Result<bool> {
-        self.command(&[b"GET", key], None)?;
+    /// A bulk-string reply into `buf` (resized to the value); false for a null bulk (a missing
+    /// key).
+    pub fn bulk(&mut self, buf: &mut Vec<u8>) -> io::Result<bool> {
         self.read_line()?;
         if self.line[0] != b'$' {
             return Err(proto(format!(
@@ -145,9 +167,45 @@ impl Resp {
         if len < 0 {
             return Ok(false);
         }
-        buf.resize(len as usize + 2, 0);
-        self.r.read_exact(buf)?;
+        // Read what arrives up to the announced length, so that a bogus length costs no more
+        // memory than the bytes actually sent.
+        let want = len as u64 + 2;
+        buf.clear();
+        (&mut self.r).take(want).read_to_end(buf)?;
+        if buf.len() as u64 != want {
+            return Err(proto("connection closed inside a bulk reply".into()));
+        }
+        if !buf.ends_with(b"\r\n") {
+            return Err(proto("bulk reply not followed by CRLF".into()));
+        }
         buf.truncate(len as usize);
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_read_and_a_bogus_bulk_length_is_an_error_not_an_allocation() {
+        let mut r = Replies::new(&b"+OK\r\n:3\r\n$5\r\nhello\r\n$-1\r\n$0\r\n\r\n"[..]);
+        let mut buf = Vec::new();
+        r.simple().unwrap();
+        r.simple().unwrap();
+        assert!(r.bulk(&mut buf).unwrap());
+        assert_eq!(buf, b"hello");
+        assert!(!r.bulk(&mut buf).unwrap());
+        assert!(r.bulk(&mut buf).unwrap());
+        assert!(buf.is_empty());
+        // A length of almost 1 PB announced, 5 bytes sent.
+        let mut r = Replies::new(&b"$999999000000005\r\nhello\r\n"[..]);
+        let e = r.bulk(&mut buf).unwrap_err();
+        assert_eq!(e.to_string(), "connection closed inside a bulk reply");
+        let mut r = Replies::new(&b"$2\r\nhello\r\n"[..]);
+        let e = r.bulk(&mut buf).unwrap_err();
+        assert_eq!(e.to_string(), "bulk reply not followed by CRLF");
+        let mut r = Replies::new(&b"-ERR wrong\r\n"[..]);
+        assert_eq!(r.simple().unwrap_err().to_string(), "ERR wrong");
     }
 }

@@ -11,7 +11,7 @@ pub mod yaml;
 
 use crate::cost::{Fitted, GpuProfile, StepModel, TransferProfile};
 use crate::engine::{EngineConfig, EngineFlags};
-use crate::error::{Error, Result};
+use crate::error::{Error, InputError, Result};
 use crate::model::ModelCard;
 use crate::sim::SimSetup;
 use crate::tiers::OffloadConfig;
@@ -243,14 +243,20 @@ impl RunConfig {
     /// Applies an `lmcache_config.yaml`. Keys kvreplay does not model are listed in the return
     /// value so that the caller can say they were ignored.
     pub fn apply_lmcache_yaml(&mut self, text: &str, file: &str) -> Result<Vec<String>> {
-        let m = yaml::parse(text, file)?;
         let mut ignored = Vec::new();
-        for (k, v) in &m {
-            if keys::find(k).is_some_and(|key| key.lmcache_file) {
-                self.set(k, v)
-                    .map_err(|e| Error::Config(format!("{file}: {e}")))?;
+        for e in yaml::entries(text, file)? {
+            if keys::find(&e.key).is_some_and(|key| key.lmcache_file) {
+                self.set(&e.key, &e.value).map_err(|err| match err {
+                    // `key: message` from the key table, placed at the key's line.
+                    Error::Config(m) => {
+                        let prefix = format!("{}: ", e.key);
+                        let msg = m.strip_prefix(&prefix).unwrap_or(&m);
+                        InputError::new(file, e.line, &e.key, msg).into()
+                    }
+                    other => other,
+                })?;
             } else {
-                ignored.push(k.clone());
+                ignored.push(e.key);
             }
         }
         Ok(ignored)
@@ -468,6 +474,35 @@ mod tests {
         assert_eq!(l.cpu_bytes, None);
         let r = l.remote.unwrap();
         assert_eq!((r.kind, r.rtt_s), (RemoteKind::Redis, 0.030));
+    }
+
+    #[test]
+    fn an_lmcache_config_with_a_byte_order_mark_or_a_flow_map_is_applied() {
+        for text in [
+            "\u{feff}chunk_size: 512\nlocal_cpu: true\n",
+            "{chunk_size: 512, local_cpu: true}\n",
+        ] {
+            let mut c = RunConfig::default();
+            let ignored = c.apply_lmcache_yaml(text, "l.yaml").unwrap();
+            assert!(ignored.is_empty(), "{text:?}: {ignored:?}");
+            assert_eq!(c.effective_tier(), Tier::Cpu, "{text:?}");
+            let OffloadConfig::LmCache(l) = c.offload().unwrap() else {
+                panic!()
+            };
+            assert_eq!(l.chunk_size, 512);
+        }
+    }
+
+    #[test]
+    fn a_bad_value_in_an_lmcache_config_names_its_line_and_key() {
+        let e = RunConfig::default()
+            .apply_lmcache_yaml("# c\nlocal_cpu: true\nchunk_size: big\n", "l.yaml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "l.yaml:3: chunk_size: expected a positive integer, found \"big\""
+        );
     }
 
     #[test]

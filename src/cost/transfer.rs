@@ -92,7 +92,12 @@ impl TransferProfile {
     /// file has replace the defaults and take the file's provenance.
     pub fn from_file(path: &str, gpu: &GpuProfile) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let map = parse_object(&text, path, 0)?;
+        Self::from_text(&text, path, gpu)
+    }
+
+    /// As [`TransferProfile::from_file`], from the file's text; `path` names it in errors.
+    pub fn from_text(text: &str, path: &str, gpu: &GpuProfile) -> Result<Self> {
+        let map = parse_object(text, path, 0)?;
         let top = Obj::new(&map, path, 0);
         let params = top.object("params", "params.")?;
         let sources = match top.get("param_sources") {

@@ -69,7 +69,8 @@ pub fn parse(text: &str) -> Vec<Sample> {
         }
         let (name, labels, rest) = match line.find('{') {
             Some(b) => {
-                let Some(close) = line.rfind('}') else {
+                // The last `}` after the `{` (a `}` before it makes no label set).
+                let Some(close) = line[b..].rfind('}').map(|c| b + c) else {
                     continue;
                 };
                 let Some(l) = parse_labels(&line[b + 1..close]) else {
@@ -181,6 +182,14 @@ pub fn info_labels(text: &str, name: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_closing_brace_before_the_opening_one_skips_the_line() {
+        let s = parse("x} y{ 1\nb{k=\"v}\"} 2\n");
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert_eq!((s[0].name.as_str(), s[0].value), ("b", 2.0));
+        assert_eq!(s[0].labels, [("k".to_string(), "v}".to_string())]);
+    }
 
     const BEFORE: &str = r#"# HELP vllm:prefix_cache_queries Prefix cache queries, in terms of number of queried tokens.
 # TYPE vllm:prefix_cache_queries counter

@@ -24,6 +24,7 @@ use arrow_array::builder::{ListBuilder, StringBuilder, UInt32Builder, UInt64Buil
 use arrow_array::{Array, ArrayRef, ListArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::reader::ChunkReader;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -206,8 +207,18 @@ fn opt<T: arrow_array::ArrowPrimitiveType>(
 pub fn read(path: &Path) -> Result<Trace> {
     let name = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| Error::io(&name, e))?;
-    let bad = |msg: String| -> Error { InputError::new(&name, 0, "", msg).into() };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+    read_from(file, &name)
+}
+
+/// Reads a canonical Parquet trace held in memory; `name` is used in errors.
+pub fn read_bytes(data: Vec<u8>, name: &str) -> Result<Trace> {
+    read_from(bytes::Bytes::from(data), name)
+}
+
+/// Reads a canonical Parquet trace from any Parquet source (a file, bytes in memory).
+fn read_from<R: ChunkReader + 'static>(input: R, name: &str) -> Result<Trace> {
+    let bad = |msg: String| -> Error { InputError::new(name, 0, "", msg).into() };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(input)
         .map_err(|e| bad(format!("not a readable Parquet file: {e}")))?;
     let meta_json = builder
         .schema()
@@ -220,7 +231,7 @@ pub fn read(path: &Path) -> Result<Trace> {
             ))
         })?;
     let meta: TraceMeta = serde_json::from_str(&meta_json)
-        .map_err(|e| InputError::new(&name, 0, META_KEY, e.to_string()))?;
+        .map_err(|e| InputError::new(name, 0, META_KEY, e.to_string()))?;
     let reader = builder
         .with_batch_size(BATCH)
         .build()
@@ -229,10 +240,10 @@ pub fn read(path: &Path) -> Result<Trace> {
     for batch in reader {
         let batch = batch.map_err(|e| bad(format!("cannot read: {e}")))?;
         let row0 = requests.len() as u64;
-        read_batch(&batch, &name, row0, &mut requests)?;
+        read_batch(&batch, name, row0, &mut requests)?;
     }
     let trace = Trace { meta, requests };
-    trace.validate(&name)?;
+    trace.validate(name)?;
     Ok(trace)
 }
 

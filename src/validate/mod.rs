@@ -132,6 +132,29 @@ fn resolve_gpu(text: &str) -> (String, String) {
     }
 }
 
+/// A run's workload parameters (the study's, then its case's overrides, then the run's own
+/// workload keys) and whether it repeats a warmup copy first.
+pub(crate) fn run_workload(study: &Study, run: &StudyRun) -> (Map<String, Value>, bool) {
+    let mut workload = study.workload.clone();
+    let mut warmup_repeat = false;
+    if let Some(Value::String(c)) = run.set.get("case")
+        && let Some(case) = study.cases.get(c)
+    {
+        for (path, v) in &case.overrides {
+            set_dotted(&mut workload, path, v.clone());
+        }
+    }
+    for (k, v) in &run.set {
+        match k.as_str() {
+            "case" => {}
+            "warmup_repeat" => warmup_repeat = v.as_bool().unwrap_or(false),
+            _ if RunConfig::is_key(k) => {}
+            _ => set_dotted(&mut workload, k, v.clone()),
+        }
+    }
+    (workload, warmup_repeat)
+}
+
 fn prepare(
     study: &Study,
     run: &StudyRun,
@@ -150,19 +173,10 @@ fn prepare(
             cfg.set(k, v).map_err(ctx)?;
         }
     }
-    let mut workload = study.workload.clone();
-    let mut warmup_repeat = false;
-    if let Some(Value::String(c)) = run.set.get("case") {
-        for (path, v) in &study.cases[c].overrides {
-            set_dotted(&mut workload, path, v.clone());
-        }
-    }
+    let (workload, warmup_repeat) = run_workload(study, run);
     for (k, v) in &run.set {
-        match k.as_str() {
-            "case" => {}
-            "warmup_repeat" => warmup_repeat = v.as_bool().unwrap_or(false),
-            _ if RunConfig::is_key(k) => cfg.set(k, v).map_err(ctx)?,
-            _ => set_dotted(&mut workload, k, v.clone()),
+        if RunConfig::is_key(k) {
+            cfg.set(k, v).map_err(ctx)?;
         }
     }
     // With LMCache configured but no tier named, the study's setup describes the tier.

@@ -157,11 +157,32 @@ pub(crate) fn bad(field: &str, msg: impl std::fmt::Display) -> Error {
     Error::Config(format!("{field} (--{}): {msg}", field.replace('_', "-")))
 }
 
+thread_local! {
+    /// The limits in force on this thread: (requests, prompt runs).
+    static LIMITS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((MAX_REQUESTS, MAX_RUNS)) };
+}
+
+/// Runs `f` with lower limits on this thread (at most `requests` requests and `runs` prompt
+/// runs), so that fuzzing keeps every input fast.
+#[doc(hidden)]
+pub fn with_limits<T>(requests: u64, runs: u64, f: impl FnOnce() -> T) -> T {
+    let before = LIMITS.with(|l| l.replace((requests.min(MAX_REQUESTS), runs.min(MAX_RUNS))));
+    let out = f();
+    LIMITS.with(|l| l.set(before));
+    out
+}
+
+/// The most prompt runs a generator may build now ([`MAX_RUNS`] unless lowered).
+pub(crate) fn max_runs() -> u64 {
+    LIMITS.with(|l| l.get().1)
+}
+
 /// Refuses a request count above [`MAX_REQUESTS`]; `what` names the parameters responsible.
 pub(crate) fn check_requests(n: u64, what: &str) -> Result<()> {
-    if n > MAX_REQUESTS {
+    let max = LIMITS.with(|l| l.get().0);
+    if n > max {
         return Err(Error::Config(format!(
-            "{what}: {n} requests; kvreplay generates at most {MAX_REQUESTS}"
+            "{what}: {n} requests; kvreplay generates at most {max}"
         )));
     }
     Ok(())

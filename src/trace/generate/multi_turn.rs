@@ -35,7 +35,7 @@
 //! failure when a text file is too short are not reproduced. The think time is drawn per request
 //! from one stream, not per client as the tool's client processes do (same distribution).
 
-use super::{Ids, MAX_RUNS, bad, check_requests, meta, request};
+use super::{Ids, bad, check_requests, max_runs, meta, request};
 use crate::error::{Error, InputError, Result};
 use crate::trace::output_content;
 use crate::trace::{Pool, Run, Trace, content};
@@ -424,25 +424,24 @@ pub fn generate_in(
             };
             let name = full.display().to_string();
             let text = std::fs::read_to_string(&full).map_err(|e| Error::io(&name, e))?;
-            let map = match serde_json::from_str::<Value>(&text) {
-                Ok(Value::Object(m)) => m,
-                Ok(other) => {
-                    return Err(InputError::new(
-                        &name,
-                        0,
-                        "",
-                        format!("expected a JSON object, found {}", kind(&other)),
-                    )
-                    .into());
-                }
-                Err(e) => {
-                    return Err(
-                        InputError::new(&name, 0, "", format!("not valid JSON: {e}")).into(),
-                    );
-                }
-            };
+            let map = config_from_text(&text, &name)?;
             generate_with(p, &map, &name, "", seed)
         }
+    }
+}
+
+/// A config file's text as the JSON object [`parse_config`] reads; `name` names it in errors.
+pub fn config_from_text(text: &str, name: &str) -> Result<Map<String, Value>> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(InputError::new(
+            name,
+            0,
+            "",
+            format!("expected a JSON object, found {}", kind(&other)),
+        )
+        .into()),
+        Err(e) => Err(InputError::new(name, 0, "", format!("not valid JSON: {e}")).into()),
     }
 }
 
@@ -521,9 +520,10 @@ fn generate_with(
     let runs: u64 = turns
         .iter()
         .fold(0u64, |a, &k| a.saturating_add(k.saturating_mul(k + 1)));
-    if runs > MAX_RUNS {
+    let max = max_runs();
+    if runs > max {
         return Err(Error::Config(format!(
-            "{}: conversations this long need {runs} prompt runs; kvreplay builds at most {MAX_RUNS}",
+            "{}: conversations this long need {runs} prompt runs; kvreplay builds at most {max}",
             field("prompt_input.num_turns")
         )));
     }

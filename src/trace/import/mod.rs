@@ -192,7 +192,7 @@ pub fn import(format: Format, path: &Path, opts: &ImportOptions) -> Result<(Trac
 }
 
 /// Imports from any reader; `name` stands for the file in errors. Importers never panic on any
-/// input (each has a fuzz target under `fuzz/`).
+/// input (each has a fuzz target under `fuzz/`, see [`crate::fuzzing`]).
 pub fn import_from(
     format: Format,
     input: &mut dyn BufRead,
@@ -214,27 +214,6 @@ pub fn import_from(
     };
     trace.validate(name)?;
     Ok((trace, report))
-}
-
-/// One fuzzing input: imports `data` as `format` with `strict` off and on (and for llmperf open
-/// loop and with `clients = Some(3)`), ignoring the results. Any `Err` is fine; a panic is a
-/// finding. Each target under `fuzz/fuzz_targets/` (cargo-fuzz wants one file per target) is a
-/// call to this, so that every format is fuzzed the same way.
-pub fn fuzz_one(format: Format, data: &[u8]) {
-    let clients: &[Option<u32>] = match format {
-        Format::Llmperf => &[None, Some(3)],
-        _ => &[None],
-    };
-    for strict in [false, true] {
-        for &clients in clients {
-            let opts = ImportOptions {
-                strict,
-                clients,
-                ..Default::default()
-            };
-            let _ = import_from(format, &mut &data[..], "fuzz", &opts);
-        }
-    }
 }
 
 /// The file's name without its folders (traces must not embed machine paths).
