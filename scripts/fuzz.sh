@@ -10,6 +10,8 @@
 # Needs cargo-fuzz (`cargo install cargo-fuzz --locked`). libFuzzer needs nightly compiler
 # flags: with a stable toolchain RUSTC_BOOTSTRAP=1 (set here) allows them.
 # FUZZ_JOBS=N runs N processes per target (libFuzzer's fork mode, which goes on past crashes).
+# FUZZ_FAST=1 builds without comparison tracing (--no-trace-compares): several times the
+# executions per second on the CSV importers, with coarser guidance.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
@@ -17,6 +19,8 @@ secs="${1:?usage: scripts/fuzz.sh SECONDS [TARGET...]}"
 shift
 export RUSTC_BOOTSTRAP=1
 jobs="${FUZZ_JOBS:-1}"
+build=(-a -s none)
+[ "${FUZZ_FAST:-0}" = 1 ] && build+=(--no-trace-compares)
 
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
@@ -26,7 +30,7 @@ for t in "${targets[@]}"; do
     [ -f "fuzz_targets/$t.rs" ] || { echo "no fuzz target $t (see fuzz/fuzz_targets/)" >&2; exit 2; }
 done
 
-cargo fuzz build -a -s none
+cargo fuzz build "${build[@]}"
 
 logs="$(mktemp -d)"
 trap 'rm -rf "$logs"' EXIT
@@ -45,7 +49,7 @@ for t in "${targets[@]}"; do
     fi
     echo "== $t: ${secs}s"
     status=0
-    cargo fuzz run -a -s none "$t" "${dirs[@]}" -- "${args[@]}" >"$logs/$t.log" 2>&1 || status=$?
+    cargo fuzz run "${build[@]}" "$t" "${dirs[@]}" -- "${args[@]}" >"$logs/$t.log" 2>&1 || status=$?
     # Executions: the final statistics, else the last "#N" status line (fork mode).
     execs="$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$logs/$t.log" | tail -1)"
     if [ -z "$execs" ]; then

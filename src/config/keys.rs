@@ -587,6 +587,43 @@ pub static KEYS: &[Key] = &[
         }
     ),
     key!(
+        ["remote_shared"],
+        "a fleet's replicas share one remote store (false: one store each)",
+        || RunConfig::default().fleet.shared_store.to_string(),
+        false,
+        |c, v| {
+            c.fleet.shared_store = boolean(v)?;
+            Ok(())
+        }
+    ),
+    key!(
+        ["replica_rtt_ms"],
+        "round-trip times of the replicas to the remote store, ms, as a list (\"1;20\"): replica r takes entry r mod length (default: rtt_ms for all)",
+        || "rtt_ms".into(),
+        false,
+        |c, v| {
+            const WANT: Want = "a list of milliseconds >= 0, as [1, 20] or \"1;20\"";
+            let items: Vec<Value> = match v {
+                Value::Array(a) => a.clone(),
+                Value::String(s) => s
+                    .split([';', ' '])
+                    .filter(|x| !x.is_empty())
+                    .map(|x| x.parse::<f64>().map(Value::from).map_err(|_| WANT))
+                    .collect::<std::result::Result<_, _>>()?,
+                Value::Number(_) => vec![v.clone()],
+                _ => return Err(WANT),
+            };
+            let ms = items
+                .iter()
+                .map(|x| f64_of(x).filter(|m| m.is_finite() && *m >= 0.0 && *m <= 3.6e6))
+                .collect::<Option<Vec<f64>>>()
+                .filter(|l| !l.is_empty())
+                .ok_or(WANT)?;
+            c.fleet.rtt_ms = ms;
+            Ok(())
+        }
+    ),
+    key!(
         ["step_c0_s"],
         "fitted step time: fixed seconds per step (any step_c_* replaces the roofline)",
         || "roofline".into(),

@@ -324,6 +324,8 @@ impl RunConfig {
                     Some(g) => (g * (1u64 << 30) as f64) as u64,
                     None => rd.capacity_bytes,
                 },
+                shared: self.fleet.replicas > 1 && self.fleet.shared_store,
+                replica_rtt_s: self.fleet.rtt_ms.iter().map(|ms| ms / 1e3).collect(),
             })
         };
         let base = LmCacheConfig {
@@ -533,6 +535,7 @@ mod tests {
         // the configuration.
         let samples = [
             json!(true),
+            json!(false),
             json!(2),
             json!(0.5),
             json!("cpu"),
@@ -616,5 +619,33 @@ mod tests {
                 .to_string()
                 .contains("max_local_disk_size_gb")
         );
+    }
+
+    #[test]
+    fn a_fleet_shares_its_remote_store_with_rtts_per_replica() {
+        let mut c = RunConfig::default();
+        c.set("tier", &json!("remote")).unwrap();
+        c.set("replica_rtt_ms", &json!("1;20")).unwrap();
+        let remote = |c: &RunConfig| match c.offload().unwrap() {
+            OffloadConfig::LmCache(l) => l.remote.unwrap(),
+            o => panic!("{o:?}"),
+        };
+        // One replica has the store to itself (the single-engine run).
+        assert!(!remote(&c).shared);
+        c.set("replicas", &json!(4)).unwrap();
+        let r = remote(&c);
+        assert!(r.shared);
+        assert_eq!(r.replica_rtt_s, [0.001, 0.020]);
+        c.set("remote_shared", &json!(false)).unwrap();
+        assert!(!remote(&c).shared);
+        c.set("replica_rtt_ms", &json!([5, 7.5])).unwrap();
+        assert_eq!(remote(&c).replica_rtt_s, [0.005, 0.0075]);
+        for bad in [json!("1;x"), json!(""), json!([-1]), json!(true)] {
+            let e = c.set("replica_rtt_ms", &bad).unwrap_err().to_string();
+            assert!(
+                e.contains("replica_rtt_ms") && e.contains("list of milliseconds"),
+                "{e}"
+            );
+        }
     }
 }

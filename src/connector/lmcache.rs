@@ -10,6 +10,7 @@ use super::{
 };
 use crate::cost::TransferProfile;
 use crate::tiers::lmcache::{Chunk, LmCache, LmCacheConfig, TierHits};
+use crate::tiers::remote::StoreHandle;
 use crate::time::{Seconds, SimDuration, SimTime};
 use crate::trace::content::for_each_block;
 
@@ -39,8 +40,18 @@ pub struct LmCacheConnector {
 impl LmCacheConnector {
     /// LMCache with configuration `cfg` for KV of `kv_bytes_per_token` per token and rank.
     pub fn new(cfg: LmCacheConfig, kv_bytes_per_token: u64, transfer: TransferProfile) -> Self {
+        Self::with_store(cfg, kv_bytes_per_token, transfer, None)
+    }
+
+    /// LMCache whose remote tier is `store`, shared with other engines, when given.
+    pub fn with_store(
+        cfg: LmCacheConfig,
+        kv_bytes_per_token: u64,
+        transfer: TransferProfile,
+        store: Option<StoreHandle>,
+    ) -> Self {
         LmCacheConnector {
-            cache: LmCache::new(cfg, kv_bytes_per_token),
+            cache: LmCache::with_store(cfg, kv_bytes_per_token, store),
             transfer,
             reqs: PerRequest::default(),
         }
@@ -111,7 +122,7 @@ impl KvConnector for LmCacheConnector {
             // Prefetch into the CPU tier; the request is skipped until it completes, then looks
             // up again and finds its prefix in host memory (once: what the tier evicts meanwhile
             // stays pinned for it).
-            let (s, _) = l.fetch_cost(chunks, &hits, tp);
+            let (s, _) = l.fetch_cost(chunks, &hits, now, tp);
             let ready = now + SimDuration::from_secs_f64(s);
             l.promote(chunks, &hits, ready);
             st.lookup = None;
@@ -168,7 +179,7 @@ impl KvConnector for LmCacheConnector {
         // the GPU hit to the end of the LMCache hit is loaded.
         let chunks = st.chunks.as_deref().unwrap_or_default();
         let l = &mut self.cache;
-        let (fetch, _) = l.fetch_cost(chunks, &hits, &self.transfer);
+        let (fetch, _) = l.fetch_cost(chunks, &hits, now, &self.transfer);
         l.promote(chunks, &hits, now);
         let (load, bytes) = l.gpu_load_s(chunks, local_hit, end, &self.transfer);
         Load::Blocking {

@@ -33,6 +33,7 @@ pub mod none;
 use crate::cost::TransferProfile;
 use crate::engine::EngineConfig;
 use crate::tiers::OffloadConfig;
+use crate::tiers::remote::SharedStore;
 use crate::time::{Seconds, SimTime};
 use crate::trace::Request;
 use serde::{Deserialize, Serialize};
@@ -388,11 +389,13 @@ impl KvConnector for Box<dyn KvConnector> {
 pub trait WithConnector {
     /// What it gives back.
     type Output;
-    /// Does it with connectors `make` builds (one per engine).
-    fn with<C: KvConnector + 'static, F: Fn() -> C>(self, make: F) -> Self::Output;
+    /// Does it with connectors `make` builds (one per engine: `make(r)` for replica `r`).
+    fn with<C: KvConnector + 'static, F: Fn(usize) -> C>(self, make: F) -> Self::Output;
 }
 
-/// Runs `job` with the connector `offload` describes, for an engine with `engine`'s settings.
+/// Runs `job` with the connector `offload` describes, for engines with `engine`'s settings. A
+/// remote store marked shared is made once here, and every engine's connector gets a handle on
+/// it.
 pub fn with_connector<W: WithConnector>(
     offload: &OffloadConfig,
     engine: &EngineConfig,
@@ -400,11 +403,29 @@ pub fn with_connector<W: WithConnector>(
     job: W,
 ) -> W::Output {
     match offload {
-        OffloadConfig::None => job.with(|| none::NoConnector),
-        OffloadConfig::LmCache(c) => job.with(|| {
-            lmcache::LmCacheConnector::new(c.clone(), engine.kv_bytes_per_token, transfer.clone())
-        }),
-        OffloadConfig::Native { cpu_bytes } => job.with(|| {
+        OffloadConfig::None => job.with(|_| none::NoConnector),
+        OffloadConfig::LmCache(c) => {
+            let store = c
+                .remote
+                .as_ref()
+                .filter(|r| r.shared)
+                .map(|r| SharedStore::new(r.capacity_bytes));
+            job.with(move |replica| {
+                let mut cfg = c.clone();
+                if let Some(r) = cfg.remote.as_mut()
+                    && !r.replica_rtt_s.is_empty()
+                {
+                    r.rtt_s = r.replica_rtt_s[replica % r.replica_rtt_s.len()];
+                }
+                lmcache::LmCacheConnector::with_store(
+                    cfg,
+                    engine.kv_bytes_per_token,
+                    transfer.clone(),
+                    store.as_ref().map(|s| SharedStore::replica(s, replica)),
+                )
+            })
+        }
+        OffloadConfig::Native { cpu_bytes } => job.with(|_| {
             native::NativeConnector::new(
                 *cpu_bytes,
                 engine.block_size,
@@ -424,8 +445,8 @@ pub fn build(
     struct Boxed;
     impl WithConnector for Boxed {
         type Output = Box<dyn KvConnector>;
-        fn with<C: KvConnector + 'static, F: Fn() -> C>(self, make: F) -> Self::Output {
-            Box::new(make())
+        fn with<C: KvConnector + 'static, F: Fn(usize) -> C>(self, make: F) -> Self::Output {
+            Box::new(make(0))
         }
     }
     with_connector(offload, engine, transfer, Boxed)

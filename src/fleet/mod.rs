@@ -41,6 +41,12 @@ pub struct FleetConfig {
     pub block_tokens: u32,
     /// Seed of the router's tie-breaks.
     pub seed: u64,
+    /// Replicas share one LMCache remote store (`remote_shared`), as replicas whose
+    /// `remote_url` names one server do; else each has a store of its own.
+    pub shared_store: bool,
+    /// Round-trip times of the replicas to the remote store, ms, replica `r` taking entry
+    /// `r % len` (`replica_rtt_ms`; empty: `rtt_ms` for all).
+    pub rtt_ms: Vec<f64>,
 }
 
 /// llm-d's scorer weights (its default profile: prefix 3, queue 2, KV utilisation 2).
@@ -75,6 +81,8 @@ impl Default for FleetConfig {
             lru_blocks: 31_250,
             block_tokens: 16,
             seed: 0,
+            shared_store: true,
+            rtt_ms: Vec::new(),
         }
     }
 }

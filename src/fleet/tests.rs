@@ -220,3 +220,52 @@ fn a_fleet_run_writes_its_replicas() {
     assert!(crate::report::print_summary(&out.summary).contains("fleet        2 replicas"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A remote-only LMCache (no CPU tier): 256-token chunks, a Redis `rtt_ms` away, shared by the
+/// fleet's replicas or not.
+fn remote_only(rtt_ms: f64, shared: bool) -> OffloadConfig {
+    use crate::tiers::lmcache::{LmCacheConfig, RemoteConfig};
+    OffloadConfig::LmCache(LmCacheConfig {
+        chunk_size: 256,
+        cpu_bytes: None,
+        remote: Some(RemoteConfig {
+            rtt_s: rtt_ms / 1e3,
+            shared,
+            ..RemoteConfig::default()
+        }),
+        ..LmCacheConfig::default()
+    })
+}
+
+#[test]
+fn a_prefix_one_replica_stored_is_loaded_by_another_from_the_shared_store() {
+    // Request 0 (replica 0 under round-robin) computes a 1,024-token prompt and puts its four
+    // chunks; request 1, the same prompt, goes to replica 1, whose GPU never saw it.
+    let prompt = || vec![Run::new(9, 0, 1024)];
+    let two = |gap_ms: u64, shared: bool| {
+        let first = fleet(
+            &trace(vec![req(0, 0, prompt(), 2)]),
+            1,
+            RouterKind::RoundRobin,
+            remote_only(200.0, shared),
+        );
+        let ft_ms = first.reqs[0].first_token.unwrap().as_ns() / MS;
+        let t = trace(vec![
+            req(0, 0, prompt(), 2),
+            req(1, ft_ms + gap_ms, prompt(), 2),
+        ]);
+        let r = fleet(&t, 2, RouterKind::RoundRobin, remote_only(200.0, shared));
+        assert_eq!(r.replica_of, [0, 1]);
+        r.reqs[1].origin
+    };
+    // Long after: every chunk is in the store; vLLM computes the last prompt token itself.
+    let late = two(10_000, true);
+    assert_eq!((late.remote, late.computed, late.gpu), (1023, 1, 0));
+    // Right after request 0's first token, its puts still wait for their acknowledgements
+    // (two 200 ms round trips each): nothing is visible yet.
+    let early = two(1, true);
+    assert_eq!((early.remote, early.computed), (0, 1024));
+    // Stores of their own: replica 1 never sees replica 0's chunks.
+    let apart = two(10_000, false);
+    assert_eq!((apart.remote, apart.computed), (0, 1024));
+}

@@ -288,7 +288,7 @@ pub fn simulate_shared(trace: &Trace, setup: &SimSetup, prep: &TracePrep) -> Res
     }
     impl WithConnector for Replay<'_> {
         type Output = Result<SimResult>;
-        fn with<C: KvConnector + 'static, F: Fn() -> C>(self, make: F) -> Result<SimResult> {
+        fn with<C: KvConnector + 'static, F: Fn(usize) -> C>(self, make: F) -> Result<SimResult> {
             let Replay { trace, setup, prep } = self;
             if setup.reference_mode {
                 replay::<crate::engine::blocks::BlockPool, C, F>(trace, setup, prep, make)
@@ -335,7 +335,7 @@ impl<P: KvPool, C: KvConnector> Replicas for View<'_, '_, P, C> {
 }
 
 /// The replay on block pool `P`, each replica in front of a connector `make` builds.
-fn replay<P: KvPool, C: KvConnector, F: Fn() -> C>(
+fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
     trace: &Trace,
     setup: &SimSetup,
     prep: &TracePrep,
@@ -343,11 +343,11 @@ fn replay<P: KvPool, C: KvConnector, F: Fn() -> C>(
 ) -> Result<SimResult> {
     let n = setup.fleet.replicas.max(1) as usize;
     let mut replicas: Vec<Replica<P, C>> = (0..n)
-        .map(|_| {
+        .map(|r| {
             let mut engine = Engine::<P, C>::new(
                 setup.engine.clone(),
                 trace,
-                make(),
+                make(r),
                 setup.step_model.clone(),
                 setup.layers,
             );

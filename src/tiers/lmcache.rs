@@ -15,6 +15,7 @@
 //!   again. A chunk written asynchronously becomes visible when its write completes.
 
 use super::lru::LruTier;
+use super::remote::{RemoteTier, StoreHandle};
 use crate::cost::TransferProfile;
 use crate::time::{SimDuration, SimTime};
 use serde::Serialize;
@@ -85,6 +86,11 @@ pub struct RemoteConfig {
     pub serde: Serde,
     /// Capacity in bytes (`u64::MAX`: unbounded).
     pub capacity_bytes: u64,
+    /// One store shared by every replica of a fleet (see [`crate::tiers::remote`]).
+    pub shared: bool,
+    /// Round-trip times of the replicas to the store, seconds, replica `r` taking entry
+    /// `r % len` (empty: `rtt_s` for all).
+    pub replica_rtt_s: Vec<f64>,
 }
 
 impl RemoteConfig {
@@ -101,6 +107,8 @@ impl Default for RemoteConfig {
             concurrency: 4,
             serde: Serde::Naive,
             capacity_bytes: u64::MAX,
+            shared: false,
+            replica_rtt_s: Vec::new(),
         }
     }
 }
@@ -188,7 +196,9 @@ pub struct LmCache {
     bytes_per_token: u64,
     cpu: Option<LruTier>,
     disk: Option<LruTier>,
-    remote: Option<LruTier>,
+    remote: Option<RemoteTier>,
+    /// Remote chunks this engine's puts evicted.
+    remote_evictions: u64,
     disk_free_at: Vec<SimTime>,
     remote_free_at: Vec<SimTime>,
     /// Counters.
@@ -216,11 +226,26 @@ fn enqueue(workers: &mut [SimTime], now: SimTime, dur: SimDuration) -> SimTime {
 impl LmCache {
     /// An empty cache; `bytes_per_token` is the KV size of one token on one TP rank.
     pub fn new(cfg: LmCacheConfig, bytes_per_token: u64) -> Self {
+        Self::with_store(cfg, bytes_per_token, None)
+    }
+
+    /// A cache whose remote tier is `store` (shared with other engines) when given, else its
+    /// own.
+    pub fn with_store(
+        cfg: LmCacheConfig,
+        bytes_per_token: u64,
+        store: Option<StoreHandle>,
+    ) -> Self {
+        let remote = cfg.remote.as_ref().map(|r| match store {
+            Some(s) => RemoteTier::Shared(s),
+            None => RemoteTier::Own(LruTier::new(r.capacity_bytes)),
+        });
         LmCache {
             bytes_per_token,
             cpu: cfg.cpu_bytes.map(LruTier::new),
             disk: cfg.disk_bytes.map(LruTier::new),
-            remote: cfg.remote.as_ref().map(|r| LruTier::new(r.capacity_bytes)),
+            remote,
+            remote_evictions: 0,
             disk_free_at: vec![SimTime::ZERO; cfg.disk_writers.max(1) as usize],
             remote_free_at: vec![
                 SimTime::ZERO;
@@ -304,6 +329,7 @@ impl LmCache {
         &mut self,
         chunks: &[Chunk],
         hits: &TierHits,
+        now: SimTime,
         tp: &TransferProfile,
     ) -> (f64, u64) {
         let c = hits.cpu as usize;
@@ -321,7 +347,18 @@ impl LmCache {
             let per_chunk = b.div_ceil(hits.remote as u64);
             let (get_rt, _, _) = rc.kind.round_trips();
             let wire = self.wire_bytes_with(per_chunk, tp);
-            s += tp.remote_batch_s(hits.remote as u64, wire, get_rt, rc.rtt_s, rc.concurrency);
+            let n = hits.remote as u64;
+            s += match self.remote.as_ref().and_then(RemoteTier::shared) {
+                // Round trips in waves of `concurrency`, this engine's; the bytes through the
+                // store's data path after what other engines issued before.
+                Some(store) => {
+                    let latency = tp.remote_batch_s(n, 0, get_rt, rc.rtt_s, rc.concurrency);
+                    let data = SimDuration::from_secs_f64(tp.remote_op_s(n * wire, 0, 0.0));
+                    let done = store.serve(now, data, self.in_flight(wire, tp));
+                    latency + (done - now).as_secs_f64()
+                }
+                None => tp.remote_batch_s(n, wire, get_rt, rc.rtt_s, rc.concurrency),
+            };
             s += match rc.serde {
                 Serde::Naive => tp.memcpy_s(b),
                 Serde::CacheGen => b as f64 / (tp.cachegen_decode_gbps * 1e9),
@@ -343,6 +380,13 @@ impl LmCache {
                 self.stats.promotions += 1;
             }
         }
+    }
+
+    /// Store time of the operations one engine keeps in flight at a shared store
+    /// (`remote_concurrency` chunks of `wire` bytes).
+    fn in_flight(&self, wire: u64, tp: &TransferProfile) -> SimDuration {
+        let n = self.cfg.remote.as_ref().map_or(1, |r| r.concurrency.max(1)) as u64;
+        SimDuration::from_secs_f64(tp.remote_op_s(n * wire, 0, 0.0))
     }
 
     /// Bytes a chunk of `bytes` KV occupies on the wire to the remote store.
@@ -418,16 +462,38 @@ impl LmCache {
             };
             critical += ser;
             let ready = now + SimDuration::from_secs_f64(critical);
+            let shared = self.remote.as_ref().and_then(RemoteTier::shared).cloned();
             for i in first..last {
                 let (key, b) = (chunks[i].1, self.chunk_bytes(chunks, i));
                 if self.remote.as_ref().is_some_and(|r| r.has(key)) {
                     continue;
                 }
                 let wire = self.wire_bytes_with(b, tp);
-                let dur = SimDuration::from_secs_f64(tp.remote_op_s(wire, put_rt, rc.rtt_s));
-                let end = enqueue(&mut self.remote_free_at, ready, dur);
+                let end = match &shared {
+                    // A free put slot of this engine sends the bytes through the store's data
+                    // path, then waits for the acknowledgements.
+                    Some(store) => {
+                        let data = SimDuration::from_secs_f64(tp.remote_op_s(wire, 0, 0.0));
+                        let acks = SimDuration::from_secs_f64(tp.remote_op_s(0, put_rt, rc.rtt_s));
+                        let slot = self
+                            .remote_free_at
+                            .iter()
+                            .enumerate()
+                            .min_by_key(|(i, t)| (**t, *i))
+                            .map_or(0, |(i, _)| i);
+                        let start = self.remote_free_at[slot].max(ready);
+                        let end = store.serve(start, data, self.in_flight(wire, tp)) + acks;
+                        self.remote_free_at[slot] = end;
+                        end
+                    }
+                    None => {
+                        let dur =
+                            SimDuration::from_secs_f64(tp.remote_op_s(wire, put_rt, rc.rtt_s));
+                        enqueue(&mut self.remote_free_at, ready, dur)
+                    }
+                };
                 if let Some(remote) = &mut self.remote {
-                    remote.insert(key, b, end);
+                    self.remote_evictions += remote.insert(key, b, end);
                 }
                 self.stats.remote_stores += 1;
                 self.stats.remote_ops += put_rt as u64;
@@ -446,7 +512,7 @@ impl LmCache {
         (
             self.cpu.as_ref().map_or(0, |t| t.evictions),
             self.disk.as_ref().map_or(0, |t| t.evictions),
-            self.remote.as_ref().map_or(0, |t| t.evictions),
+            self.remote_evictions,
         )
     }
 }

@@ -1,11 +1,12 @@
 //! KV offload in front of the GPU: LMCache's tiers ([`lmcache`]) or vLLM's native CPU offload
 //! ([`native`]), over LRU byte-bounded stores ([`lru`], and [`block_runs`] for whole blocks held
-//! as runs).
+//! as runs); LMCache's remote tier may be one store a fleet shares ([`remote`]).
 
 pub mod block_runs;
 pub mod lmcache;
 pub mod lru;
 pub mod native;
+pub mod remote;
 
 use serde::Serialize;
 

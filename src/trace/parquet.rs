@@ -19,6 +19,7 @@
 
 use super::{Measured, Request, Run, Trace, TraceMeta};
 use crate::error::{Error, InputError, Result};
+use crate::util::contain::upstream;
 use crate::util::parquet::{BATCH, write_rows_to};
 use arrow_array::builder::{ListBuilder, StringBuilder, UInt32Builder, UInt64Builder};
 use arrow_array::{Array, ArrayRef, ListArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
@@ -218,7 +219,11 @@ pub fn read_bytes(data: Vec<u8>, name: &str) -> Result<Trace> {
 /// Reads a canonical Parquet trace from any Parquet source (a file, bytes in memory).
 fn read_from<R: ChunkReader + 'static>(input: R, name: &str) -> Result<Trace> {
     let bad = |msg: String| -> Error { InputError::new(name, 0, "", msg).into() };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(input)
+    // The parquet crate panics on some corrupt pages: its calls are contained, the panic an
+    // error like any other decoding failure.
+    let corrupt = |m: String| bad(format!("corrupt Parquet file ({m})"));
+    let builder = upstream(|| ParquetRecordBatchReaderBuilder::try_new(input))
+        .map_err(corrupt)?
         .map_err(|e| bad(format!("not a readable Parquet file: {e}")))?;
     let meta_json = builder
         .schema()
@@ -232,12 +237,11 @@ fn read_from<R: ChunkReader + 'static>(input: R, name: &str) -> Result<Trace> {
         })?;
     let meta: TraceMeta = serde_json::from_str(&meta_json)
         .map_err(|e| InputError::new(name, 0, META_KEY, e.to_string()))?;
-    let reader = builder
-        .with_batch_size(BATCH)
-        .build()
+    let mut reader = upstream(|| builder.with_batch_size(BATCH).build())
+        .map_err(corrupt)?
         .map_err(|e| bad(format!("cannot read: {e}")))?;
     let mut requests = Vec::new();
-    for batch in reader {
+    while let Some(batch) = upstream(|| reader.next()).map_err(corrupt)? {
         let batch = batch.map_err(|e| bad(format!("cannot read: {e}")))?;
         let row0 = requests.len() as u64;
         read_batch(&batch, name, row0, &mut requests)?;

@@ -2,6 +2,7 @@
 //! Parquet writing, all-or-nothing output files.
 
 pub mod atomic;
+pub mod contain;
 pub mod duration;
 pub mod hashindex;
 pub mod idhash;
