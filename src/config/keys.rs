@@ -505,7 +505,7 @@ pub static KEYS: &[Key] = &[
     ),
     key!(
         ["router"],
-        "round_robin | vllm_dp | vllm_dp_classic | session | llm_d | oracle",
+        "round_robin | vllm_dp | vllm_dp_classic | session | llm_d | oracle | dynamo",
         || RunConfig::default().fleet.router.name().into(),
         false,
         |c, v| {
@@ -583,6 +583,26 @@ pub static KEYS: &[Key] = &[
             c.fleet.seed = f64_of(v)
                 .filter(|x| *x >= 0.0 && x.fract() == 0.0 && *x < 1.8e19)
                 .ok_or("an integer >= 0")? as u64;
+            Ok(())
+        }
+    ),
+    key!(
+        ["router_overlap_weight"],
+        "dynamo: weight of prefill blocks against decode blocks (0: load alone)",
+        || RunConfig::default().fleet.overlap_weight.to_string(),
+        false,
+        |c, v| {
+            c.fleet.overlap_weight = nonneg(v)?;
+            Ok(())
+        }
+    ),
+    key!(
+        ["router_temperature"],
+        "dynamo: softmax temperature of the replica choice (0: the lowest cost)",
+        || RunConfig::default().fleet.temperature.to_string(),
+        false,
+        |c, v| {
+            c.fleet.temperature = nonneg(v)?;
             Ok(())
         }
     ),

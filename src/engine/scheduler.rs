@@ -291,6 +291,20 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
         blocks as u32 * bs
     }
 
+    /// Prompt tokens still to compute for requests without a first token, and the KV blocks
+    /// of every request held (what Dynamo's router tracks per request).
+    pub fn active_work(&self) -> crate::fleet::router::Active {
+        let bs = self.cfg.block_size.max(1) as u64;
+        let mut a = crate::fleet::router::Active::default();
+        for r in self.in_flight() {
+            if r.num_output == 0 {
+                a.prefill_tokens += r.prompt_len.saturating_sub(r.num_computed) as u64;
+            }
+            a.blocks += (r.prompt_len as u64 + r.num_output as u64).div_ceil(bs);
+        }
+        a
+    }
+
     /// Waiting and running requests and GPU KV usage now (what a router's signals report).
     pub fn load(&self) -> crate::fleet::signals::Load {
         crate::fleet::signals::Load {

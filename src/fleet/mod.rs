@@ -41,6 +41,11 @@ pub struct FleetConfig {
     pub block_tokens: u32,
     /// Seed of the router's tie-breaks.
     pub seed: u64,
+    /// Dynamo: weight of the prefill blocks against the decode blocks (`--kv-overlap-score-weight`,
+    /// 1 by default; 0 balances load alone).
+    pub overlap_weight: f64,
+    /// Dynamo: softmax temperature of the choice (0: the lowest cost).
+    pub temperature: f64,
     /// Replicas share one LMCache remote store (`remote_shared`), as replicas whose
     /// `remote_url` names one server do; else each has a store of its own.
     pub shared_store: bool,
@@ -81,6 +86,8 @@ impl Default for FleetConfig {
             lru_blocks: 31_250,
             block_tokens: 16,
             seed: 0,
+            overlap_weight: 1.0,
+            temperature: 0.0,
             shared_store: true,
             rtt_ms: Vec::new(),
         }

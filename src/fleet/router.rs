@@ -30,17 +30,21 @@ pub enum RouterKind {
     /// The upper bound of cache-aware routing: the replica with the longest exact GPU prefix
     /// hit, least loaded among equals.
     Oracle,
+    /// NVIDIA Dynamo's KV router: the lowest `overlap_weight * prefill blocks + decode blocks`,
+    /// its cache view from the engines' KV events, its load tracked per request.
+    Dynamo,
 }
 
 impl RouterKind {
     /// Every router, in the order `kvreplay keys` lists them.
-    pub const ALL: [RouterKind; 6] = [
+    pub const ALL: [RouterKind; 7] = [
         RouterKind::RoundRobin,
         RouterKind::VllmDp,
         RouterKind::VllmDpClassic,
         RouterKind::Session,
         RouterKind::LlmD,
         RouterKind::Oracle,
+        RouterKind::Dynamo,
     ];
 
     /// Its key value (`round_robin`, `vllm_dp`, ...).
@@ -52,6 +56,7 @@ impl RouterKind {
             RouterKind::Session => "session",
             RouterKind::LlmD => "llm_d",
             RouterKind::Oracle => "oracle",
+            RouterKind::Dynamo => "dynamo",
         }
     }
 
@@ -83,8 +88,22 @@ pub trait Replicas {
     /// Replica `r`'s load now (the oracle's view).
     fn load_now(&mut self, r: usize) -> Load;
     /// The prompt tokens of `request` found in replica `r`'s GPU prefix cache now (the
-    /// oracle's view).
+    /// oracle's view, and that of a router fed by the engines' KV events).
     fn gpu_hit(&mut self, r: usize, request: &Request) -> u32;
+    /// The work replica `r` has been given and not finished (what a router tracking its own
+    /// requests knows exactly).
+    fn active(&mut self, r: usize) -> Active;
+    /// Tokens per KV block of the engines.
+    fn block_size(&self) -> u32;
+}
+
+/// The requests a replica holds, as Dynamo's router tracks them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Active {
+    /// Prompt tokens still to compute for requests without their first token.
+    pub prefill_tokens: u64,
+    /// KV blocks of every request in flight (prompt and output so far).
+    pub blocks: u64,
 }
 
 /// A router: places requests on replicas and hears when they finish.
@@ -105,6 +124,11 @@ pub fn build(cfg: &FleetConfig) -> Box<dyn Router> {
         RouterKind::Session => Box::new(Session::new(n)),
         RouterKind::LlmD => Box::new(LlmD::new(n, cfg)),
         RouterKind::Oracle => Box::new(Oracle),
+        RouterKind::Dynamo => Box::new(Dynamo {
+            overlap_weight: cfg.overlap_weight,
+            temperature: cfg.temperature,
+            rng: Rng::stream(cfg.seed, "dynamo router"),
+        }),
     }
 }
 
@@ -468,6 +492,73 @@ impl Router for Oracle {
     }
 }
 
+/// NVIDIA Dynamo's KV router (`DefaultWorkerSelector`): per worker,
+/// `logit = overlap_weight * prefill_blocks + decode_blocks`, where `prefill_blocks` is (the
+/// prompt tokens it still has to prefill + this request's tokens not in its cache) / block size
+/// and `decode_blocks` is the blocks of its requests in flight + this request's blocks.
+///
+/// - Cache view: the engines' KV events (Stored / Removed) build the router's index, so it sees
+///   each replica's GPU prefix cache as it is (events are taken to arrive at once).
+/// - Load: tracked by the router per request (prompt load until the first token, blocks until
+///   completion): exact, no refresh interval.
+/// - Temperature 0: the lowest logit, ties to the replica with less KV in use, then a seeded
+///   random one; temperature > 0: a softmax sample over `-(logit / (max - min)) / T`.
+#[derive(Debug)]
+struct Dynamo {
+    overlap_weight: f64,
+    temperature: f64,
+    rng: Rng,
+}
+
+impl Router for Dynamo {
+    fn route(&mut self, q: &Query<'_>, replicas: &mut dyn Replicas) -> usize {
+        let n = replicas.count();
+        let bs = replicas.block_size().max(1) as f64;
+        let prompt = q.request.input_len as f64;
+        let logits: Vec<f64> = (0..n)
+            .map(|r| {
+                let cached = replicas.gpu_hit(r, q.request) as f64;
+                let a = replicas.active(r);
+                let prefill = (a.prefill_tokens as f64 + prompt - cached) / bs;
+                let decode = a.blocks as f64 + (prompt / bs).ceil();
+                self.overlap_weight * prefill + decode
+            })
+            .collect();
+        if self.temperature > 0.0 {
+            let (lo, hi) = logits
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &l| {
+                    (a.min(l), b.max(l))
+                });
+            let span = if hi > lo { hi - lo } else { 1.0 };
+            let weights: Vec<f64> = logits
+                .iter()
+                .map(|l| (-((l - lo) / span) / self.temperature).exp())
+                .collect();
+            let total: f64 = weights.iter().sum();
+            let mut x = self.rng.f64() * total;
+            for (r, w) in weights.iter().enumerate() {
+                if x < *w {
+                    return r;
+                }
+                x -= w;
+            }
+            return n - 1;
+        }
+        let mut order: Vec<usize> = (0..n).collect();
+        self.rng.shuffle(&mut order);
+        let usage: Vec<f64> = (0..n).map(|r| replicas.load_now(r).kv_usage).collect();
+        order
+            .into_iter()
+            .reduce(|a, b| {
+                let better =
+                    logits[b] < logits[a] || (logits[b] == logits[a] && usage[b] < usage[a]);
+                if better { b } else { a }
+            })
+            .unwrap_or(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,6 +568,7 @@ mod tests {
         loads: Vec<Load>,
         hits: Vec<u32>,
         at: SimTime,
+        active: Vec<Active>,
     }
 
     impl Replicas for Fixed {
@@ -494,6 +586,12 @@ mod tests {
         }
         fn gpu_hit(&mut self, r: usize, _: &Request) -> u32 {
             self.hits[r]
+        }
+        fn active(&mut self, r: usize) -> Active {
+            self.active.get(r).copied().unwrap_or_default()
+        }
+        fn block_size(&self) -> u32 {
+            16
         }
     }
 
@@ -514,6 +612,64 @@ mod tests {
     }
 
     #[test]
+    fn dynamo_costs_prefill_and_decode_blocks_as_its_docs_compute() {
+        // Dynamo's documented example: workers with (prefill, decode) blocks (8, 10), (5, 5),
+        // (2, 9) cost 18, 10 and 11 at overlap weight 1; worker 1 wins. Here with 16-token
+        // blocks and a 32-token prompt (2 blocks): worker 0 has 6 blocks of prefill queued and
+        // 8 blocks in flight and no hit, worker 1 3 and 3, worker 2 1 block queued, 7 in
+        // flight and one block of the prompt cached.
+        let req = Request::new(0, 0, vec![crate::trace::Run::new(1, 0, 32)], 1);
+        let active = |p: u64, b: u64| Active {
+            prefill_tokens: p * 16,
+            blocks: b,
+        };
+        let mut rs = Fixed {
+            loads: vec![load(0, 0, 0.0); 3],
+            hits: vec![0, 0, 16],
+            at: SimTime::ZERO,
+            active: vec![active(6, 8), active(3, 3), active(1, 7)],
+        };
+        let mut cfg = FleetConfig {
+            replicas: 3,
+            router: RouterKind::Dynamo,
+            ..FleetConfig::default()
+        };
+        assert_eq!(build(&cfg).route(&query(&req), &mut rs), 1);
+        // Costs 18, 10, 11 at weight 1; at weight 2: 26, 15, 14: worker 2.
+        cfg.overlap_weight = 2.0;
+        assert_eq!(build(&cfg).route(&query(&req), &mut rs), 2);
+        // Weight 0 balances decode blocks alone: 10, 5, 9.
+        cfg.overlap_weight = 0.0;
+        assert_eq!(build(&cfg).route(&query(&req), &mut rs), 1);
+        // A tie goes to the replica with less KV in use.
+        rs.active = vec![active(3, 3), active(3, 3), active(3, 3)];
+        rs.hits = vec![0; 3];
+        rs.loads = vec![load(0, 0, 0.5), load(0, 0, 0.4), load(0, 0, 0.2)];
+        cfg.overlap_weight = 1.0;
+        assert_eq!(build(&cfg).route(&query(&req), &mut rs), 2);
+        // With a temperature, every replica is chosen sometimes, the cheapest most often.
+        rs.active = vec![active(6, 8), active(3, 3), active(1, 7)];
+        rs.hits = vec![0, 0, 16];
+        cfg.temperature = 0.5;
+        let mut r = build(&cfg);
+        let mut counts = [0u32; 3];
+        for _ in 0..3000 {
+            counts[r.route(&query(&req), &mut rs)] += 1;
+        }
+        // Logits 18, 10, 11 scaled by their span (8): weights e^-2, 1, e^-0.25 after / T.
+        let w = [(-2.0f64).exp(), 1.0, (-0.25f64).exp()];
+        let total: f64 = w.iter().sum();
+        for k in 0..3 {
+            let expect = 3000.0 * w[k] / total;
+            assert!(
+                (counts[k] as f64 - expect).abs() < 0.1 * 3000.0,
+                "{counts:?}"
+            );
+        }
+        assert!(counts[1] > counts[2] && counts[2] > counts[0], "{counts:?}");
+    }
+
+    #[test]
     fn vllm_classic_score_and_its_local_increments() {
         let req = Request::new(0, 0, vec![crate::trace::Run::new(1, 0, 10)], 1);
         // Scores 4*1+0 = 4, 4*0+3 = 3, 4*0+3 = 3: engine 1 wins (first scanned of the tie).
@@ -521,6 +677,7 @@ mod tests {
             loads: vec![load(1, 0, 0.0), load(0, 3, 0.0), load(0, 3, 0.0)],
             hits: vec![0; 3],
             at: SimTime::ZERO,
+            active: Vec::new(),
         };
         let mut r = VllmDp::new(3, true);
         assert_eq!(r.route(&query(&req), &mut rs), 1);
@@ -540,6 +697,7 @@ mod tests {
             loads: vec![load(2, 1, 0.9), load(0, 5, 0.95)],
             hits: vec![0; 2],
             at: SimTime::ZERO,
+            active: Vec::new(),
         };
         let mut r = VllmDp::new(2, false);
         assert_eq!(r.route(&query(&req), &mut rs), 1);
@@ -557,6 +715,7 @@ mod tests {
             loads: vec![Load::default(); 4],
             hits: vec![0; 4],
             at: SimTime::ZERO,
+            active: Vec::new(),
         };
         let mut seen = std::collections::BTreeMap::new();
         for s in 0..200u64 {
@@ -594,6 +753,7 @@ mod tests {
             loads: vec![Load::default(); 24],
             hits: vec![0; 24],
             at: SimTime::ZERO,
+            active: Vec::new(),
         };
         for i in 0..3000u64 {
             let doc = crate::trace::Run::new(rng.range(0, 40), 0, 16 * rng.range(1, 40) as u32);
@@ -617,6 +777,7 @@ mod tests {
             loads: vec![load(0, 9, 0.0), load(0, 2, 0.0), load(1, 0, 0.0)],
             hits: vec![64, 64, 32],
             at: SimTime::ZERO,
+            active: Vec::new(),
         };
         assert_eq!(Oracle.route(&query(&q), &mut rs), 1);
         rs.hits = vec![0, 0, 0];

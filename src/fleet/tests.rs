@@ -138,7 +138,12 @@ fn prefix_aware_and_session_routing_find_the_hits_round_robin_misses() {
     let t = sessions();
     let rr = fleet(&t, 2, RouterKind::RoundRobin, OffloadConfig::None);
     assert_eq!(gpu_hits(&rr), 3 * 512);
-    for router in [RouterKind::Session, RouterKind::LlmD, RouterKind::Oracle] {
+    for router in [
+        RouterKind::Session,
+        RouterKind::LlmD,
+        RouterKind::Oracle,
+        RouterKind::Dynamo,
+    ] {
         let f = fleet(&t, 2, router, OffloadConfig::None);
         assert_eq!(gpu_hits(&f), 3 * 2 * 512, "{router:?}");
         // Every turn of a session on one replica.

@@ -332,6 +332,14 @@ impl<P: KvPool, C: KvConnector> Replicas for View<'_, '_, P, C> {
     fn gpu_hit(&mut self, r: usize, request: &crate::trace::Request) -> u32 {
         self.replicas[r].engine.gpu_hit_tokens(request)
     }
+    fn active(&mut self, r: usize) -> crate::fleet::router::Active {
+        self.replicas[r].engine.active_work()
+    }
+    fn block_size(&self) -> u32 {
+        self.replicas
+            .first()
+            .map_or(16, |r| r.engine.cfg.block_size)
+    }
 }
 
 /// The replay on block pool `P`, each replica in front of a connector `make` builds.
