@@ -84,6 +84,33 @@ fn gib(bytes: Option<u64>) -> String {
     )
 }
 
+/// The token bucket `c` has (BLIS's defaults when admission is `always`), with `capacity` or
+/// `refill` replaced.
+fn bucket(
+    c: &RunConfig,
+    capacity: Option<f64>,
+    refill: Option<f64>,
+) -> crate::fleet::admission::Admission {
+    use crate::fleet::admission::Admission;
+    let (cap0, refill0) = match c.fleet.admission {
+        Admission::TokenBucket {
+            capacity,
+            refill_per_s,
+        } => (capacity, refill_per_s),
+        Admission::Always => match Admission::BUCKET {
+            Admission::TokenBucket {
+                capacity,
+                refill_per_s,
+            } => (capacity, refill_per_s),
+            Admission::Always => (0.0, 0.0),
+        },
+    };
+    Admission::TokenBucket {
+        capacity: capacity.unwrap_or(cap0),
+        refill_per_s: refill.unwrap_or(refill0),
+    }
+}
+
 fn fitted(c: &mut RunConfig) -> &mut Fitted {
     c.cost.fitted.get_or_insert(Fitted {
         c0: 0.0,
@@ -603,6 +630,46 @@ pub static KEYS: &[Key] = &[
         false,
         |c, v| {
             c.fleet.temperature = nonneg(v)?;
+            Ok(())
+        }
+    ),
+    key!(
+        ["admission"],
+        "admission in front of the router: always | token_bucket (prompt tokens from a bucket)",
+        || "always".into(),
+        false,
+        |c, v| {
+            use crate::fleet::admission::Admission;
+            c.fleet.admission = match text(v)? {
+                "always" => Admission::Always,
+                "token_bucket" => match c.fleet.admission {
+                    Admission::Always => Admission::BUCKET,
+                    bucket => bucket,
+                },
+                _ => return Err("always or token_bucket"),
+            };
+            Ok(())
+        }
+    ),
+    key!(
+        ["admission_capacity"],
+        "token bucket: prompt tokens it holds at most (setting it turns the bucket on)",
+        || "10000".into(),
+        false,
+        |c, v| {
+            let cap = pos(v)?;
+            c.fleet.admission = bucket(c, Some(cap), None);
+            Ok(())
+        }
+    ),
+    key!(
+        ["admission_refill"],
+        "token bucket: prompt tokens added per second (setting it turns the bucket on)",
+        || "1000".into(),
+        false,
+        |c, v| {
+            let rate = nonneg(v)?;
+            c.fleet.admission = bucket(c, None, Some(rate));
             Ok(())
         }
     ),

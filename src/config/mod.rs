@@ -544,6 +544,7 @@ mod tests {
             json!("native"),
             json!("redis://h:1"),
             json!("oracle"),
+            json!("token_bucket"),
             json!("x"),
         ];
         for key in KEYS {
@@ -647,5 +648,27 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn admission_keys_make_a_token_bucket() {
+        use crate::fleet::admission::Admission;
+        let mut c = RunConfig::default();
+        assert_eq!(c.fleet.admission, Admission::Always);
+        c.set("admission", &json!("token_bucket")).unwrap();
+        assert_eq!(c.fleet.admission, Admission::BUCKET);
+        c.set("admission", &json!("always")).unwrap();
+        c.set("admission_refill", &json!(50)).unwrap();
+        let want = Admission::TokenBucket {
+            capacity: 10_000.0,
+            refill_per_s: 50.0,
+        };
+        assert_eq!(c.fleet.admission, want);
+        // token_bucket keeps the bucket set so far.
+        c.set("admission", &json!("token_bucket")).unwrap();
+        assert_eq!(c.fleet.admission, want);
+        let e = c.set("admission", &json!("gaie")).unwrap_err().to_string();
+        assert!(e.contains("always or token_bucket"), "{e}");
+        assert!(c.set("admission_capacity", &json!(0)).is_err());
     }
 }

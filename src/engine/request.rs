@@ -144,15 +144,19 @@ pub enum RejectReason {
     Abandoned,
     /// Nothing to generate: vLLM needs at least one output token (`max_tokens >= 1`).
     NoOutputTokens,
+    /// Refused in front of the router: the admission token bucket held fewer tokens than the
+    /// prompt has.
+    NotAdmitted,
 }
 
 impl RejectReason {
     /// Every kind, in the order summaries list them.
-    pub const KINDS: [&'static str; 4] = [
+    pub const KINDS: [&'static str; 5] = [
         "exceeds max_model_len",
         "exceeds GPU KV capacity",
         "abandoned by early stop",
         "no output tokens",
+        "not admitted",
     ];
 
     /// The kind of reason, for counting (one of [`RejectReason::KINDS`]).
@@ -162,6 +166,7 @@ impl RejectReason {
             RejectReason::ExceedsKvCapacity { .. } => Self::KINDS[1],
             RejectReason::Abandoned => Self::KINDS[2],
             RejectReason::NoOutputTokens => Self::KINDS[3],
+            RejectReason::NotAdmitted => Self::KINDS[4],
         }
     }
 
@@ -192,6 +197,10 @@ impl std::fmt::Display for RejectReason {
                 f,
                 "output_len 0: vLLM needs at least one token to generate (max_tokens >= 1)"
             ),
+            RejectReason::NotAdmitted => write!(
+                f,
+                "not admitted: the admission token bucket held fewer tokens than the prompt"
+            ),
         }
     }
 }
@@ -220,7 +229,11 @@ impl std::str::FromStr for RejectReason {
                 gpu_blocks: gpu.parse().map_err(|_| bad())?,
             });
         }
-        for r in [RejectReason::Abandoned, RejectReason::NoOutputTokens] {
+        for r in [
+            RejectReason::Abandoned,
+            RejectReason::NoOutputTokens,
+            RejectReason::NotAdmitted,
+        ] {
             if s == r.to_string() {
                 return Ok(r);
             }
@@ -246,6 +259,7 @@ mod tests {
             },
             RejectReason::Abandoned,
             RejectReason::NoOutputTokens,
+            RejectReason::NotAdmitted,
         ];
         for r in all {
             assert_eq!(r.to_string().parse::<RejectReason>(), Ok(r));

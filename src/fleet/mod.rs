@@ -17,6 +17,7 @@
 //! every 50 ms; 0 is an oracle that sees the present), plus what the router itself decided since
 //! (its in-flight counts, its own prefix index). See [`signals`].
 
+pub mod admission;
 pub mod router;
 pub mod signals;
 
@@ -41,6 +42,8 @@ pub struct FleetConfig {
     pub block_tokens: u32,
     /// Seed of the router's tie-breaks.
     pub seed: u64,
+    /// Which requests reach the router.
+    pub admission: admission::Admission,
     /// Dynamo: weight of the prefill blocks against the decode blocks (`--kv-overlap-score-weight`,
     /// 1 by default; 0 balances load alone).
     pub overlap_weight: f64,
@@ -86,6 +89,7 @@ impl Default for FleetConfig {
             lru_blocks: 31_250,
             block_tokens: 16,
             seed: 0,
+            admission: admission::Admission::Always,
             overlap_weight: 1.0,
             temperature: 0.0,
             shared_store: true,

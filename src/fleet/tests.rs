@@ -274,3 +274,35 @@ fn a_prefix_one_replica_stored_is_loaded_by_another_from_the_shared_store() {
     let apart = two(10_000, false);
     assert_eq!((apart.remote, apart.computed), (0, 1024));
 }
+
+#[test]
+fn a_token_bucket_refuses_what_it_cannot_pay_for_before_routing() {
+    use crate::engine::request::RejectReason;
+    // 1,000 tokens, 100 a second: 600 at 0 passes (400 left), 600 at 1 ms does not, 600 at
+    // 3 s does (700 by then), 600 at 3.001 s does not (100 left).
+    let p = |c: u64| vec![Run::new(c, 0, 600)];
+    let t = trace(vec![
+        req(0, 0, p(1), 2),
+        req(1, 1, p(2), 2),
+        req(2, 3000, p(3), 2),
+        req(3, 3001, p(4), 2),
+    ]);
+    let mut s = setup(EngineFlags::default(), OffloadConfig::None);
+    s.fleet = FleetConfig {
+        replicas: 2,
+        admission: admission::Admission::TokenBucket {
+            capacity: 1000.0,
+            refill_per_s: 100.0,
+        },
+        ..FleetConfig::default()
+    };
+    let r = simulate(&t, &s).unwrap();
+    let rejects: Vec<Option<RejectReason>> = r.reqs.iter().map(|x| x.reject).collect();
+    let no = Some(RejectReason::NotAdmitted);
+    assert_eq!(rejects, [None, no, None, no]);
+    assert!(r.reqs[1].first_token.is_none() && r.reqs[0].finish.is_some());
+    // Round-robin saw only the admitted two: replicas 0 and 1.
+    assert_eq!((r.replica_of[0], r.replica_of[2]), (0, 1));
+    let steps: u64 = r.replicas.iter().map(|x| x.stats.steps).sum();
+    assert_eq!(steps, r.stats.steps);
+}

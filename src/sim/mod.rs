@@ -377,6 +377,7 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
     let mut router = crate::fleet::router::build(&setup.fleet);
     let refresh = SimDuration::from_secs_f64(setup.fleet.refresh_ms / 1e3);
     let mut signals = LoadSignals::new(n, refresh);
+    let mut bucket = crate::fleet::admission::Bucket::new(setup.fleet.admission);
     // Every request's final state, by trace index: pending until it is sent, then whatever the
     // engine hands back when it finishes or is rejected.
     let mut reqs: Vec<ReqState> = trace
@@ -480,6 +481,15 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
                 Event::Send { req } => {
                     start.get_or_insert(t);
                     reqs[req as usize].arrival = t;
+                    if let Some(b) = &mut bucket
+                        && !b.admit(t, trace.requests[req as usize].input_len)
+                    {
+                        let st = &mut reqs[req as usize];
+                        st.phase = Phase::Rejected;
+                        st.reject = Some(RejectReason::NotAdmitted);
+                        complete(req, t, &mut pools, &mut sender, &mut q)?;
+                        continue;
+                    }
                     let r = if n > 1 {
                         let query = Query {
                             idx: req,
