@@ -111,6 +111,11 @@ fn bucket(
     }
 }
 
+/// The disaggregated fleet `c` describes, one prefill and one decode replica when none yet.
+fn pd(c: &mut RunConfig) -> &mut crate::fleet::pd::PdConfig {
+    c.fleet.pd.get_or_insert_with(Default::default)
+}
+
 fn fitted(c: &mut RunConfig) -> &mut Fitted {
     c.cost.fitted.get_or_insert(Fitted {
         c0: 0.0,
@@ -670,6 +675,102 @@ pub static KEYS: &[Key] = &[
         |c, v| {
             let rate = nonneg(v)?;
             c.fleet.admission = bucket(c, None, Some(rate));
+            Ok(())
+        }
+    ),
+    key!(
+        ["pd_prefill"],
+        "disaggregated prefill/decode: prefill replicas (sets replicas to prefill + decode)",
+        || "off".into(),
+        false,
+        |c, v| {
+            let n = count(v)?;
+            let p = pd(c);
+            p.prefill = n;
+            c.fleet.replicas = p.prefill + p.decode;
+            Ok(())
+        }
+    ),
+    key!(
+        ["pd_decode"],
+        "disaggregated prefill/decode: decode replicas (sets replicas to prefill + decode)",
+        || "off".into(),
+        false,
+        |c, v| {
+            let n = count(v)?;
+            let p = pd(c);
+            p.decode = n;
+            c.fleet.replicas = p.prefill + p.decode;
+            Ok(())
+        }
+    ),
+    key!(
+        ["pd_first_token"],
+        "who streams the first token: decoder (vLLM's NIXL flow) | prefiller (LMCache's proxy)",
+        || "decoder".into(),
+        false,
+        |c, v| {
+            use crate::fleet::pd::FirstToken;
+            pd(c).first_token = match text(v)? {
+                "decoder" => FirstToken::Decoder,
+                "prefiller" => FirstToken::Prefiller,
+                _ => return Err("decoder or prefiller"),
+            };
+            Ok(())
+        }
+    ),
+    key!(
+        ["pd_threshold"],
+        "disaggregate only requests missing more prompt tokens than this on their decoder (0: all)",
+        || "0".into(),
+        false,
+        |c, v| {
+            let n = f64_of(v)
+                .filter(|x| *x >= 0.0 && x.fract() == 0.0 && *x <= u32::MAX as f64)
+                .ok_or("an integer >= 0")?;
+            pd(c).threshold = n as u32;
+            Ok(())
+        }
+    ),
+    key!(
+        ["pd_transfer_gbps"],
+        "KV transfer bandwidth of a prefill replica's link, GB/s per rank",
+        || crate::fleet::pd::PdConfig::default()
+            .transfer_gbps
+            .to_string(),
+        false,
+        |c, v| {
+            let g = f64_of(v)
+                .filter(|x| x.is_finite() && *x >= 1e-6 && *x <= 1e6)
+                .ok_or("a number of GB/s from 1e-6 to 1e6")?;
+            pd(c).transfer_gbps = g;
+            Ok(())
+        }
+    ),
+    key!(
+        ["pd_transfer_latency_ms"],
+        "fixed time per KV transfer, ms",
+        || crate::fleet::pd::PdConfig::default().latency_ms.to_string(),
+        false,
+        |c, v| {
+            let ms = f64_of(v)
+                .filter(|x| x.is_finite() && *x >= 0.0 && *x <= 3.6e6)
+                .ok_or("milliseconds from 0 to 3.6e6")?;
+            pd(c).latency_ms = ms;
+            Ok(())
+        }
+    ),
+    key!(
+        ["pd_transfer"],
+        "what moves to the decoder: tail (what its prefix cache lacks, vLLM NIXL) | whole (the prompt)",
+        || "tail".into(),
+        false,
+        |c, v| {
+            pd(c).whole_prompt = match text(v)? {
+                "tail" => false,
+                "whole" => true,
+                _ => return Err("tail or whole"),
+            };
             Ok(())
         }
     ),

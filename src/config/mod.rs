@@ -411,6 +411,14 @@ impl RunConfig {
             Some(p) => TransferProfile::from_file(p, &gpu)?,
             None => TransferProfile::spec_defaults(&gpu),
         };
+        if let Some(pd) = &self.fleet.pd
+            && pd.prefill + pd.decode != self.fleet.replicas
+        {
+            return Err(Error::Config(format!(
+                "replicas {} with pd_prefill {} and pd_decode {}: a disaggregated fleet's replicas are its prefill plus decode replicas (leave replicas out)",
+                self.fleet.replicas, pd.prefill, pd.decode
+            )));
+        }
         let setup = SimSetup {
             engine,
             offload: self.offload()?,
@@ -545,6 +553,8 @@ mod tests {
             json!("redis://h:1"),
             json!("oracle"),
             json!("token_bucket"),
+            json!("prefiller"),
+            json!("whole"),
             json!("x"),
         ];
         for key in KEYS {
@@ -670,5 +680,36 @@ mod tests {
         let e = c.set("admission", &json!("gaie")).unwrap_err().to_string();
         assert!(e.contains("always or token_bucket"), "{e}");
         assert!(c.set("admission_capacity", &json!(0)).is_err());
+    }
+
+    #[test]
+    fn pd_keys_shape_the_fleet_and_a_contradicting_replicas_is_an_error() {
+        use crate::fleet::pd::FirstToken;
+        let mut c = RunConfig::default();
+        c.set("pd_prefill", &json!(2)).unwrap();
+        c.set("pd_decode", &json!(6)).unwrap();
+        c.set("pd_first_token", &json!("prefiller")).unwrap();
+        c.set("pd_transfer", &json!("whole")).unwrap();
+        assert_eq!(c.fleet.replicas, 8);
+        let pd = c.fleet.pd.clone().unwrap();
+        assert_eq!((pd.prefill, pd.decode), (2, 6));
+        assert_eq!(pd.first_token, FirstToken::Prefiller);
+        assert!(pd.whole_prompt);
+        assert!(c.setup().is_ok());
+        c.set("replicas", &json!(4)).unwrap();
+        let e = c.setup().unwrap_err().to_string();
+        assert!(
+            e.contains("replicas 4 with pd_prefill 2 and pd_decode 6"),
+            "{e}"
+        );
+        for (k, v) in [
+            ("pd_first_token", json!("both")),
+            ("pd_transfer", json!("half")),
+            ("pd_transfer_gbps", json!(0)),
+            ("pd_threshold", json!(-1)),
+            ("pd_decode", json!(0)),
+        ] {
+            assert!(c.set(k, &v).is_err(), "{k}={v}");
+        }
     }
 }

@@ -29,6 +29,7 @@
 pub mod lmcache;
 pub mod native;
 pub mod none;
+pub mod pd;
 
 use crate::cost::TransferProfile;
 use crate::engine::EngineConfig;
@@ -42,8 +43,11 @@ use std::sync::Arc;
 /// What the engine shows a connector about one request.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectorRequest<'a> {
-    /// Index of the request in the trace (connectors keep per-request state by it).
+    /// The engine's slot of the request (connectors keep per-request state by it; a slot
+    /// serves another request after [`KvConnector::request_finished`]).
     pub idx: u32,
+    /// Index of the request in the trace.
+    pub global: u32,
     /// The trace's request: its content identity (for the connector's own keys).
     pub request: &'a Request,
     /// vLLM's chained block hashes of the request's sequence.

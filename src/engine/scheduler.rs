@@ -165,6 +165,7 @@ fn conn_req<'a>(
     let r = &reqs[idx as usize];
     ConnectorRequest {
         idx,
+        global: r.idx,
         request: &trace.requests[r.idx as usize],
         block_hashes: &hashes[idx as usize],
         block_size,

@@ -18,6 +18,7 @@
 //! (its in-flight counts, its own prefix index). See [`signals`].
 
 pub mod admission;
+pub mod pd;
 pub mod router;
 pub mod signals;
 
@@ -44,6 +45,8 @@ pub struct FleetConfig {
     pub seed: u64,
     /// Which requests reach the router.
     pub admission: admission::Admission,
+    /// Disaggregated prefill/decode (`replicas` is then prefill + decode).
+    pub pd: Option<pd::PdConfig>,
     /// Dynamo: weight of the prefill blocks against the decode blocks (`--kv-overlap-score-weight`,
     /// 1 by default; 0 balances load alone).
     pub overlap_weight: f64,
@@ -90,6 +93,7 @@ impl Default for FleetConfig {
             block_tokens: 16,
             seed: 0,
             admission: admission::Admission::Always,
+            pd: None,
             overlap_weight: 1.0,
             temperature: 0.0,
             shared_store: true,

@@ -306,3 +306,148 @@ fn a_token_bucket_refuses_what_it_cannot_pay_for_before_routing() {
     let steps: u64 = r.replicas.iter().map(|x| x.stats.steps).sum();
     assert_eq!(steps, r.stats.steps);
 }
+
+/// A disaggregated fleet of one prefill and one decode replica on [`setup`]'s 10 ms steps,
+/// with a 10 GB/s link and 1 ms per transfer.
+fn pd_fleet(t: &Trace, first_token: pd::FirstToken, threshold: u32) -> SimResult {
+    let mut s = setup(EngineFlags::default(), OffloadConfig::None);
+    s.fleet = FleetConfig {
+        replicas: 2,
+        pd: Some(pd::PdConfig {
+            prefill: 1,
+            decode: 1,
+            first_token,
+            threshold,
+            transfer_gbps: 10.0,
+            latency_ms: 1.0,
+            whole_prompt: false,
+        }),
+        ..FleetConfig::default()
+    };
+    assert_eq!(s.engine.kv_bytes_per_token, 131_072, "Llama-3.1-8B, bf16");
+    simulate(t, &s).unwrap()
+}
+
+#[test]
+fn disaggregated_ttft_is_prefill_then_transfer_then_the_decoders_first_step() {
+    // 1,024 prompt tokens, 4 to generate. Prefill replica: one 10 ms step from 0 (its one
+    // token). Transfer: 1,024 x 128 KiB = 134,217,728 bytes at 10 GB/s = 13.4217728 ms, + 1 ms:
+    // arrives at 24.4217728 ms. Decoder: recomputes the last prompt token and samples (10 ms),
+    // then 3 decode steps.
+    let t = trace(vec![req(0, 0, vec![Run::new(5, 0, 1024)], 4)]);
+    let arrive = 24_421_773; // ns, rounded as SimDuration rounds
+    let r = pd_fleet(&t, pd::FirstToken::Decoder, 0);
+    let x = &r.reqs[0];
+    assert_eq!(r.prefill_of, [0]);
+    assert_eq!(r.replica_of, [1]);
+    let ns = |t: Option<SimTime>| t.unwrap().as_ns();
+    assert!(
+        ns(x.first_token).abs_diff(arrive + 10 * MS) <= 1,
+        "{:?}",
+        x.first_token
+    );
+    assert!(
+        ns(x.finish).abs_diff(arrive + 40 * MS) <= 1,
+        "{:?}",
+        x.finish
+    );
+    assert_eq!(x.scheduled, Some(SimTime::ZERO), "queued nowhere");
+    // Where the prompt came from: computed, on the prefill replica.
+    assert_eq!((x.origin.computed, x.origin.gpu), (1024, 0));
+    assert_eq!(x.bytes_loaded, 1024 * 131_072);
+    assert_eq!(x.num_output, 4);
+
+    // The prefiller streams its token at the end of the prefill: TTFT 10 ms; the decoder's
+    // tokens follow.
+    let r = pd_fleet(&t, pd::FirstToken::Prefiller, 0);
+    let x = &r.reqs[0];
+    assert_eq!(ns(x.first_token), 10 * MS);
+    assert!(ns(x.finish).abs_diff(arrive + 40 * MS) <= 1);
+}
+
+#[test]
+fn the_decoder_receives_only_what_its_prefix_cache_lacks_and_a_threshold_keeps_cached_prompts() {
+    // The same prompt twice, the second long after the first: the decoder's prefix cache holds
+    // 63 of its 64 blocks (the last prompt token is never a hit).
+    let p = || vec![Run::new(5, 0, 1024)];
+    let t = trace(vec![req(0, 0, p(), 4), req(1, 5000, p(), 4)]);
+    let r = pd_fleet(&t, pd::FirstToken::Decoder, 0);
+    assert_eq!(r.prefill_of, [0, 0]);
+    assert_eq!(
+        r.reqs[1].bytes_loaded,
+        16 * 131_072,
+        "1,024 - 1,008 tokens moved"
+    );
+    // With a threshold of 100 uncached tokens, the second (16 uncached) stays on the decoder.
+    let r = pd_fleet(&t, pd::FirstToken::Decoder, 100);
+    assert_eq!(r.prefill_of, [0, u32::MAX]);
+    let second = &r.reqs[1];
+    assert_eq!((second.origin.gpu, second.origin.computed), (1008, 16));
+    assert_eq!(second.bytes_loaded, 0);
+    // Both: every request finished, every prompt token from exactly one place.
+    for x in &r.reqs {
+        let o = x.origin;
+        assert_eq!(o.gpu + o.cpu + o.disk + o.remote + o.computed, 1024);
+        assert!(x.finish.is_some());
+    }
+}
+
+#[test]
+fn disaggregated_fleets_conserve_requests_and_tokens_and_rerun_identically() {
+    let mut reqs = Vec::new();
+    for i in 0..80u64 {
+        let doc = Run::new(1 + i % 5, 0, 300 + (i as u32 % 4) * 200);
+        let own = Run::new(1000 + i, 0, 20 + (i as u32 * 41) % 300);
+        reqs.push(req(i, i * 4, vec![doc, own], 1 + (i as u32 % 30)));
+    }
+    reqs.push(req(80, 10, vec![Run::new(9999, 0, 200_000)], 4));
+    let t = trace(reqs);
+    for router in RouterKind::ALL {
+        for (first, threshold) in [
+            (pd::FirstToken::Decoder, 0),
+            (pd::FirstToken::Prefiller, 200),
+        ] {
+            let run = || {
+                let mut s = setup(EngineFlags::default(), lmcache_cpu(256, 1));
+                s.fleet = FleetConfig {
+                    replicas: 5,
+                    router,
+                    pd: Some(pd::PdConfig {
+                        prefill: 2,
+                        decode: 3,
+                        first_token: first,
+                        threshold,
+                        ..pd::PdConfig::default()
+                    }),
+                    ..FleetConfig::default()
+                };
+                simulate(&t, &s).unwrap()
+            };
+            let (a, b) = (run(), run());
+            let finished = a.reqs.iter().filter(|r| r.finish.is_some()).count();
+            let rejected = a.reqs.iter().filter(|r| r.reject.is_some()).count();
+            assert_eq!((finished, rejected), (80, 1), "{router:?}");
+            for (q, r) in t.requests.iter().zip(&a.reqs) {
+                if r.finish.is_some() {
+                    let o = r.origin;
+                    assert_eq!(o.gpu + o.cpu + o.disk + o.remote + o.computed, q.input_len);
+                    assert_eq!(r.num_output, q.output_len, "{router:?}");
+                    assert!(r.first_token.unwrap() >= r.arrival);
+                }
+            }
+            for (i, (x, y)) in a.reqs.iter().zip(&b.reqs).enumerate() {
+                assert_eq!(outcome(x), outcome(y), "{router:?}");
+                // Prefills on replicas 0-1, decodes on 2-4.
+                assert!(a.prefill_of[i] == u32::MAX || a.prefill_of[i] < 2);
+                assert!(i == 80 || a.replica_of[i] >= 2);
+            }
+            assert_eq!(a.prefill_of, b.prefill_of);
+            let split = a.prefill_of.iter().filter(|p| **p != u32::MAX).count();
+            if threshold == 0 {
+                assert_eq!(split, 81, "{router:?}: every request disaggregated");
+            } else {
+                assert!(split > 0 && split < 81, "{router:?}: {split}");
+            }
+        }
+    }
+}

@@ -286,6 +286,7 @@ mod tests {
             measured_ttft_s: None,
             measured_e2e_s: None,
             replica: None,
+            prefill_replica: None,
         }
     }
 

@@ -282,6 +282,7 @@ pub fn records(trace: &Trace, slots: &[Slot]) -> Vec<RequestRecord> {
                 measured_ttft_s: q.measured.ttft_ns.map(secs),
                 measured_e2e_s: q.measured.e2e_ns.map(secs),
                 replica: None,
+                prefill_replica: None,
             };
             match slot {
                 Slot::Pending => {

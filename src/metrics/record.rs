@@ -137,8 +137,11 @@ pub struct RequestRecord {
     pub measured_ttft_s: Option<f64>,
     /// End-to-end latency a live run measured, when the trace has it.
     pub measured_e2e_s: Option<f64>,
-    /// The replica that served it, in a fleet (`None` for a single engine).
+    /// The replica that served it, in a fleet (`None` for a single engine); its decoder when
+    /// prefill and decode are disaggregated.
     pub replica: Option<u32>,
+    /// The replica that ran its prefill, when it was disaggregated.
+    pub prefill_replica: Option<u32>,
 }
 
 impl RequestRecord {
@@ -241,6 +244,11 @@ pub fn records(trace: &Trace, result: &SimResult) -> Vec<RequestRecord> {
                 measured_ttft_s: q.measured.ttft_ns.map(secs),
                 measured_e2e_s: q.measured.e2e_ns.map(secs),
                 replica: result.replica_of.get(s.idx as usize).copied(),
+                prefill_replica: result
+                    .prefill_of
+                    .get(s.idx as usize)
+                    .copied()
+                    .filter(|p| *p != u32::MAX),
             }
         })
         .collect()

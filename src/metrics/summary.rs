@@ -308,7 +308,8 @@ pub struct FleetSummary {
 }
 
 impl FleetSummary {
-    /// Per replica, from the records (their `replica`) and the replicas' counters.
+    /// Per replica, from the records (their `replica`, or their `prefill_replica`) and the
+    /// replicas' counters.
     fn new(records: &[RequestRecord], result: &SimResult, dur_ns: u64) -> Option<FleetSummary> {
         if result.replicas.is_empty() {
             return None;
@@ -320,7 +321,8 @@ impl FleetSummary {
             .map(|(i, rr)| {
                 let mine: Vec<RequestRecord> = records
                     .iter()
-                    .filter(|r| r.replica == Some(i as u32))
+                    // A prefill replica's are the requests it prefilled.
+                    .filter(|r| r.replica == Some(i as u32) || r.prefill_replica == Some(i as u32))
                     .cloned()
                     .collect();
                 let v = View::new(&mine, None);

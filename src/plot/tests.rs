@@ -31,6 +31,7 @@ fn record(id: u64, input_len: u32, ttft: f64, cpu: bool) -> RequestRecord {
         measured_ttft_s: None,
         measured_e2e_s: None,
         replica: None,
+        prefill_replica: None,
     }
 }
 

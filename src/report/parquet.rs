@@ -39,14 +39,18 @@ const COLUMNS: [(&str, DataType, bool); 24] = [
     ("measured_e2e_s", DataType::Float64, true),
 ];
 
-/// The columns; a fleet's records add `replica` (UInt32) at the end.
-fn schema(fleet: bool) -> Schema {
+/// The columns; a fleet's records add `replica` (UInt32) at the end, and a disaggregated
+/// fleet's `prefill_replica` after it.
+fn schema(fleet: bool, pd: bool) -> Schema {
     let mut fields: Vec<Field> = COLUMNS
         .iter()
         .map(|(name, t, null)| Field::new(*name, t.clone(), *null))
         .collect();
     if fleet {
         fields.push(Field::new("replica", DataType::UInt32, true));
+    }
+    if pd {
+        fields.push(Field::new("prefill_replica", DataType::UInt32, true));
     }
     Schema::new(fields)
 }
@@ -55,7 +59,8 @@ fn schema(fleet: bool) -> Schema {
 /// identical bytes).
 pub fn write_requests(records: &[RequestRecord], path: &Path) -> Result<()> {
     let fleet = records.iter().any(|r| r.replica.is_some());
-    write_rows(path, Arc::new(schema(fleet)), records, to_batch)
+    let pd = records.iter().any(|r| r.prefill_replica.is_some());
+    write_rows(path, Arc::new(schema(fleet, pd)), records, to_batch)
 }
 
 fn to_batch(
@@ -119,6 +124,11 @@ fn to_batch(
         recs.iter().for_each(|r| b.append_option(r.replica));
         cols.push(Arc::new(b.finish()) as ArrayRef);
     }
+    if schema.fields().len() > COLUMNS.len() + 1 {
+        let mut b = UInt32Builder::with_capacity(recs.len());
+        recs.iter().for_each(|r| b.append_option(r.prefill_replica));
+        cols.push(Arc::new(b.finish()) as ArrayRef);
+    }
     RecordBatch::try_new(schema, cols)
 }
 
@@ -174,6 +184,10 @@ pub fn read_requests(path: &Path) -> Result<Vec<RequestRecord>> {
             Some(_) => Some(typed!("replica", UInt32Array)),
             None => None,
         };
+        let prefill_replica = match batch.column_by_name("prefill_replica") {
+            Some(_) => Some(typed!("prefill_replica", UInt32Array)),
+            None => None,
+        };
         let u = |name: &'static str| -> Result<&UInt32Array> { Ok(typed!(name, UInt32Array)) };
         let (input_len, output_len) = (u("input_len")?, u("output_len")?);
         let (gpu, cpu, disk, remote, computed) = (
@@ -218,6 +232,7 @@ pub fn read_requests(path: &Path) -> Result<Vec<RequestRecord>> {
                 measured_ttft_s: of(m_ttft, i),
                 measured_e2e_s: of(m_e2e, i),
                 replica: replica.and_then(|c| (!c.is_null(i)).then(|| c.value(i))),
+                prefill_replica: prefill_replica.and_then(|c| (!c.is_null(i)).then(|| c.value(i))),
             });
         }
     }

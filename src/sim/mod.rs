@@ -12,6 +12,7 @@
 
 pub mod clients;
 
+use crate::connector::pd::{Arrivals, PdConnector};
 use crate::connector::{ConnectorStats, KvConnector, WithConnector, with_connector};
 use crate::cost::{StepModel, TransferProfile};
 use crate::engine::pool::KvPool;
@@ -20,6 +21,7 @@ use crate::engine::scheduler::EngineStats;
 use crate::engine::{Engine, EngineConfig};
 use crate::error::{Error, Result};
 use crate::fleet::FleetConfig;
+use crate::fleet::pd::FirstToken;
 use crate::fleet::router::{Query, Replicas};
 use crate::fleet::signals::{Load, LoadSignals};
 use crate::metrics::histogram::LogHistogram;
@@ -92,8 +94,12 @@ pub struct SimResult {
     pub end: SimTime,
     /// GPU blocks (of all replicas).
     pub num_gpu_blocks: u32,
-    /// Per request (by trace index), the replica that served it.
+    /// Per request (by trace index), the replica that served it (its decoder, when prefill and
+    /// decode are disaggregated).
     pub replica_of: Vec<u32>,
+    /// Per request, the prefill replica of a disaggregated request (`u32::MAX`: none); empty
+    /// unless prefill and decode are disaggregated.
+    pub prefill_of: Vec<u32>,
     /// Each replica's own results, when there is more than one (the fields above are then the
     /// fleet's: counters added up, usage samples per replica only).
     pub replicas: Vec<ReplicaResult>,
@@ -290,15 +296,54 @@ pub fn simulate_shared(trace: &Trace, setup: &SimSetup, prep: &TracePrep) -> Res
         type Output = Result<SimResult>;
         fn with<C: KvConnector + 'static, F: Fn(usize) -> C>(self, make: F) -> Result<SimResult> {
             let Replay { trace, setup, prep } = self;
+            if setup.fleet.pd.is_some() {
+                if setup.reference_mode {
+                    return Err(Error::Config(
+                        "the reference mode does not run disaggregated prefill/decode".into(),
+                    ));
+                }
+                let arrivals = Arrivals::default();
+                let a = arrivals.clone();
+                return replay::<crate::engine::segments::SegmentPool, PdConnector<C>, _>(
+                    trace,
+                    setup,
+                    prep,
+                    move |r| PdConnector::new(make(r), a.clone()),
+                    Some(arrivals),
+                );
+            }
             if setup.reference_mode {
-                replay::<crate::engine::blocks::BlockPool, C, F>(trace, setup, prep, make)
+                replay::<crate::engine::blocks::BlockPool, C, F>(trace, setup, prep, make, None)
             } else {
-                replay::<crate::engine::segments::SegmentPool, C, F>(trace, setup, prep, make)
+                replay::<crate::engine::segments::SegmentPool, C, F>(trace, setup, prep, make, None)
             }
         }
     }
     let job = Replay { trace, setup, prep };
     with_connector(&setup.offload, &setup.engine, &setup.transfer, job)
+}
+
+/// A disaggregated request's record: its prefill (`pre`, on the prefill replica, where its
+/// prompt's KV came from) and its decode (`dec`, which generated the output). TTFT counts from
+/// the send either way; the first token is the decoder's or, when the prefiller streams it, the
+/// prefill's, the decoder's tokens following it.
+fn merge_pd(pre: ReqState, dec: ReqState, first: FirstToken) -> ReqState {
+    let mut m = dec;
+    m.arrival = pre.arrival;
+    m.scheduled = pre.scheduled;
+    m.origin = pre.origin;
+    m.preemptions += pre.preemptions;
+    m.bytes_loaded += pre.bytes_loaded;
+    m.bytes_stored += pre.bytes_stored;
+    if let (FirstToken::Prefiller, Some(p), Some(d)) = (first, pre.first_token, m.first_token) {
+        // The prefiller's token first; the decoder's then follow it (its first standing for
+        // the second).
+        let gap = d.since(p);
+        m.first_token = Some(p);
+        m.itl_sum += gap;
+        m.itl_max = m.itl_max.max(gap);
+    }
+    m
 }
 
 /// One replica's engine and what the loop keeps for it.
@@ -311,7 +356,10 @@ struct Replica<'t, P: KvPool, C: KvConnector> {
 
 /// The replicas as a router sees them: stale load signals, and the engines for the oracle.
 struct View<'a, 't, P: KvPool, C: KvConnector> {
+    /// The pool routed over (the whole fleet, or its prefill or decode replicas).
     replicas: &'a mut [Replica<'t, P, C>],
+    /// Fleet index of `replicas[0]`.
+    base: usize,
     signals: &'a mut LoadSignals,
     now: SimTime,
 }
@@ -321,7 +369,7 @@ impl<P: KvPool, C: KvConnector> Replicas for View<'_, '_, P, C> {
         self.replicas.len()
     }
     fn load(&mut self, r: usize) -> Load {
-        self.signals.seen(r, self.now)
+        self.signals.seen(self.base + r, self.now)
     }
     fn refreshed_at(&self) -> SimTime {
         self.signals.refreshed_at(self.now)
@@ -348,13 +396,42 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
     setup: &SimSetup,
     prep: &TracePrep,
     make: F,
+    arrivals: Option<Arrivals>,
 ) -> Result<SimResult> {
-    let n = setup.fleet.replicas.max(1) as usize;
+    let pd = setup.fleet.pd.as_ref().filter(|_| arrivals.is_some());
+    // Disaggregated: replicas 0..np prefill (each request a one-token request there), the rest
+    // decode. Otherwise np is the fleet: one pool.
+    let (n, np) = match pd {
+        Some(p) => {
+            let (a, b) = (p.prefill.max(1) as usize, p.decode.max(1) as usize);
+            (a + b, a)
+        }
+        None => {
+            let n = setup.fleet.replicas.max(1) as usize;
+            (n, n)
+        }
+    };
+    let prefill_trace = pd.map(|_| Trace {
+        meta: trace.meta.clone(),
+        requests: trace
+            .requests
+            .iter()
+            .map(|r| {
+                let mut one = r.clone();
+                one.output_len = one.output_len.min(1);
+                one
+            })
+            .collect(),
+    });
     let mut replicas: Vec<Replica<P, C>> = (0..n)
         .map(|r| {
+            let own = match &prefill_trace {
+                Some(pt) if r < np => pt,
+                _ => trace,
+            };
             let mut engine = Engine::<P, C>::new(
                 setup.engine.clone(),
-                trace,
+                own,
                 make(r),
                 setup.step_model.clone(),
                 setup.layers,
@@ -374,7 +451,38 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
             }
         })
         .collect();
-    let mut router = crate::fleet::router::build(&setup.fleet);
+    let pool_router = |replicas: usize| {
+        crate::fleet::router::build(&crate::fleet::FleetConfig {
+            replicas: replicas as u32,
+            ..setup.fleet.clone()
+        })
+    };
+    // The router of the first pool (the fleet, or its prefill replicas) and of the decode pool.
+    let mut router = pool_router(np);
+    let mut router_d = pd.map(|_| pool_router(n - np));
+    // Which pool's router hears that request `idx` left fleet replica `r`.
+    macro_rules! left {
+        ($idx:expr, $r:expr) => {{
+            let (idx, r): (u32, usize) = ($idx, $r);
+            match &mut router_d {
+                Some(rd) if r >= np => rd.finished(idx, r - np),
+                _ => router.finished(idx, r),
+            }
+        }};
+    }
+    // P/D: per request, its prefill replica (u32::MAX: not disaggregated), its state when the
+    // prefill ended, and when each prefill replica's link is next free.
+    let mut prefill_of: Vec<u32> = vec![
+        u32::MAX;
+        if pd.is_some() {
+            trace.requests.len()
+        } else {
+            0
+        }
+    ];
+    let mut prefilled: HashMap<u32, ReqState> = HashMap::new();
+    let mut link_free: Vec<SimTime> = vec![SimTime::ZERO; np];
+    let mut handoffs: Vec<(u32, usize, SimTime)> = Vec::new();
     let refresh = SimDuration::from_secs_f64(setup.fleet.refresh_ms / 1e3);
     let mut signals = LoadSignals::new(n, refresh);
     let mut bucket = crate::fleet::admission::Bucket::new(setup.fleet.admission);
@@ -465,8 +573,16 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
                         }
                         Err(rejected) => {
                             reqs[req as usize] = *rejected;
+                            prefilled.remove(&req);
                             if n > 1 {
-                                router.finished(req, r);
+                                left!(req, r);
+                                // A request refused by its prefiller never reaches the
+                                // decoder its router chose.
+                                if r < np
+                                    && prefill_of.get(req as usize).is_some_and(|p| *p != u32::MAX)
+                                {
+                                    left!(req, replica_of[req as usize] as usize);
+                                }
                             }
                             complete(req, t, &mut pools, &mut sender, &mut q)?;
                         }
@@ -490,14 +606,44 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
                         complete(req, t, &mut pools, &mut sender, &mut q)?;
                         continue;
                     }
-                    let r = if n > 1 {
-                        let query = Query {
-                            idx: req,
-                            request: &trace.requests[req as usize],
+                    let query = Query {
+                        idx: req,
+                        request: &trace.requests[req as usize],
+                        now: t,
+                    };
+                    let r = if let (Some(p), Some(rd)) = (pd, &mut router_d) {
+                        // The decoder first; then the prefiller, if the request is
+                        // disaggregated.
+                        let mut view = View {
+                            replicas: &mut replicas[np..],
+                            base: np,
+                            signals: &mut signals,
                             now: t,
                         };
+                        let d = np + rd.route(&query, &mut view).min(n - np - 1);
+                        replica_of[req as usize] = d as u32;
+                        let prompt = query.request.input_len;
+                        let split = p.threshold == 0
+                            || prompt
+                                - replicas[d].engine.gpu_hit_tokens(query.request).min(prompt)
+                                > p.threshold;
+                        if split {
+                            let mut view = View {
+                                replicas: &mut replicas[..np],
+                                base: 0,
+                                signals: &mut signals,
+                                now: t,
+                            };
+                            let pr = router.route(&query, &mut view).min(np - 1);
+                            prefill_of[req as usize] = pr as u32;
+                            pr
+                        } else {
+                            d
+                        }
+                    } else if n > 1 {
                         let mut view = View {
                             replicas: &mut replicas,
+                            base: 0,
                             signals: &mut signals,
                             now: t,
                         };
@@ -548,11 +694,29 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
             for &slot in &out.finished {
                 let done = rep.engine.take_finished(slot);
                 let idx = done.idx;
-                reqs[idx as usize] = done;
                 end = end.max(out.end);
                 if n > 1 {
-                    router.finished(idx, r);
+                    left!(idx, r);
                 }
+                let split = prefill_of.get(idx as usize).is_some_and(|p| *p != u32::MAX);
+                if let (true, Some(p)) = (split, pd) {
+                    if r < np {
+                        // The prefill ended: the KV leaves for the decoder over this replica's
+                        // link, and the request is sent on.
+                        let first_only = p.first_token == FirstToken::Prefiller
+                            && trace.requests[idx as usize].output_len <= 1;
+                        if !first_only {
+                            handoffs.push((idx, r, out.end));
+                            prefilled.insert(idx, done);
+                            continue;
+                        }
+                    } else if let Some(pre) = prefilled.remove(&idx) {
+                        reqs[idx as usize] = merge_pd(pre, done, p.first_token);
+                        complete(idx, out.end, &mut pools, &mut sender, &mut q)?;
+                        continue;
+                    }
+                }
+                reqs[idx as usize] = done;
                 complete(idx, out.end, &mut pools, &mut sender, &mut q)?;
             }
             if rep.next_sample <= now {
@@ -578,6 +742,31 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
                 signals.record(r, now, rep.engine.load());
             }
             q.push(out.end, Event::StepEnd { replica })?;
+        }
+        // P/D: the prefills that ended leave for their decoders, each over its prefill
+        // replica's link, the transfers leaving one replica one after another.
+        if let (Some(p), Some(arrivals)) = (pd, &arrivals) {
+            for (idx, r, at) in handoffs.drain(..) {
+                let d = replica_of[idx as usize] as usize;
+                let request = &trace.requests[idx as usize];
+                let tokens = if p.whole_prompt {
+                    request.input_len
+                } else {
+                    let cached = replicas[d].engine.gpu_hit_tokens(request);
+                    request.input_len - cached.min(request.input_len)
+                };
+                let bytes = tokens as u64 * setup.engine.kv_bytes_per_token;
+                let wire = SimDuration::from_secs_f64(bytes as f64 / (p.transfer_gbps * 1e9));
+                let start = link_free[r].max(at);
+                link_free[r] = start + wire;
+                let latency = SimDuration::from_secs_f64(p.latency_ms / 1e3);
+                arrivals.expect(idx, start + wire + latency);
+                if let Some(pre) = prefilled.get_mut(&idx) {
+                    pre.bytes_loaded += bytes;
+                }
+                let replica = d as u32;
+                q.push(at, Event::Submit { req: idx, replica })?;
+            }
         }
     }
     let unfinished = reqs
@@ -640,6 +829,7 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
         end,
         num_gpu_blocks: setup.engine.num_gpu_blocks * n as u32,
         replica_of,
+        prefill_of,
         replicas: if one { Vec::new() } else { per },
     })
 }
