@@ -223,6 +223,9 @@ fn a_fleet_run_writes_its_replicas() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("kv_usage.json")).unwrap()).unwrap();
     assert_eq!(kv["replicas"].as_array().unwrap().len(), 2);
     assert!(crate::report::print_summary(&out.summary).contains("fleet        2 replicas"));
+    // The HTML report plots each replica's load over time.
+    let page = crate::report::html::report(&dir, &Default::default()).unwrap();
+    assert!(page.contains("<h2>Replicas</h2>") && page.contains("Requests in flight"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

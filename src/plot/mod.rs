@@ -18,6 +18,7 @@ mod chart;
 pub mod labels;
 mod prompt;
 mod raster;
+mod replicas;
 mod sweep;
 mod throughput;
 mod validation;
@@ -26,6 +27,7 @@ mod validation;
 mod tests;
 
 pub use prompt::{e2e_vs_prompt, ttft_vs_prompt};
+pub use replicas::replica_load;
 pub(crate) use sweep::{CPU_PARAMS, num as sweep_param_num, varying as sweep_varying};
 pub use sweep::{hit_rate_vs_cpu, metric_vs_param, ttft_vs_rtt};
 pub(crate) use throughput::RATE_PARAMS;

@@ -295,3 +295,29 @@ fn figures_write_png_and_svg_beside_each_other() {
     assert_eq!(std::fs::read(&svg).unwrap(), f.svg.as_bytes());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn replica_load_draws_a_line_per_replica_and_refuses_no_samples() {
+    use crate::sim::KvSample;
+    let series = |k: u32| {
+        (0..20)
+            .map(|i| KvSample {
+                t_s: i as f64,
+                used: (i * k) as f64 / 100.0,
+                running: k,
+                waiting: i % 3,
+            })
+            .collect::<Vec<_>>()
+    };
+    let fig = replica_load(&[series(1), series(2), series(3)]).unwrap();
+    let svg = fig.inline_svg();
+    assert!(svg.contains("Requests in flight") && svg.contains("GPU KV usage"));
+    assert!(replica_load(&[Vec::new(), Vec::new()]).is_err());
+    let many: Vec<Vec<KvSample>> = (0..20).map(|_| series(1)).collect();
+    assert!(
+        replica_load(&many)
+            .unwrap()
+            .inline_svg()
+            .contains("replicas 0-15 of 20 shown")
+    );
+}

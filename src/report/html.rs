@@ -610,10 +610,45 @@ fn run_page(dir: &Path, opts: &Options) -> Result<String> {
             "End-to-end latency of each finished request against its prompt length.",
         )?;
     }
+    let usage = dir.join("kv_usage.json");
+    if usage.is_file() {
+        let replicas = replica_samples(&usage)?;
+        if replicas.len() > 1 {
+            page.h2("Replicas");
+            page.figure(
+                "replica_load",
+                plot::replica_load(&replicas),
+                "Each replica's requests waiting and running, and its GPU KV usage, over simulated time.",
+            )?;
+        }
+    }
     page.h2("Configuration");
     page.list(&provenance_rows(&config));
     page.kv(config_rows(&config));
     Ok(page.finish())
+}
+
+/// Each replica's usage samples from a fleet's `kv_usage.json` (empty for a single engine).
+fn replica_samples(path: &Path) -> Result<Vec<Vec<crate::sim::KvSample>>> {
+    #[derive(serde::Deserialize)]
+    struct Replica {
+        samples: Vec<crate::sim::KvSample>,
+    }
+    #[derive(serde::Deserialize)]
+    struct File {
+        #[serde(default)]
+        replicas: Vec<Replica>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
+    let f: File = serde_json::from_str(&text).map_err(|e| {
+        InputError::new(
+            path.display().to_string(),
+            e.line() as u64,
+            "replicas",
+            e.to_string(),
+        )
+    })?;
+    Ok(f.replicas.into_iter().map(|r| r.samples).collect())
 }
 
 fn compare_page(dir: &Path, opts: &Options) -> Result<String> {
