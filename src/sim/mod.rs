@@ -22,7 +22,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::error::{Error, Result};
 use crate::fleet::FleetConfig;
 use crate::fleet::pd::FirstToken;
-use crate::fleet::router::{Query, Replicas};
+use crate::fleet::router::{Query, Replicas, Router};
 use crate::fleet::signals::{Load, LoadSignals};
 use crate::metrics::histogram::LogHistogram;
 use crate::tiers::OffloadConfig;
@@ -323,6 +323,25 @@ pub fn simulate_shared(trace: &Trace, setup: &SimSetup, prep: &TracePrep) -> Res
     with_connector(&setup.offload, &setup.engine, &setup.transfer, job)
 }
 
+/// The replica `router` picks for `query` among `pool` (fleet replicas `base` on), as a fleet
+/// index.
+fn route_over<P: KvPool, C: KvConnector>(
+    router: &mut dyn Router,
+    query: &Query<'_>,
+    pool: &mut [Replica<'_, P, C>],
+    base: usize,
+    signals: &mut LoadSignals,
+) -> usize {
+    let len = pool.len();
+    let mut view = View {
+        replicas: pool,
+        base,
+        signals,
+        now: query.now,
+    };
+    base + router.route(query, &mut view).min(len - 1)
+}
+
 /// A disaggregated request's record: its prefill (`pre`, on the prefill replica, where its
 /// prompt's KV came from) and its decode (`dec`, which generated the output). TTFT counts from
 /// the send either way; the first token is the decoder's or, when the prefiller streams it, the
@@ -614,13 +633,8 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
                     let r = if let (Some(p), Some(rd)) = (pd, &mut router_d) {
                         // The decoder first; then the prefiller, if the request is
                         // disaggregated.
-                        let mut view = View {
-                            replicas: &mut replicas[np..],
-                            base: np,
-                            signals: &mut signals,
-                            now: t,
-                        };
-                        let d = np + rd.route(&query, &mut view).min(n - np - 1);
+                        let d =
+                            route_over(&mut **rd, &query, &mut replicas[np..], np, &mut signals);
                         replica_of[req as usize] = d as u32;
                         let prompt = query.request.input_len;
                         let split = p.threshold == 0
@@ -628,26 +642,20 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
                                 - replicas[d].engine.gpu_hit_tokens(query.request).min(prompt)
                                 > p.threshold;
                         if split {
-                            let mut view = View {
-                                replicas: &mut replicas[..np],
-                                base: 0,
-                                signals: &mut signals,
-                                now: t,
-                            };
-                            let pr = router.route(&query, &mut view).min(np - 1);
+                            let pr = route_over(
+                                &mut *router,
+                                &query,
+                                &mut replicas[..np],
+                                0,
+                                &mut signals,
+                            );
                             prefill_of[req as usize] = pr as u32;
                             pr
                         } else {
                             d
                         }
                     } else if n > 1 {
-                        let mut view = View {
-                            replicas: &mut replicas,
-                            base: 0,
-                            signals: &mut signals,
-                            now: t,
-                        };
-                        let r = router.route(&query, &mut view).min(n - 1);
+                        let r = route_over(&mut *router, &query, &mut replicas, 0, &mut signals);
                         replica_of[req as usize] = r as u32;
                         r
                     } else {
