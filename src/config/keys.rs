@@ -619,6 +619,22 @@ pub static KEYS: &[Key] = &[
         }
     ),
     key!(
+        ["router_cache_view"],
+        "where llm_d / dynamo learn what replicas cache: decisions (their own routing) | events (the engines' KV events, exact) | nothing (default: llm_d decisions, dynamo events)",
+        || "router's own".into(),
+        false,
+        |c, v| {
+            use crate::fleet::CacheView;
+            c.fleet.cache_view = Some(match text(v)? {
+                "decisions" => CacheView::Decisions,
+                "events" => CacheView::Events,
+                "nothing" => CacheView::Nothing,
+                _ => return Err("decisions, events or nothing"),
+            });
+            Ok(())
+        }
+    ),
+    key!(
         ["router_overlap_weight"],
         "dynamo: weight of prefill blocks against decode blocks (0: load alone)",
         || RunConfig::default().fleet.overlap_weight.to_string(),

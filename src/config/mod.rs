@@ -555,6 +555,7 @@ mod tests {
             json!("token_bucket"),
             json!("prefiller"),
             json!("whole"),
+            json!("events"),
             json!("x"),
         ];
         for key in KEYS {

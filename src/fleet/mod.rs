@@ -19,6 +19,7 @@
 
 pub mod admission;
 pub mod pd;
+pub mod prefix_index;
 pub mod router;
 pub mod signals;
 
@@ -43,6 +44,9 @@ pub struct FleetConfig {
     pub block_tokens: u32,
     /// Seed of the router's tie-breaks.
     pub seed: u64,
+    /// Where a cache-aware router's view of the caches comes from (`None`: the router's own
+    /// default: llm-d its decisions, Dynamo the engines' KV events).
+    pub cache_view: Option<CacheView>,
     /// Which requests reach the router.
     pub admission: admission::Admission,
     /// Disaggregated prefill/decode (`replicas` is then prefill + decode).
@@ -58,6 +62,20 @@ pub struct FleetConfig {
     /// Round-trip times of the replicas to the remote store, ms, replica `r` taking entry
     /// `r % len` (`replica_rtt_ms`; empty: `rtt_ms` for all).
     pub rtt_ms: Vec<f64>,
+}
+
+/// Where a cache-aware router (llm-d, Dynamo) learns what each replica holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheView {
+    /// Nothing: it scores no prefix (load alone).
+    Nothing,
+    /// Its own routing decisions (llm-d's approximate prefix producer; Dynamo without KV
+    /// events, its TTL replaced by the per-replica capacity `router_lru_blocks`).
+    Decisions,
+    /// The engines' KV events: every replica's GPU prefix cache as it is (llm-d's precise
+    /// prefix-cache scorer, Dynamo's default), the events taken to arrive at once.
+    Events,
 }
 
 /// llm-d's scorer weights (its default profile: prefix 3, queue 2, KV utilisation 2).
@@ -92,6 +110,7 @@ impl Default for FleetConfig {
             lru_blocks: 31_250,
             block_tokens: 16,
             seed: 0,
+            cache_view: None,
             admission: admission::Admission::Always,
             pd: None,
             overlap_weight: 1.0,

@@ -1,13 +1,12 @@
 //! Routers: which replica serves a request, each as its source behaves (the facts and their
 //! sources are gathered in the project's cluster notes; the summary of each is on its type).
 
+use super::CacheView;
 use super::FleetConfig;
+use super::prefix_index::DecisionIndex;
 use super::signals::Load;
-use crate::tiers::lru::LruTier;
 use crate::time::{SimDuration, SimTime};
 use crate::trace::Request;
-use crate::trace::content::for_each_block;
-use crate::util::hashindex::HashIndex;
 use crate::util::rng::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -127,6 +126,7 @@ pub fn build(cfg: &FleetConfig) -> Box<dyn Router> {
         RouterKind::Dynamo => Box::new(Dynamo {
             overlap_weight: cfg.overlap_weight,
             temperature: cfg.temperature,
+            view: View::new(cfg.cache_view, CacheView::Events, n, cfg),
             rng: Rng::stream(cfg.seed, "dynamo router"),
         }),
     }
@@ -297,141 +297,76 @@ impl Router for Session {
 #[derive(Debug)]
 struct LlmD {
     weights: super::ScorerWeights,
-    block_tokens: u32,
-    /// Per replica, the LRU of blocks it was sent (its capacity is llm-d's per-server one).
-    lru: Vec<LruTier>,
-    /// Which replicas' LRUs hold a block, a bit each, kept for fleets of 17 to 64 replicas
-    /// (smaller ones ask their few LRUs faster, larger ones have too many for a bit each).
-    holders: Option<Holders>,
+    view: View,
     rng: Rng,
 }
 
-/// Block -> the replicas holding it, as bit masks in a slab indexed by an open-addressing map.
+/// Where a cache-aware router's view of the replicas' caches comes from (`router_cache_view`).
 #[derive(Debug)]
-struct Holders {
-    index: HashIndex,
-    masks: Vec<u64>,
-    free: Vec<u32>,
+enum View {
+    /// Nothing: no prefix is ever matched.
+    Nothing,
+    /// Its own routing decisions, in a per-replica LRU index.
+    Decisions(DecisionIndex),
+    /// The engines' KV events: each replica's GPU prefix cache as it is.
+    Events,
 }
 
-impl Holders {
-    fn get(&self, key: u64) -> u64 {
-        self.index.get(key).map_or(0, |s| self.masks[s as usize])
-    }
-
-    fn add(&mut self, key: u64, bit: u64) {
-        match self.index.get(key) {
-            Some(s) => self.masks[s as usize] |= bit,
-            None => {
-                let s = match self.free.pop() {
-                    Some(s) => {
-                        self.masks[s as usize] = bit;
-                        s
-                    }
-                    None => {
-                        self.masks.push(bit);
-                        (self.masks.len() - 1) as u32
-                    }
-                };
-                self.index.insert_if_absent(key, s);
-            }
+impl View {
+    fn new(kind: Option<CacheView>, default: CacheView, n: usize, cfg: &FleetConfig) -> View {
+        match kind.unwrap_or(default) {
+            CacheView::Nothing => View::Nothing,
+            CacheView::Decisions => View::Decisions(DecisionIndex::new(n, cfg)),
+            CacheView::Events => View::Events,
         }
     }
 
-    fn remove(&mut self, key: u64, bit: u64) {
-        if let Some(s) = self.index.get(key) {
-            let m = &mut self.masks[s as usize];
-            *m &= !bit;
-            if *m == 0 {
-                self.index.remove_if(key, s);
-                self.free.push(s);
-            }
+    /// Per replica, the fraction of `request`'s prompt it is taken to hold (of the blocks
+    /// `keys`, for the decision index).
+    fn held(&self, request: &Request, keys: &[u64], replicas: &mut dyn Replicas) -> Vec<f64> {
+        let n = replicas.count();
+        match self {
+            View::Nothing => vec![0.0; n],
+            View::Decisions(index) if !keys.is_empty() => index
+                .matched(keys)
+                .into_iter()
+                .map(|m| m as f64 / keys.len() as f64)
+                .collect(),
+            View::Decisions(_) => vec![0.0; n],
+            View::Events => (0..n)
+                .map(|r| {
+                    let hit = replicas.gpu_hit(r, request) as f64;
+                    hit / (request.input_len.max(1) as f64)
+                })
+                .collect(),
         }
     }
 }
-
-/// llm-d's `maxPrefixBlocksToMatch`.
-const MAX_PREFIX_BLOCKS: usize = 256;
 
 impl LlmD {
     fn new(n: usize, cfg: &FleetConfig) -> Self {
         LlmD {
             weights: cfg.weights,
-            block_tokens: cfg.block_tokens.max(1),
-            lru: (0..n)
-                .map(|_| LruTier::new(cfg.lru_blocks as u64))
-                .collect(),
-            holders: (17..=64).contains(&n).then(|| Holders {
-                index: HashIndex::with_max_entries(
-                    (n as u64 * cfg.lru_blocks as u64).min(1 << 22) as usize
-                ),
-                masks: Vec::new(),
-                free: Vec::new(),
-            }),
+            view: View::new(cfg.cache_view, CacheView::Decisions, n, cfg),
             rng: Rng::stream(cfg.seed, "llm-d picker"),
         }
-    }
-
-    fn prompt_blocks(&self, request: &Request) -> Vec<u64> {
-        // Only the first MAX_PREFIX_BLOCKS blocks are hashed.
-        let mut left = MAX_PREFIX_BLOCKS as u64 * self.block_tokens as u64;
-        let runs = request.prompt.iter().map_while(|r| {
-            (left > 0).then(|| {
-                let len = (r.len as u64).min(left) as u32;
-                left -= len as u64;
-                crate::trace::Run::new(r.content, r.offset, len)
-            })
-        });
-        let mut keys = Vec::with_capacity(MAX_PREFIX_BLOCKS);
-        for_each_block(runs, self.block_tokens, true, |_, k| keys.push(k));
-        keys
-    }
-
-    /// Per replica, the leading blocks of `keys` its LRU holds.
-    fn matched(&self, keys: &[u64]) -> Vec<usize> {
-        let n = self.lru.len();
-        let Some(holders) = &self.holders else {
-            return (0..n)
-                .map(|r| {
-                    keys.iter()
-                        .take_while(|k| self.lru[r].contains(**k, SimTime::ZERO))
-                        .count()
-                })
-                .collect();
-        };
-        let mut matched = vec![keys.len(); n];
-        let mut still = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
-        for (i, k) in keys.iter().enumerate() {
-            let held = holders.get(*k);
-            let mut dropped = still & !held;
-            while dropped != 0 {
-                matched[dropped.trailing_zeros() as usize] = i;
-                dropped &= dropped - 1;
-            }
-            still &= held;
-            if still == 0 {
-                break;
-            }
-        }
-        matched
     }
 }
 
 impl Router for LlmD {
     fn route(&mut self, q: &Query<'_>, replicas: &mut dyn Replicas) -> usize {
         let n = replicas.count();
-        let keys = self.prompt_blocks(q.request);
-        let matched = self.matched(&keys);
+        let keys = match &self.view {
+            View::Decisions(index) => index.prompt_blocks(q.request),
+            _ => Vec::new(),
+        };
+        let held = self.view.held(q.request, &keys, replicas);
         let loads: Vec<Load> = (0..n).map(|r| replicas.load(r)).collect();
         let (min_q, max_q) = loads.iter().fold((u32::MAX, 0), |(lo, hi), l| {
             (lo.min(l.waiting), hi.max(l.waiting))
         });
         let score = |r: usize| {
-            let prefix = if keys.is_empty() {
-                0.0
-            } else {
-                matched[r] as f64 / keys.len() as f64
-            };
+            let prefix = held[r];
             let queue = if max_q == min_q {
                 1.0
             } else {
@@ -448,26 +383,9 @@ impl Router for LlmD {
             .into_iter()
             .reduce(|a, b| if scores[b] > scores[a] { b } else { a })
             .unwrap_or(0);
-        // The index learns the decision (llm-d's PreRequest), suffix first so that the prefix
-        // stays most recent.
-        let lru = &mut self.lru[r];
-        match &mut self.holders {
-            None => {
-                for k in keys.iter().rev() {
-                    lru.insert(*k, 1, SimTime::ZERO);
-                }
-            }
-            Some(holders) => {
-                let bit = 1u64 << r;
-                for k in keys.iter().rev() {
-                    let writes = lru.writes;
-                    lru.insert_reporting(*k, 1, SimTime::ZERO, |gone| holders.remove(gone, bit));
-                    // A block the replica's LRU held already is only touched: its bit is set.
-                    if lru.writes != writes {
-                        holders.add(*k, bit);
-                    }
-                }
-            }
+        // The index learns the decision (llm-d's PreRequest).
+        if let View::Decisions(index) = &mut self.view {
+            index.learn(r, &keys);
         }
         r
     }
@@ -497,8 +415,10 @@ impl Router for Oracle {
 /// prompt tokens it still has to prefill + this request's tokens not in its cache) / block size
 /// and `decode_blocks` is the blocks of its requests in flight + this request's blocks.
 ///
-/// - Cache view: the engines' KV events (Stored / Removed) build the router's index, so it sees
-///   each replica's GPU prefix cache as it is (events are taken to arrive at once).
+/// - Cache view (`router_cache_view`): by default the engines' KV events (Stored / Removed)
+///   build the router's index, so it sees each replica's GPU prefix cache as it is (events are
+///   taken to arrive at once); `decisions` is its indexer without KV events (its TTL replaced by
+///   a per-replica capacity); `nothing` balances load alone.
 /// - Load: tracked by the router per request (prompt load until the first token, blocks until
 ///   completion): exact, no refresh interval.
 /// - Temperature 0: the lowest logit, ties to the replica with less KV in use, then a seeded
@@ -507,6 +427,7 @@ impl Router for Oracle {
 struct Dynamo {
     overlap_weight: f64,
     temperature: f64,
+    view: View,
     rng: Rng,
 }
 
@@ -515,15 +436,33 @@ impl Router for Dynamo {
         let n = replicas.count();
         let bs = replicas.block_size().max(1) as f64;
         let prompt = q.request.input_len as f64;
+        let keys = match &self.view {
+            View::Decisions(index) => index.prompt_blocks(q.request),
+            _ => Vec::new(),
+        };
+        let held = self.view.held(q.request, &keys, replicas);
         let logits: Vec<f64> = (0..n)
             .map(|r| {
-                let cached = replicas.gpu_hit(r, q.request) as f64;
+                let cached = (held[r] * prompt).min(prompt);
                 let a = replicas.active(r);
                 let prefill = (a.prefill_tokens as f64 + prompt - cached) / bs;
                 let decode = a.blocks as f64 + (prompt / bs).ceil();
                 self.overlap_weight * prefill + decode
             })
             .collect();
+        let r = self.pick(&logits, replicas);
+        if let View::Decisions(index) = &mut self.view {
+            index.learn(r, &keys);
+        }
+        r
+    }
+}
+
+impl Dynamo {
+    /// The replica for `logits`: a softmax sample with a temperature, else the lowest, ties to
+    /// the replica with less KV in use, then a seeded random one.
+    fn pick(&mut self, logits: &[f64], replicas: &mut dyn Replicas) -> usize {
+        let n = logits.len();
         if self.temperature > 0.0 {
             let (lo, hi) = logits
                 .iter()
@@ -746,8 +685,10 @@ mod tests {
         };
         let mut with = LlmD::new(24, &cfg);
         let mut without = LlmD::new(24, &cfg);
-        assert!(with.holders.is_some());
-        without.holders = None;
+        let View::Decisions(index) = &mut without.view else {
+            panic!("llm-d learns from its decisions by default")
+        };
+        assert!(index.drop_masks(), "a fleet of 24 keeps masks");
         let mut rng = Rng::new(7);
         let mut rs = Fixed {
             loads: vec![Load::default(); 24],

@@ -134,6 +134,29 @@ fn gpu_hits(r: &SimResult) -> u32 {
 /// so only turn 2 finds its document (left by turn 0): 3 sessions x 512 tokens. Routers that
 /// keep a session on one replica find it at turns 1 and 2: 3 x 2 x 512 tokens.
 #[test]
+fn a_cache_aware_router_finds_the_hits_from_events_or_its_decisions_and_none_from_nothing() {
+    let t = sessions();
+    let with = |router: RouterKind, view: CacheView| {
+        let mut s = setup(EngineFlags::default(), OffloadConfig::None);
+        s.fleet = FleetConfig {
+            replicas: 2,
+            router,
+            cache_view: Some(view),
+            ..FleetConfig::default()
+        };
+        gpu_hits(&simulate(&t, &s).unwrap())
+    };
+    for router in [RouterKind::LlmD, RouterKind::Dynamo] {
+        for view in [CacheView::Events, CacheView::Decisions] {
+            assert_eq!(with(router, view), 3 * 2 * 512, "{router:?} {view:?}");
+        }
+    }
+    // Seeing nothing, Dynamo balances load alone: some turns land where their session's
+    // prefix is not.
+    assert!(with(RouterKind::Dynamo, CacheView::Nothing) < 3 * 2 * 512);
+}
+
+#[test]
 fn prefix_aware_and_session_routing_find_the_hits_round_robin_misses() {
     let t = sessions();
     let rr = fleet(&t, 2, RouterKind::RoundRobin, OffloadConfig::None);
