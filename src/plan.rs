@@ -150,6 +150,10 @@ pub enum Knob {
     ChunkSize,
     /// Replicas of the engine behind the router (`replicas`).
     Replicas,
+    /// Prefill replicas of a disaggregated fleet (`pd_prefill`).
+    Prefill,
+    /// Decode replicas of a disaggregated fleet (`pd_decode`).
+    Decode,
 }
 
 impl Knob {
@@ -161,6 +165,8 @@ impl Knob {
             Knob::DiskGib => "max_local_disk_size_gb",
             Knob::ChunkSize => "chunk_size",
             Knob::Replicas => "replicas",
+            Knob::Prefill => "pd_prefill",
+            Knob::Decode => "pd_decode",
         }
     }
 
@@ -177,7 +183,20 @@ impl Knob {
             Knob::Replicas if x >= 1.0 && x.fract() == 0.0 && x <= u32::MAX as f64 => {
                 cfg.fleet.replicas = x as u32
             }
-            Knob::ChunkSize | Knob::Replicas => return Err(bad("a positive integer")),
+            Knob::Prefill | Knob::Decode
+                if x >= 1.0 && x.fract() == 0.0 && x <= u32::MAX as f64 =>
+            {
+                let pd = cfg.fleet.pd.get_or_insert_with(Default::default);
+                if self == Knob::Prefill {
+                    pd.prefill = x as u32;
+                } else {
+                    pd.decode = x as u32;
+                }
+                cfg.fleet.replicas = pd.prefill + pd.decode;
+            }
+            Knob::ChunkSize | Knob::Replicas | Knob::Prefill | Knob::Decode => {
+                return Err(bad("a positive integer"));
+            }
             _ => return Err(bad("a positive number")),
         }
         Ok(())
@@ -365,6 +384,66 @@ pub fn fewest_replicas(
         },
         evidence,
     })
+}
+
+/// A disaggregated fleet's search passes and its answer `(prefill, decode)`.
+pub type PdPlan = (Vec<Plan>, Option<(u32, u32)>);
+
+/// The fewest GPUs of a disaggregated fleet ((prefill + decode replicas) x tensor-parallel
+/// ranks, `cfg`'s P/D settings and router) meeting every SLO at the trace's rate, searched in
+/// passes, each a [`Plan`] of its own: the fewest aggregated replicas N first (a bound), then
+/// the fewest prefill replicas with N decoders, the fewest decoders with those, and the fewest
+/// prefill replicas again with those decoders (one knob at a time, as each SLO improves with
+/// either pool; the passes need not find a smaller split that only moving both at once reveals).
+/// Returns the passes and the answer `(prefill, decode)`.
+pub fn fewest_pd(
+    trace: &Trace,
+    cfg: &RunConfig,
+    slos: &[Target],
+    max_replicas: u32,
+) -> Result<PdPlan> {
+    let mut passes = Vec::new();
+    let mut agg = cfg.clone();
+    agg.fleet.pd = None;
+    let bound = fewest_replicas(trace, &agg, slos, max_replicas)?;
+    let n = bound.answer.unwrap_or(max_replicas.max(1) as f64) as u32;
+    passes.push(bound);
+    let limits = (1.0, max_replicas.max(1) as f64);
+    let mut split = cfg.clone();
+    let pd = split.fleet.pd.get_or_insert_with(Default::default);
+    pd.decode = n;
+    let mut pass = |split: &mut RunConfig, knob: Knob, other: u32| -> Result<Option<u32>> {
+        let (best, evidence) = smallest(trace, split, knob, slos, limits, 1.0)?;
+        let (what, fixed) = match knob {
+            Knob::Prefill => ("prefill", format!("{other} decode")),
+            _ => ("decode", format!("{other} prefill")),
+        };
+        passes.push(Plan {
+            question: format!(
+                "fewest {what} replicas with {fixed} replicas ({} router) meeting {}",
+                cfg.fleet.router.name(),
+                describe(slos)
+            ),
+            answer: best,
+            answer_text: match best {
+                Some(x) => format!("{x} {what} replicas"),
+                None => format!("not met even with {max_replicas} {what} replicas"),
+            },
+            evidence,
+        });
+        if let Some(x) = best {
+            knob.apply(split, x)?;
+        }
+        Ok(best.map(|x| x as u32))
+    };
+    let Some(p1) = pass(&mut split, Knob::Prefill, n)? else {
+        return Ok((passes, None));
+    };
+    let Some(d) = pass(&mut split, Knob::Decode, p1)? else {
+        return Ok((passes, None));
+    };
+    let p = pass(&mut split, Knob::Prefill, d)?.unwrap_or(p1);
+    Ok((passes, Some((p, d))))
 }
 
 /// The smallest `knob` within `limits` at which the targets hold (they hold from some value up):
@@ -560,6 +639,39 @@ mod tests {
         let tight = [Target::parse("ttft_p99=5ms").unwrap()];
         let p = fewest_replicas(&t, &cfg, &tight, 4).unwrap();
         assert_eq!((p.answer, p.evidence.len()), (None, 3));
+    }
+
+    /// The eight prompts of `fewest_replicas_meeting_an_slo_by_hand`, disaggregated with the
+    /// prefiller streaming the first (only) token: TTFT is the prefill's, so two prefill
+    /// replicas meet a p99 of 20 ms and one decoder suffices (it has nothing to decode).
+    #[test]
+    fn fewest_prefill_and_decode_replicas_by_hand() {
+        use crate::trace::Run;
+        let reqs = (0..8u64)
+            .map(|i| crate::trace::Request::new(i, 0, vec![Run::new(i, 0, 4096)], 1))
+            .collect();
+        let t = Trace {
+            meta: crate::trace::TraceMeta::new("test"),
+            requests: reqs,
+        };
+        let mut cfg = RunConfig::default();
+        cfg.cost.fitted = Some(crate::cost::Fitted {
+            c0: 0.010,
+            c_prefill: 0.0,
+            c_decode: 0.0,
+            c_attn: 0.0,
+            c_ctx: 0.0,
+        });
+        cfg.set("pd_first_token", &serde_json::json!("prefiller"))
+            .unwrap();
+        let slo = [Target::parse("ttft_p99=20ms").unwrap()];
+        let (passes, answer) = fewest_pd(&t, &cfg, &slo, 64).unwrap();
+        assert_eq!(answer, Some((2, 1)));
+        let answers: Vec<Option<f64>> = passes.iter().map(|p| p.answer).collect();
+        assert_eq!(answers, [Some(2.0), Some(2.0), Some(1.0), Some(2.0)]);
+        // One prefill replica: TTFTs up to 40 ms.
+        let one = passes[1].evidence.iter().find(|e| e.x == 1.0).unwrap();
+        assert!(!one.ok && (one.metrics["ttft_p99_s"] - 0.04).abs() < 0.001);
     }
 
     #[test]

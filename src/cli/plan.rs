@@ -81,6 +81,10 @@ pub enum PlanCommand {
         /// Search no further than this many replicas.
         #[arg(long, default_value_t = 256)]
         max_replicas: u32,
+        /// Disaggregated prefill/decode: the fewest prefill + decode replicas (with the `pd_*`
+        /// settings given by --set), searched one pool at a time.
+        #[arg(long)]
+        pd: bool,
         #[command(flatten)]
         sim: SimArgs,
         /// Write the answers and their evidence as JSON.
@@ -89,13 +93,24 @@ pub enum PlanCommand {
     },
 }
 
+/// What `plan fleet` compares and how far it searches.
+struct FleetChoices<'a> {
+    routers: &'a [String],
+    cpu_gb: &'a [f64],
+    max_replicas: u32,
+    pd: bool,
+}
+
 /// `plan fleet`: one search per (router, CPU tier) combination, then the table of GPUs needed.
 fn plan_fleet(
     trace: &std::path::Path,
     slos: &[String],
-    routers: &[String],
-    cpu_gb: &[f64],
-    max_replicas: u32,
+    FleetChoices {
+        routers,
+        cpu_gb,
+        max_replicas,
+        pd,
+    }: FleetChoices<'_>,
     sim: &SimArgs,
     output: Option<PathBuf>,
 ) -> Result<()> {
@@ -143,9 +158,37 @@ fn plan_fleet(
                 Some(_) => cfg.tier = Some(kvreplay::config::Tier::None),
                 None => {}
             }
-            let p = plan::fewest_replicas(&t, &cfg, &slos, max_replicas)?;
-            show(&p, None)?;
-            println!();
+            let p = if pd {
+                let (passes, answer) = plan::fewest_pd(&t, &cfg, &slos, max_replicas)?;
+                for p in &passes {
+                    show(p, None)?;
+                    println!();
+                }
+                let tp = cfg.engine.tensor_parallel_size.unwrap_or(1);
+                let text = match answer {
+                    Some((p, d)) => {
+                        format!("{p} prefill + {d} decode replicas = {} GPUs", (p + d) * tp)
+                    }
+                    None => format!("not met even with {max_replicas} replicas per pool"),
+                };
+                println!("answer: {text}");
+                println!();
+                plan::Plan {
+                    question: format!(
+                        "fewest prefill + decode replicas ({} router), in {} passes",
+                        router.name(),
+                        passes.len()
+                    ),
+                    answer: answer.map(|(p, d)| (p + d) as f64),
+                    answer_text: text,
+                    evidence: passes.into_iter().flat_map(|p| p.evidence).collect(),
+                }
+            } else {
+                let p = plan::fewest_replicas(&t, &cfg, &slos, max_replicas)?;
+                show(&p, None)?;
+                println!();
+                p
+            };
             answers.push((router, tier, p));
         }
     }
@@ -267,9 +310,18 @@ pub fn plan(cmd: PlanCommand) -> Result<()> {
             routers,
             cpu_gb,
             max_replicas,
+            pd,
             sim,
             output,
-        } => plan_fleet(&trace, &slos, &routers, &cpu_gb, max_replicas, &sim, output),
+        } => {
+            let choices = FleetChoices {
+                routers: &routers,
+                cpu_gb: &cpu_gb,
+                max_replicas,
+                pd,
+            };
+            plan_fleet(&trace, &slos, choices, &sim, output)
+        }
         PlanCommand::Chunk {
             trace,
             at_rtt_ms,
