@@ -368,6 +368,7 @@ pub fn fewest_replicas(
             "give at least one SLO, e.g. --slo ttft_p99=2s".into(),
         ));
     }
+    let max_replicas = max_replicas.min(crate::fleet::MAX_REPLICAS);
     let limits = (1.0, max_replicas.max(1) as f64);
     let (best, evidence) = smallest(trace, cfg, Knob::Replicas, slos, limits, 1.0)?;
     let tp = cfg.engine.tensor_parallel_size.unwrap_or(1);
@@ -402,6 +403,7 @@ pub fn fewest_pd(
     slos: &[Target],
     max_replicas: u32,
 ) -> Result<PdPlan> {
+    let max_replicas = max_replicas.min(crate::fleet::MAX_REPLICAS);
     let mut passes = Vec::new();
     let mut agg = cfg.clone();
     agg.fleet.pd = None;

@@ -78,7 +78,7 @@ pub enum PlanCommand {
         /// LMCache CPU tier sizes per replica to compare, GiB (0: none).
         #[arg(long = "cpu-gb", value_delimiter = ',')]
         cpu_gb: Vec<f64>,
-        /// Search no further than this many replicas.
+        /// Search no further than this many replicas (at most 4096).
         #[arg(long, default_value_t = 256)]
         max_replicas: u32,
         /// Disaggregated prefill/decode: the fewest prefill + decode replicas (with the `pd_*`

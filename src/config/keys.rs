@@ -58,6 +58,14 @@ fn count(v: &Value) -> std::result::Result<u32, Want> {
         .ok_or("a positive integer")
 }
 
+/// A count of replicas, 1 to [`crate::fleet::MAX_REPLICAS`].
+fn replicas(v: &Value) -> std::result::Result<u32, Want> {
+    count(v)
+        .ok()
+        .filter(|n| *n <= crate::fleet::MAX_REPLICAS)
+        .ok_or("an integer from 1 to 4096")
+}
+
 fn boolean(v: &Value) -> std::result::Result<bool, Want> {
     const WANT: Want = "true or false";
     match v {
@@ -531,7 +539,7 @@ pub static KEYS: &[Key] = &[
         || RunConfig::default().fleet.replicas.to_string(),
         false,
         |c, v| {
-            c.fleet.replicas = count(v)?;
+            c.fleet.replicas = replicas(v)?;
             Ok(())
         }
     ),
@@ -700,7 +708,7 @@ pub static KEYS: &[Key] = &[
         || "off".into(),
         false,
         |c, v| {
-            let n = count(v)?;
+            let n = replicas(v)?;
             let p = pd(c);
             p.prefill = n;
             c.fleet.replicas = p.prefill + p.decode;
@@ -713,7 +721,7 @@ pub static KEYS: &[Key] = &[
         || "off".into(),
         false,
         |c, v| {
-            let n = count(v)?;
+            let n = replicas(v)?;
             let p = pd(c);
             p.decode = n;
             c.fleet.replicas = p.prefill + p.decode;

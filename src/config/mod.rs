@@ -709,6 +709,8 @@ mod tests {
             ("pd_transfer_gbps", json!(0)),
             ("pd_threshold", json!(-1)),
             ("pd_decode", json!(0)),
+            ("pd_prefill", json!(5000)),
+            ("replicas", json!(4_000_000_000u64)),
         ] {
             assert!(c.set(k, &v).is_err(), "{k}={v}");
         }

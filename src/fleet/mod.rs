@@ -27,6 +27,10 @@ pub use router::{Router, RouterKind};
 
 use serde::{Deserialize, Serialize};
 
+/// Most replicas a fleet (or each pool of a disaggregated one) may have: each is a whole
+/// engine in memory.
+pub const MAX_REPLICAS: u32 = 4096;
+
 /// A fleet's shape and routing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FleetConfig {
