@@ -477,3 +477,29 @@ fn disaggregated_fleets_conserve_requests_and_tokens_and_rerun_identically() {
         }
     }
 }
+
+#[test]
+fn each_replica_reaches_the_store_at_its_own_round_trip_time() {
+    // Replica 0 is 0 ms from the store, replica 1 a second: a first lookup checks one chunk
+    // (a miss), a round trip each, before the prefill can be scheduled.
+    use crate::tiers::lmcache::{LmCacheConfig, RemoteConfig};
+    let offload = OffloadConfig::LmCache(LmCacheConfig {
+        chunk_size: 256,
+        cpu_bytes: None,
+        remote: Some(RemoteConfig {
+            shared: true,
+            replica_rtt_s: vec![0.0, 1.0],
+            ..RemoteConfig::default()
+        }),
+        ..LmCacheConfig::default()
+    });
+    let t = trace(vec![
+        req(0, 0, vec![Run::new(1, 0, 512)], 2),
+        req(1, 0, vec![Run::new(2, 0, 512)], 2),
+    ]);
+    let r = fleet(&t, 2, RouterKind::RoundRobin, offload);
+    assert_eq!(r.replica_of, [0, 1]);
+    let ttft = |i: usize| r.reqs[i].first_token.unwrap().as_ns() / MS;
+    assert!(ttft(0) < 100, "{}", ttft(0));
+    assert!((1000..1100).contains(&ttft(1)), "{}", ttft(1));
+}
