@@ -207,8 +207,10 @@ fn opt<T: arrow_array::ArrowPrimitiveType>(
 /// Reads a canonical Parquet trace and validates it. Row numbers in errors count from 1.
 pub fn read(path: &Path) -> Result<Trace> {
     let name = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|e| Error::io(&name, e))?;
-    read_from(file, &name)
+    // In memory: the parquet crate reads page headers in small pieces, a system call each on
+    // a file.
+    let data = std::fs::read(path).map_err(|e| Error::io(&name, e))?;
+    read_bytes(data, &name)
 }
 
 /// Reads a canonical Parquet trace held in memory; `name` is used in errors.
@@ -222,9 +224,22 @@ fn read_from<R: ChunkReader + 'static>(input: R, name: &str) -> Result<Trace> {
     // The parquet crate panics on some corrupt pages: its calls are contained, the panic an
     // error like any other decoding failure.
     let corrupt = |m: String| bad(format!("corrupt Parquet file ({m})"));
+    let file_len = input.len();
     let builder = upstream(|| ParquetRecordBatchReaderBuilder::try_new(input))
         .map_err(corrupt)?
         .map_err(|e| bad(format!("not a readable Parquet file: {e}")))?;
+    // Every column chunk must lie inside the file.
+    for (g, rg) in builder.metadata().row_groups().iter().enumerate() {
+        for c in rg.columns() {
+            let (start, len) = c.byte_range();
+            if start.checked_add(len).is_none_or(|end| end > file_len) {
+                return Err(bad(format!(
+                    "corrupt Parquet file: column {} of row group {g} claims bytes {start}..+{len}, past the end of the file ({file_len} bytes)",
+                    c.column_path()
+                )));
+            }
+        }
+    }
     let meta_json = builder
         .schema()
         .metadata()
