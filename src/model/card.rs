@@ -53,6 +53,23 @@ pub struct ModelCard {
     pub moe: Option<Moe>,
 }
 
+/// The largest value each size of a model card may take (any other size: 2^20): far above any
+/// real model, low enough that a layer's parameters times the layers fit in 64 bits.
+const LIMITS: [(&str, u32); 9] = [
+    ("num_hidden_layers", 4096),
+    ("hidden_size", 1 << 18),
+    ("num_attention_heads", 1 << 12),
+    ("num_key_value_heads", 1 << 12),
+    ("head_dim", 1 << 12),
+    ("intermediate_size", 1 << 20),
+    ("moe_intermediate_size", 1 << 20),
+    ("shared_expert_intermediate_size", 1 << 20),
+    ("vocab_size", 1 << 24),
+];
+
+/// Most experts a mixture-of-experts card may have.
+const MAX_EXPERTS: u32 = 1024;
+
 impl ModelCard {
     /// Parses config.json text; errors name `file` and the field.
     pub fn from_json_str(text: &str, name: &str, file: &str) -> Result<ModelCard> {
@@ -71,14 +88,23 @@ impl ModelCard {
                 )
                 .into());
         }
-        let positive = |k: &str| -> std::result::Result<u32, InputError> {
+        // Every size is bounded well above any real model, so that the products the cost model
+        // forms stay exact.
+        let within = |k: &str, max: u32| -> std::result::Result<u32, InputError> {
             let v = o.u32(k)?;
             if v == 0 {
                 Err(o.err(k, "must be positive"))
+            } else if v > max {
+                Err(o.err(
+                    k,
+                    format!("{v} is more than {max}, beyond any model kvreplay models"),
+                ))
             } else {
                 Ok(v)
             }
         };
+        let positive =
+            |k: &str| within(k, LIMITS.iter().find(|l| l.0 == k).map_or(1 << 20, |l| l.1));
         let hidden = positive("hidden_size")?;
         let heads = positive("num_attention_heads")?;
         let kv_heads = match o.get("num_key_value_heads") {
@@ -128,23 +154,44 @@ impl ModelCard {
                 None => o.opt_u32("n_routed_experts")?,
             },
         };
+        if let Some(e) = experts.filter(|e| *e > MAX_EXPERTS) {
+            return Err(o
+                .err(
+                    "num_experts",
+                    format!("{e} is more than {MAX_EXPERTS} experts"),
+                )
+                .into());
+        }
+        let moe_intermediate = match o.get("moe_intermediate_size") {
+            Some(_) => Some(positive("moe_intermediate_size")?),
+            None => None,
+        };
         let intermediate = positive("intermediate_size")?;
         let moe = match experts {
             Some(e) if e > 0 => {
                 let k = positive("num_experts_per_tok")?;
-                let shared = match o.opt_u32("shared_expert_intermediate_size")? {
-                    Some(s) => s,
+                if k > e {
+                    return Err(o
+                        .err(
+                            "num_experts_per_tok",
+                            format!("{k} is more than the {e} experts"),
+                        )
+                        .into());
+                }
+                let shared = match o.get("shared_expert_intermediate_size") {
+                    Some(_) => positive("shared_expert_intermediate_size")?,
                     None => {
-                        o.opt_u32("n_shared_experts")?.unwrap_or(0)
-                            * o.opt_u32("moe_intermediate_size")?.unwrap_or(intermediate)
+                        let n = match o.get("n_shared_experts") {
+                            Some(_) => within("n_shared_experts", MAX_EXPERTS)?,
+                            None => 0,
+                        };
+                        n * moe_intermediate.unwrap_or(intermediate)
                     }
                 };
                 Some(Moe {
                     experts: e,
                     experts_per_token: k,
-                    expert_intermediate: o
-                        .opt_u32("moe_intermediate_size")?
-                        .unwrap_or(intermediate),
+                    expert_intermediate: moe_intermediate.unwrap_or(intermediate),
                     shared_intermediate: shared,
                 })
             }
@@ -238,7 +285,7 @@ impl ModelCard {
     /// weight, plus 4 x heads x head_dim per layer per attended token (scores and values).
     pub fn flops_per_token(&self, context: u64) -> f64 {
         2.0 * self.active_matmul_params() as f64
-            + 4.0 * (self.layers * self.heads * self.head_dim) as f64 * context as f64
+            + 4.0 * self.layers as f64 * self.heads as f64 * self.head_dim as f64 * context as f64
     }
 
     /// KV-cache heads one tensor-parallel rank holds: the heads are split across ranks, and
@@ -287,6 +334,43 @@ mod tests {
             e.contains("num_key_value_heads: 3 does not divide 8"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn sizes_beyond_any_model_are_errors_not_overflows() {
+        let card = |extra: &str| {
+            ModelCard::from_json_str(
+                &format!(
+                    r#"{{"hidden_size": 4096, "num_attention_heads": 16, "intermediate_size": 14336,
+                        "vocab_size": 128256, {extra}}}"#
+                ),
+                "m",
+                "c.json",
+            )
+        };
+        // 32,547,898 layers x 16 heads x 256 dims overflowed 32 bits in the FLOPs per token.
+        let e = card(r#""num_hidden_layers": 32547898"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("num_hidden_layers: 32547898 is more than 4096"),
+            "{e}"
+        );
+        let e =
+            card(r#""num_hidden_layers": 2, "num_local_experts": 5000, "num_experts_per_tok": 2"#)
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("5000 is more than 1024 experts"), "{e}");
+        let e = card(r#""num_hidden_layers": 2, "num_local_experts": 8, "num_experts_per_tok": 9"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("num_experts_per_tok: 9 is more than the 8 experts"),
+            "{e}"
+        );
+        // The largest allowed sizes still give finite, exact-enough costs.
+        let big = card(r#""num_hidden_layers": 4096, "head_dim": 4096"#).unwrap();
+        assert!(big.flops_per_token(1 << 20).is_finite());
     }
 
     #[test]

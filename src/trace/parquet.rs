@@ -231,10 +231,16 @@ fn read_from<R: ChunkReader + 'static>(input: R, name: &str) -> Result<Trace> {
     // Every column chunk must lie inside the file.
     for (g, rg) in builder.metadata().row_groups().iter().enumerate() {
         for c in rg.columns() {
-            let (start, len) = c.byte_range();
-            if start.checked_add(len).is_none_or(|end| end > file_len) {
+            // (`byte_range()` panics on negative offsets: they are checked here first.)
+            let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+            let len = c.compressed_size();
+            let end = u64::try_from(start)
+                .ok()
+                .zip(u64::try_from(len).ok())
+                .and_then(|(a, b)| a.checked_add(b));
+            if end.is_none_or(|end| end > file_len) {
                 return Err(bad(format!(
-                    "corrupt Parquet file: column {} of row group {g} claims bytes {start}..+{len}, past the end of the file ({file_len} bytes)",
+                    "corrupt Parquet file: column {} of row group {g} claims bytes {start}..+{len}, outside the file ({file_len} bytes)",
                     c.column_path()
                 )));
             }
