@@ -25,6 +25,7 @@ pub mod generate;
 pub mod import;
 pub mod jsonl;
 pub mod parquet;
+pub mod parquet_pages;
 pub mod stats;
 
 use crate::error::{InputError, Result};

@@ -25,7 +25,6 @@ use arrow_array::builder::{ListBuilder, StringBuilder, UInt32Builder, UInt64Buil
 use arrow_array::{Array, ArrayRef, ListArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::file::reader::ChunkReader;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -218,17 +217,19 @@ pub fn read_bytes(data: Vec<u8>, name: &str) -> Result<Trace> {
     read_from(bytes::Bytes::from(data), name)
 }
 
-/// Reads a canonical Parquet trace from any Parquet source (a file, bytes in memory).
-fn read_from<R: ChunkReader + 'static>(input: R, name: &str) -> Result<Trace> {
+/// Reads a canonical Parquet trace held in memory.
+fn read_from(input: bytes::Bytes, name: &str) -> Result<Trace> {
     let bad = |msg: String| -> Error { InputError::new(name, 0, "", msg).into() };
     // The parquet crate panics on some corrupt pages: its calls are contained, the panic an
     // error like any other decoding failure.
     let corrupt = |m: String| bad(format!("corrupt Parquet file ({m})"));
-    let file_len = input.len();
+    let file_len = input.len() as u64;
+    let data = input.clone();
     let builder = upstream(|| ParquetRecordBatchReaderBuilder::try_new(input))
         .map_err(corrupt)?
         .map_err(|e| bad(format!("not a readable Parquet file: {e}")))?;
-    // Every column chunk must lie inside the file.
+    // Every column chunk must lie inside the file, and its pages declare sizes it can hold
+    // (see `parquet_pages`).
     for (g, rg) in builder.metadata().row_groups().iter().enumerate() {
         for c in rg.columns() {
             // (`byte_range()` panics on negative offsets: they are checked here first.)
@@ -244,6 +245,12 @@ fn read_from<R: ChunkReader + 'static>(input: R, name: &str) -> Result<Trace> {
                     c.column_path()
                 )));
             }
+            super::parquet_pages::check_chunk(&data, start as u64, len as u64).map_err(|m| {
+                bad(format!(
+                    "corrupt Parquet file: column {} of row group {g}: {m}",
+                    c.column_path()
+                ))
+            })?;
         }
     }
     let meta_json = builder
