@@ -76,24 +76,21 @@ impl Cursor<'_> {
                     15 => self.varint()?,
                     n => u64::from(n),
                 };
+                self.count_fits(n)?;
                 let et = h & 0x0f;
                 for _ in 0..n {
-                    // A boolean element is one byte in a list.
-                    if et == 1 || et == 2 {
-                        self.skip(1)?;
-                    } else {
-                        self.skip_value(et, depth + 1)?;
-                    }
+                    self.skip_element(et, depth + 1)?;
                 }
                 Ok(())
             }
             11 => {
                 let n = self.varint()?;
                 if n > 0 {
+                    self.count_fits(n)?;
                     let kv = self.byte()?;
                     for _ in 0..n {
-                        self.skip_value(kv >> 4, depth + 1)?;
-                        self.skip_value(kv & 0x0f, depth + 1)?;
+                        self.skip_element(kv >> 4, depth + 1)?;
+                        self.skip_element(kv & 0x0f, depth + 1)?;
                     }
                 }
                 Ok(())
@@ -101,6 +98,25 @@ impl Cursor<'_> {
             12 => self.fields(depth + 1, |_, _, _| Ok(())),
             _ => Err(format!("a page header holds an unknown field type {t}")),
         }
+    }
+
+    /// Skips an element of a list, set or map, where a boolean takes a byte.
+    fn skip_element(&mut self, t: u8, depth: u32) -> Check<()> {
+        if t == 1 || t == 2 {
+            self.skip(1)
+        } else {
+            self.skip_value(t, depth)
+        }
+    }
+
+    /// Every element takes a byte at least: `n` of them must fit in what is left.
+    fn count_fits(&self, n: u64) -> Check<()> {
+        if n > (self.data.len() - self.pos) as u64 {
+            return Err(format!(
+                "a page header declares {n} elements past the end of the file"
+            ));
+        }
+        Ok(())
     }
 
     /// Reads a struct's fields, calling `f(id, type, cursor)` for each: a value `f` does not
@@ -237,5 +253,12 @@ mod tests {
         assert!(check_chunk(&huge, 0, huge.len() as u64).is_err());
         // A header cut short is an error, not a panic.
         assert!(check_chunk(&ok[..5], 0, 5).is_err());
+        // A map of 2^60 boolean pairs in a header (field 9, type map) is refused at once.
+        let mut map = vec![
+            0x1b, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10, 0x11,
+        ];
+        map.extend([0u8; 8]);
+        let e = check_chunk(&map, 0, map.len() as u64).unwrap_err();
+        assert!(e.contains("elements past the end"), "{e}");
     }
 }
