@@ -225,6 +225,8 @@ fn read_from(input: bytes::Bytes, name: &str) -> Result<Trace> {
     let corrupt = |m: String| bad(format!("corrupt Parquet file ({m})"));
     let file_len = input.len() as u64;
     let data = input.clone();
+    super::parquet_pages::check_footer(&data)
+        .map_err(|m| bad(format!("corrupt Parquet file: {m}")))?;
     let builder = upstream(|| ParquetRecordBatchReaderBuilder::try_new(input))
         .map_err(corrupt)?
         .map_err(|e| bad(format!("not a readable Parquet file: {e}")))?;

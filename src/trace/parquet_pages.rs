@@ -176,6 +176,27 @@ fn header(c: &mut Cursor<'_>) -> Check<Header> {
     Ok(h)
 }
 
+/// Walks the file's footer (its Thrift `FileMetaData`) without decoding it: a list or map
+/// declaring more elements than bytes are left, or nesting too deep, is refused (the crate's
+/// own parser skips such an element count one at a time: seconds on a file of a few KB).
+pub fn check_footer(data: &[u8]) -> Check<()> {
+    let n = data.len();
+    if n < 12 || &data[n - 4..] != b"PAR1" {
+        return Ok(()); // not Parquet: the reader says so
+    }
+    let meta_len =
+        u32::from_le_bytes([data[n - 8], data[n - 7], data[n - 6], data[n - 5]]) as usize;
+    let Some(start) = (n - 8).checked_sub(meta_len) else {
+        return Ok(()); // the reader says the footer is too long
+    };
+    let mut c = Cursor {
+        data: &data[..n - 8],
+        pos: start,
+    };
+    c.fields(0, |_, _, _| Ok(()))
+        .map_err(|m| m.replace("a page header", "the footer"))
+}
+
 /// Walks the pages of the column chunk at `start` (`len` bytes) of `data`.
 pub fn check_chunk(data: &[u8], start: u64, len: u64) -> Check<()> {
     let end = start.saturating_add(len).min(data.len() as u64) as usize;
