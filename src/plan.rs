@@ -609,11 +609,8 @@ mod tests {
         assert_eq!(max_rate(&t, &cfg, &slo).unwrap(), p);
     }
 
-    /// Eight 4,096-token prompts at once, every step 10 ms, two prompts per step (8,192-token
-    /// budget): one replica gives TTFTs of 10, 10, 20, 20, 30, 30, 40, 40 ms; two replicas (four
-    /// prompts each) 10, 10, 20, 20 ms. A p99 TTFT of 20 ms needs two replicas.
-    #[test]
-    fn fewest_replicas_meeting_an_slo_by_hand() {
+    /// Eight 4,096-token prompts sent at once, one token each, on a fitted 10 ms step.
+    fn eight_prompts() -> (Trace, RunConfig) {
         use crate::trace::Run;
         let reqs = (0..8u64)
             .map(|i| crate::trace::Request::new(i, 0, vec![Run::new(i, 0, 4096)], 1))
@@ -630,6 +627,15 @@ mod tests {
             c_attn: 0.0,
             c_ctx: 0.0,
         });
+        (t, cfg)
+    }
+
+    /// Eight 4,096-token prompts at once, every step 10 ms, two prompts per step (8,192-token
+    /// budget): one replica gives TTFTs of 10, 10, 20, 20, 30, 30, 40, 40 ms; two replicas (four
+    /// prompts each) 10, 10, 20, 20 ms. A p99 TTFT of 20 ms needs two replicas.
+    #[test]
+    fn fewest_replicas_meeting_an_slo_by_hand() {
+        let (t, cfg) = eight_prompts();
         let slo = [Target::parse("ttft_p99=20ms").unwrap()];
         let p = fewest_replicas(&t, &cfg, &slo, 64).unwrap();
         assert_eq!(p.answer, Some(2.0));
@@ -648,22 +654,7 @@ mod tests {
     /// replicas meet a p99 of 20 ms and one decoder suffices (it has nothing to decode).
     #[test]
     fn fewest_prefill_and_decode_replicas_by_hand() {
-        use crate::trace::Run;
-        let reqs = (0..8u64)
-            .map(|i| crate::trace::Request::new(i, 0, vec![Run::new(i, 0, 4096)], 1))
-            .collect();
-        let t = Trace {
-            meta: crate::trace::TraceMeta::new("test"),
-            requests: reqs,
-        };
-        let mut cfg = RunConfig::default();
-        cfg.cost.fitted = Some(crate::cost::Fitted {
-            c0: 0.010,
-            c_prefill: 0.0,
-            c_decode: 0.0,
-            c_attn: 0.0,
-            c_ctx: 0.0,
-        });
+        let (t, mut cfg) = eight_prompts();
         cfg.set("pd_first_token", &serde_json::json!("prefiller"))
             .unwrap();
         let slo = [Target::parse("ttft_p99=20ms").unwrap()];

@@ -100,19 +100,7 @@ fn bucket(
     refill: Option<f64>,
 ) -> crate::fleet::admission::Admission {
     use crate::fleet::admission::Admission;
-    let (cap0, refill0) = match c.fleet.admission {
-        Admission::TokenBucket {
-            capacity,
-            refill_per_s,
-        } => (capacity, refill_per_s),
-        Admission::Always => match Admission::BUCKET {
-            Admission::TokenBucket {
-                capacity,
-                refill_per_s,
-            } => (capacity, refill_per_s),
-            Admission::Always => (0.0, 0.0),
-        },
-    };
+    let (cap0, refill0) = c.fleet.admission.bucket();
     Admission::TokenBucket {
         capacity: capacity.unwrap_or(cap0),
         refill_per_s: refill.unwrap_or(refill0),

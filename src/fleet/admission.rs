@@ -28,6 +28,18 @@ impl Admission {
         capacity: 10_000.0,
         refill_per_s: 1_000.0,
     };
+
+    /// (capacity, refill per second) of its token bucket: BLIS's defaults when it admits every
+    /// request.
+    pub fn bucket(self) -> (f64, f64) {
+        match self {
+            Admission::TokenBucket {
+                capacity,
+                refill_per_s,
+            } => (capacity, refill_per_s),
+            Admission::Always => Admission::BUCKET.bucket(),
+        }
+    }
 }
 
 /// A token bucket's state over a run.
