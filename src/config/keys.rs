@@ -537,7 +537,8 @@ pub static KEYS: &[Key] = &[
         || RunConfig::default().fleet.router.name().into(),
         false,
         |c, v| {
-            const WANT: Want = "round_robin, vllm_dp, vllm_dp_classic, session, llm_d or oracle";
+            const WANT: Want =
+                "round_robin, vllm_dp, vllm_dp_classic, session, llm_d, oracle or dynamo";
             c.fleet.router = RouterKind::from_name(text(v).map_err(|_| WANT)?).ok_or(WANT)?;
             Ok(())
         }
@@ -627,6 +628,26 @@ pub static KEYS: &[Key] = &[
                 "nothing" => CacheView::Nothing,
                 _ => return Err("decisions, events or nothing"),
             });
+            Ok(())
+        }
+    ),
+    key!(
+        ["router_events_delay_ms"],
+        "with router_cache_view=events: how long the engines' KV events take to reach the router after the step that made them, ms (0: it sees every cache as it is)",
+        || RunConfig::default().fleet.events_delay_ms.to_string(),
+        false,
+        |c, v| {
+            c.fleet.events_delay_ms = nonneg(v)?;
+            Ok(())
+        }
+    ),
+    key!(
+        ["router_ttl_s"],
+        "how long a decision-index entry lives after the routing that sent it, s (0: until the LRU evicts it; default: dynamo 120, llm_d 0)",
+        || "router's own".into(),
+        false,
+        |c, v| {
+            c.fleet.ttl_s = Some(nonneg(v)?);
             Ok(())
         }
     ),

@@ -42,6 +42,8 @@ pub struct BlockPool {
     caching: bool,
     /// Insertions, hits taken off the free queue, releases (see `admission_epoch`).
     epoch: u64,
+    /// Prefix-cache changes since last taken, when recording.
+    events: Option<Vec<super::pool::BlockEvent>>,
 }
 
 /// A request's blocks in a [`BlockPool`], in sequence order.
@@ -92,6 +94,12 @@ impl BlockPool {
             && self.cached.remove_if(h, b)
         {
             self.evictions += 1;
+            if let Some(ev) = &mut self.events {
+                ev.push(super::pool::BlockEvent {
+                    hash: h,
+                    stored: false,
+                });
+            }
         }
         self.blocks[b as usize].ref_cnt = 1;
         b
@@ -106,6 +114,9 @@ impl BlockPool {
         blk.hash = Some(hash);
         if self.cached.insert_if_absent(hash, b) {
             self.epoch += 1;
+            if let Some(ev) = &mut self.events {
+                ev.push(super::pool::BlockEvent { hash, stored: true });
+            }
         }
     }
 }
@@ -132,6 +143,7 @@ impl KvPool for BlockPool {
             evictions: 0,
             caching,
             epoch: 0,
+            events: None,
         };
         for b in 0..n {
             p.push_back(b);
@@ -201,6 +213,16 @@ impl KvPool for BlockPool {
             self.cache(held.blocks[k as usize], hashes[k as usize]);
         }
         held.done = held.done.max(upto);
+    }
+
+    fn record_events(&mut self, on: bool) {
+        self.events = on.then(Vec::new);
+    }
+
+    fn take_events(&mut self, out: &mut Vec<super::pool::BlockEvent>) {
+        if let Some(ev) = &mut self.events {
+            out.append(ev);
+        }
     }
 
     fn release(&mut self, held: &mut BlockHeld) {

@@ -61,4 +61,20 @@ pub trait KvPool: std::fmt::Debug {
 
     /// Releases a request's blocks, last block first; `held` is empty afterwards.
     fn release(&mut self, held: &mut Self::Held);
+
+    /// Starts (or stops) recording the prefix cache's changes as vLLM's KV events.
+    fn record_events(&mut self, on: bool);
+
+    /// Moves the changes recorded since the last call, in order, to the end of `out`.
+    fn take_events(&mut self, out: &mut Vec<BlockEvent>);
+}
+
+/// A change to the prefix cache, as vLLM publishes it (`BlockStored`, `BlockRemoved`) for
+/// routers that index every engine's cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockEvent {
+    /// The block's chained hash.
+    pub hash: u64,
+    /// Stored (newly cached) or removed (evicted).
+    pub stored: bool,
 }

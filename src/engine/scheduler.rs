@@ -275,21 +275,41 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
     /// The prompt tokens of `request` (not yet submitted) that this engine's GPU prefix cache
     /// holds now, as admission would find them; changes nothing.
     pub fn gpu_hit_tokens(&mut self, request: &crate::trace::Request) -> u32 {
-        let bs = self.cfg.block_size;
-        let cap = (request.input_len.saturating_sub(1) / bs) as usize;
-        if cap == 0 {
+        let hashes = self.prompt_block_hashes(request);
+        if hashes.is_empty() {
             return 0;
         }
-        let mut hashes = Vec::with_capacity(cap);
-        content::for_each_block(request.prompt.iter().copied(), bs, false, |_, k| {
-            if hashes.len() < cap {
-                hashes.push(k)
-            }
-        });
         let mut scan = std::mem::take(&mut self.scan);
         let blocks = self.pool.scan_hits(&mut scan, &hashes);
         self.scan = scan;
-        blocks as u32 * bs
+        blocks as u32 * self.cfg.block_size
+    }
+
+    /// The chained hashes of `request`'s prompt blocks that may hit (full blocks, the last
+    /// prompt token always computed): the keys of the prefix cache and of its KV events.
+    pub fn prompt_block_hashes(&self, request: &crate::trace::Request) -> Vec<u64> {
+        let bs = self.cfg.block_size;
+        let cap = (request.input_len.saturating_sub(1) / bs) as usize;
+        let mut hashes = Vec::with_capacity(cap);
+        if cap > 0 {
+            content::for_each_block(request.prompt.iter().copied(), bs, false, |_, k| {
+                if hashes.len() < cap {
+                    hashes.push(k)
+                }
+            });
+        }
+        hashes
+    }
+
+    /// Starts recording the GPU prefix cache's changes as KV events (for routers that index
+    /// every engine's cache).
+    pub fn publish_kv_events(&mut self) {
+        self.pool.record_events(true);
+    }
+
+    /// Moves the KV events since the last call, in order, to the end of `out`.
+    pub fn take_kv_events(&mut self, out: &mut Vec<super::pool::BlockEvent>) {
+        self.pool.take_events(out);
     }
 
     /// Prompt tokens still to compute for requests without a first token, and the KV blocks

@@ -21,7 +21,7 @@
 //! Blocks without a registered hash (past what others share, not computed yet, or whose hash
 //! another block has) are counted only, as runs in the queue and in the request.
 
-use super::pool::KvPool;
+use super::pool::{BlockEvent, KvPool};
 use crate::util::hashindex::HashIndex;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -119,6 +119,8 @@ pub struct SegmentPool {
     epoch: u64,
     /// An empty chain for dead segments (so that they keep no request's hashes alive).
     no_chain: Arc<Vec<u64>>,
+    /// Prefix-cache changes since last taken, when recording.
+    events: Option<Vec<BlockEvent>>,
 }
 
 impl SegmentPool {
@@ -196,6 +198,16 @@ impl SegmentPool {
             }
             let take = s.len.min(want);
             s.len -= take;
+            if let Some(ev) = &mut self.events {
+                // Evicted from the segment's end, last position first.
+                let from = (s.start + s.len) as usize;
+                for &hash in s.chain[from..from + take as usize].iter().rev() {
+                    ev.push(BlockEvent {
+                        hash,
+                        stored: false,
+                    });
+                }
+            }
             self.evictions += take as u64;
             self.free -= take;
             want -= take;
@@ -319,6 +331,7 @@ impl KvPool for SegmentPool {
             next_stamp: 1,
             epoch: 0,
             no_chain: Arc::new(Vec::new()),
+            events: None,
         };
         p.push_plain(n);
         p
@@ -452,6 +465,13 @@ impl KvPool for SegmentPool {
             }
             let n = (end - q) as u32;
             self.epoch += n as u64;
+            if let Some(ev) = &mut self.events {
+                ev.extend(
+                    hashes[q..end]
+                        .iter()
+                        .map(|&hash| BlockEvent { hash, stored: true }),
+                );
+            }
             // Extend its own open segment when that ends right before (it may have been split
             // by a hit since: follow to the part it holds alone).
             let mut o = held.open;
@@ -490,6 +510,16 @@ impl KvPool for SegmentPool {
         held.tail -= upto - held.done;
         held.done = upto;
         held.cursor = prev;
+    }
+
+    fn record_events(&mut self, on: bool) {
+        self.events = on.then(Vec::new);
+    }
+
+    fn take_events(&mut self, out: &mut Vec<BlockEvent>) {
+        if let Some(ev) = &mut self.events {
+            out.append(ev);
+        }
     }
 
     fn release(&mut self, held: &mut SegHeld) {
@@ -570,6 +600,9 @@ mod tests {
             let n = rng.range(8, 64) as u32;
             let mut a = <BlockPool as KvPool>::new(n, true);
             let mut b = SegmentPool::new(n, true);
+            a.record_events(true);
+            b.record_events(true);
+            let (mut ea, mut eb) = (Vec::new(), Vec::new());
             let mut reqs: Vec<Req> = (0..12).map(|_| Req::default()).collect();
             let mut sa = BlockScan::default();
             let mut sb = SegScan::default();
@@ -637,6 +670,10 @@ mod tests {
                 }
                 assert_eq!(a.num_free(), b.num_free(), "seed {seed} step {step}");
                 assert_eq!(a.evictions(), b.evictions(), "seed {seed} step {step}");
+                // Both publish the same KV events, in the same order.
+                a.take_events(&mut ea);
+                b.take_events(&mut eb);
+                assert_eq!(ea, eb, "seed {seed} step {step}");
                 let probe = chain(&mut rng, 20);
                 assert_eq!(a.scan_hits(&mut sa, &probe), b.scan_hits(&mut sb, &probe));
                 assert_eq!(a.count_busy(&sa), b.count_busy(&sb));
@@ -648,6 +685,12 @@ mod tests {
                 }
             }
             assert!(a.evictions() > 0, "seed {seed}: the pool never filled");
+            let removed = ea.iter().filter(|e| !e.stored).count() as u64;
+            assert_eq!(
+                removed,
+                a.evictions(),
+                "seed {seed}: one event per eviction"
+            );
         }
     }
 }

@@ -18,6 +18,7 @@
 //! (its in-flight counts, its own prefix index). See [`signals`].
 
 pub mod admission;
+pub mod kv_events;
 pub mod pd;
 pub mod prefix_index;
 pub mod router;
@@ -48,9 +49,15 @@ pub struct FleetConfig {
     pub block_tokens: u32,
     /// Seed of the router's tie-breaks.
     pub seed: u64,
+    /// How long a routing decision stays in a decision index, s (`router_ttl_s`; `None`: the
+    /// router's default, Dynamo 120 s, llm-d until its LRU evicts it; 0: no TTL).
+    pub ttl_s: Option<f64>,
     /// Where a cache-aware router's view of the caches comes from (`None`: the router's own
     /// default: llm-d its decisions, Dynamo the engines' KV events).
     pub cache_view: Option<CacheView>,
+    /// With the `events` cache view: how long after the end of the step that made them the
+    /// engines' KV events reach the router, ms (0: the router sees every cache as it is).
+    pub events_delay_ms: f64,
     /// Which requests reach the router.
     pub admission: admission::Admission,
     /// Disaggregated prefill/decode (`replicas` is then prefill + decode).
@@ -68,6 +75,20 @@ pub struct FleetConfig {
     pub rtt_ms: Vec<f64>,
 }
 
+impl FleetConfig {
+    /// Where its router learns what replicas cache: the `router_cache_view` key, else the
+    /// router's own default (llm-d its decisions, Dynamo the engines' KV events); `None` for
+    /// routers that read no cache view.
+    pub fn effective_cache_view(&self) -> Option<CacheView> {
+        let default = match self.router {
+            RouterKind::LlmD => CacheView::Decisions,
+            RouterKind::Dynamo => CacheView::Events,
+            _ => return None,
+        };
+        Some(self.cache_view.unwrap_or(default))
+    }
+}
+
 /// Where a cache-aware router (llm-d, Dynamo) learns what each replica holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -77,8 +98,9 @@ pub enum CacheView {
     /// Its own routing decisions (llm-d's approximate prefix producer; Dynamo without KV
     /// events, its TTL replaced by the per-replica capacity `router_lru_blocks`).
     Decisions,
-    /// The engines' KV events: every replica's GPU prefix cache as it is (llm-d's precise
-    /// prefix-cache scorer, Dynamo's default), the events taken to arrive at once.
+    /// The engines' KV events: every replica's GPU prefix cache (llm-d's precise prefix-cache
+    /// scorer, Dynamo's default), as it is, or as the events that have arrived describe it
+    /// when they take `router_events_delay_ms` ([`kv_events`]).
     Events,
 }
 
@@ -114,7 +136,9 @@ impl Default for FleetConfig {
             lru_blocks: 31_250,
             block_tokens: 16,
             seed: 0,
+            ttl_s: None,
             cache_view: None,
+            events_delay_ms: 0.0,
             admission: admission::Admission::Always,
             pd: None,
             overlap_weight: 1.0,

@@ -89,6 +89,12 @@ pub trait Replicas {
     /// The prompt tokens of `request` found in replica `r`'s GPU prefix cache now (the
     /// oracle's view, and that of a router fed by the engines' KV events).
     fn gpu_hit(&mut self, r: usize, request: &Request) -> u32;
+    /// The prompt tokens of `request` a router fed by the engines' KV events believes replica
+    /// `r` caches: [`Replicas::gpu_hit`] when events arrive at once, else what the events that
+    /// have arrived say.
+    fn events_hit(&mut self, r: usize, request: &Request) -> u32 {
+        self.gpu_hit(r, request)
+    }
     /// The work replica `r` has been given and not finished (what a router tracking its own
     /// requests knows exactly).
     fn active(&mut self, r: usize) -> Active;
@@ -126,11 +132,23 @@ pub fn build(cfg: &FleetConfig) -> Box<dyn Router> {
         RouterKind::Dynamo => Box::new(Dynamo {
             overlap_weight: cfg.overlap_weight,
             temperature: cfg.temperature,
-            view: View::new(cfg.cache_view, CacheView::Events, n, cfg),
+            view: View::new(
+                cfg.cache_view,
+                CacheView::Events,
+                n,
+                &FleetConfig {
+                    ttl_s: cfg.ttl_s.or(Some(DYNAMO_TTL_S)),
+                    ..cfg.clone()
+                },
+            ),
             rng: Rng::stream(cfg.seed, "dynamo router"),
         }),
     }
 }
+
+/// Dynamo's approximate indexer (no KV events) forgets a routing decision after 120 s
+/// (`--router-ttl-secs`).
+pub const DYNAMO_TTL_S: f64 = 120.0;
 
 /// production-stack's `RoundRobinRouter`: endpoints in order, a counter modulo their number.
 #[derive(Debug)]
@@ -335,7 +353,7 @@ impl View {
             View::Decisions(_) => vec![0.0; n],
             View::Events => (0..n)
                 .map(|r| {
-                    let hit = replicas.gpu_hit(r, request) as f64;
+                    let hit = replicas.events_hit(r, request) as f64;
                     hit / (request.input_len.max(1) as f64)
                 })
                 .collect(),
@@ -356,8 +374,11 @@ impl LlmD {
 impl Router for LlmD {
     fn route(&mut self, q: &Query<'_>, replicas: &mut dyn Replicas) -> usize {
         let n = replicas.count();
-        let keys = match &self.view {
-            View::Decisions(index) => index.prompt_blocks(q.request),
+        let keys = match &mut self.view {
+            View::Decisions(index) => {
+                index.expire(q.now);
+                index.prompt_blocks(q.request)
+            }
             _ => Vec::new(),
         };
         let held = self.view.held(q.request, &keys, replicas);
@@ -385,7 +406,7 @@ impl Router for LlmD {
             .unwrap_or(0);
         // The index learns the decision (llm-d's PreRequest).
         if let View::Decisions(index) = &mut self.view {
-            index.learn(r, &keys);
+            index.learn(r, &keys, q.now);
         }
         r
     }
@@ -436,8 +457,11 @@ impl Router for Dynamo {
         let n = replicas.count();
         let bs = replicas.block_size().max(1) as f64;
         let prompt = q.request.input_len as f64;
-        let keys = match &self.view {
-            View::Decisions(index) => index.prompt_blocks(q.request),
+        let keys = match &mut self.view {
+            View::Decisions(index) => {
+                index.expire(q.now);
+                index.prompt_blocks(q.request)
+            }
             _ => Vec::new(),
         };
         let held = self.view.held(q.request, &keys, replicas);
@@ -452,7 +476,7 @@ impl Router for Dynamo {
             .collect();
         let r = self.pick(&logits, replicas);
         if let View::Decisions(index) = &mut self.view {
-            index.learn(r, &keys);
+            index.learn(r, &keys, q.now);
         }
         r
     }
@@ -678,36 +702,42 @@ mod tests {
     /// LRU: random prompts over shared documents, small LRUs that evict.
     #[test]
     fn llm_d_masks_route_as_the_lrus_say() {
-        let cfg = FleetConfig {
-            replicas: 24,
-            lru_blocks: 300,
-            ..FleetConfig::default()
-        };
-        let mut with = LlmD::new(24, &cfg);
-        let mut without = LlmD::new(24, &cfg);
-        let View::Decisions(index) = &mut without.view else {
-            panic!("llm-d learns from its decisions by default")
-        };
-        assert!(index.drop_masks(), "a fleet of 24 keeps masks");
-        let mut rng = Rng::new(7);
-        let mut rs = Fixed {
-            loads: vec![Load::default(); 24],
-            hits: vec![0; 24],
-            at: SimTime::ZERO,
-            active: Vec::new(),
-        };
-        for i in 0..3000u64 {
-            let doc = crate::trace::Run::new(rng.range(0, 40), 0, 16 * rng.range(1, 40) as u32);
-            let own = crate::trace::Run::new(1000 + i, 0, rng.range(1, 200) as u32);
-            let q = Request::new(i, 0, vec![doc, own], 1);
-            for l in rs.loads.iter_mut() {
-                l.waiting = rng.range(0, 3) as u32;
+        // Without a TTL, and with one of 5 s while requests come 10 ms apart.
+        for ttl_s in [None, Some(5.0)] {
+            let cfg = FleetConfig {
+                replicas: 24,
+                lru_blocks: 300,
+                ttl_s,
+                ..FleetConfig::default()
+            };
+            let mut with = LlmD::new(24, &cfg);
+            let mut without = LlmD::new(24, &cfg);
+            let View::Decisions(index) = &mut without.view else {
+                panic!("llm-d learns from its decisions by default")
+            };
+            assert!(index.drop_masks(), "a fleet of 24 keeps masks");
+            let mut rng = Rng::new(7);
+            let mut rs = Fixed {
+                loads: vec![Load::default(); 24],
+                hits: vec![0; 24],
+                at: SimTime::ZERO,
+                active: Vec::new(),
+            };
+            for i in 0..3000u64 {
+                let doc = crate::trace::Run::new(rng.range(0, 40), 0, 16 * rng.range(1, 40) as u32);
+                let own = crate::trace::Run::new(1000 + i, 0, rng.range(1, 200) as u32);
+                let q = Request::new(i, 0, vec![doc, own], 1);
+                for l in rs.loads.iter_mut() {
+                    l.waiting = rng.range(0, 3) as u32;
+                }
+                let query = Query {
+                    idx: i as u32,
+                    request: &q,
+                    now: SimTime::from_ns(i * 10_000_000),
+                };
+                let (a, b) = (with.route(&query, &mut rs), without.route(&query, &mut rs));
+                assert_eq!(a, b, "request {i}, TTL {ttl_s:?}");
             }
-            let (a, b) = (
-                with.route(&query(&q), &mut rs),
-                without.route(&query(&q), &mut rs),
-            );
-            assert_eq!(a, b, "request {i}");
         }
     }
 

@@ -156,6 +156,46 @@ fn a_cache_aware_router_finds_the_hits_from_events_or_its_decisions_and_none_fro
     assert!(with(RouterKind::Dynamo, CacheView::Nothing) < 3 * 2 * 512);
 }
 
+/// The same sessions with the KV events late. Request k is sent at 100k ms and its prefill
+/// step (10 ms) caches its 36 blocks, published at its end. Turn t of session s is sent at
+/// (3t + s) x 100 ms.
+/// - 50 ms late: turn 0's events arrive 60 ms after its send, long before turn 1: the exact
+///   view's hits.
+/// - 350 ms late: turn 0's arrive at 360 ms after its send, after turn 1 was routed (300 ms)
+///   but before turn 2 (600 ms), and turn 1's arrive after turn 2 was routed. Turn 1 is
+///   placed blind; turn 2 goes where turn 0 went, its document a hit there (512 tokens).
+/// - 1000 ms late: nothing arrives before the last request: the routing (and the hits) of
+///   the router that sees nothing.
+#[test]
+fn late_kv_events_leave_the_router_blind_until_they_arrive() {
+    let t = sessions();
+    let run = |view: CacheView, delay_ms: f64| {
+        let mut s = setup(EngineFlags::default(), OffloadConfig::None);
+        s.fleet = FleetConfig {
+            replicas: 2,
+            router: RouterKind::Dynamo,
+            cache_view: Some(view),
+            events_delay_ms: delay_ms,
+            ..FleetConfig::default()
+        };
+        simulate(&t, &s).unwrap()
+    };
+    assert_eq!(gpu_hits(&run(CacheView::Events, 50.0)), 3 * 2 * 512);
+    let mid = run(CacheView::Events, 350.0);
+    let on = |turn: usize, s: usize| mid.replica_of[turn * 3 + s];
+    let lucky = (0..3).filter(|&s| on(1, s) == on(0, s)).count() as u32;
+    for s in 0..3 {
+        assert_eq!(on(2, s), on(0, s), "session {s}: turn 2 follows turn 0");
+    }
+    assert_eq!(gpu_hits(&mid), 3 * 512 + lucky * 512);
+    // Turns 0 and 1 are placed exactly as by the router that sees nothing (same seed).
+    let nothing = run(CacheView::Nothing, 0.0);
+    assert_eq!(mid.replica_of[..6], nothing.replica_of[..6]);
+    let blind = run(CacheView::Events, 1000.0);
+    assert_eq!(blind.replica_of, nothing.replica_of);
+    assert_eq!(gpu_hits(&blind), gpu_hits(&nothing));
+}
+
 #[test]
 fn prefix_aware_and_session_routing_find_the_hits_round_robin_misses() {
     let t = sessions();

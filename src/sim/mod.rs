@@ -21,6 +21,7 @@ use crate::engine::scheduler::EngineStats;
 use crate::engine::{Engine, EngineConfig};
 use crate::error::{Error, Result};
 use crate::fleet::FleetConfig;
+use crate::fleet::kv_events::EventIndex;
 use crate::fleet::pd::FirstToken;
 use crate::fleet::router::{Query, Replicas, Router};
 use crate::fleet::signals::{Load, LoadSignals};
@@ -331,12 +332,14 @@ fn route_over<P: KvPool, C: KvConnector>(
     pool: &mut [Replica<'_, P, C>],
     base: usize,
     signals: &mut LoadSignals,
+    events: Option<&EventIndex>,
 ) -> usize {
     let len = pool.len();
     let mut view = View {
         replicas: pool,
         base,
         signals,
+        events,
         now: query.now,
     };
     base + router.route(query, &mut view).min(len - 1)
@@ -380,6 +383,8 @@ struct View<'a, 't, P: KvPool, C: KvConnector> {
     /// Fleet index of `replicas[0]`.
     base: usize,
     signals: &'a mut LoadSignals,
+    /// The router's index fed by late KV events, if they are late.
+    events: Option<&'a EventIndex>,
     now: SimTime,
 }
 
@@ -398,6 +403,14 @@ impl<P: KvPool, C: KvConnector> Replicas for View<'_, '_, P, C> {
     }
     fn gpu_hit(&mut self, r: usize, request: &crate::trace::Request) -> u32 {
         self.replicas[r].engine.gpu_hit_tokens(request)
+    }
+    fn events_hit(&mut self, r: usize, request: &crate::trace::Request) -> u32 {
+        let Some(index) = self.events else {
+            return self.gpu_hit(r, request);
+        };
+        let engine = &self.replicas[r].engine;
+        let hashes = engine.prompt_block_hashes(request);
+        index.hit_blocks(self.base + r, &hashes) as u32 * engine.cfg.block_size
     }
     fn active(&mut self, r: usize) -> crate::fleet::router::Active {
         self.replicas[r].engine.active_work()
@@ -505,6 +518,20 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
     let refresh = SimDuration::from_secs_f64(setup.fleet.refresh_ms / 1e3);
     let mut signals = LoadSignals::new(n, refresh);
     let mut bucket = crate::fleet::admission::Bucket::new(setup.fleet.admission);
+    // The router's index fed by the engines' KV events, when they arrive late.
+    let mut events = (n > 1
+        && setup.fleet.events_delay_ms > 0.0
+        && setup.fleet.effective_cache_view() == Some(crate::fleet::CacheView::Events))
+    .then(|| {
+        for rep in replicas.iter_mut() {
+            rep.engine.publish_kv_events();
+        }
+        EventIndex::new(
+            n,
+            SimDuration::from_secs_f64(setup.fleet.events_delay_ms / 1e3),
+        )
+    });
+    let mut step_events = Vec::new();
     // Every request's final state, by trace index: pending until it is sent, then whatever the
     // engine hands back when it finishes or is rejected.
     let mut reqs: Vec<ReqState> = trace
@@ -625,6 +652,9 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
                         complete(req, t, &mut pools, &mut sender, &mut q)?;
                         continue;
                     }
+                    if let Some(ev) = &mut events {
+                        ev.deliver(t);
+                    }
                     let query = Query {
                         idx: req,
                         request: &trace.requests[req as usize],
@@ -633,8 +663,14 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
                     let r = if let (Some(p), Some(rd)) = (pd, &mut router_d) {
                         // The decoder first; then the prefiller, if the request is
                         // disaggregated.
-                        let d =
-                            route_over(&mut **rd, &query, &mut replicas[np..], np, &mut signals);
+                        let d = route_over(
+                            &mut **rd,
+                            &query,
+                            &mut replicas[np..],
+                            np,
+                            &mut signals,
+                            events.as_ref(),
+                        );
                         replica_of[req as usize] = d as u32;
                         let prompt = query.request.input_len;
                         let split = p.threshold == 0
@@ -648,6 +684,7 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
                                 &mut replicas[..np],
                                 0,
                                 &mut signals,
+                                events.as_ref(),
                             );
                             prefill_of[req as usize] = pr as u32;
                             pr
@@ -655,7 +692,14 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
                             d
                         }
                     } else if n > 1 {
-                        let r = route_over(&mut *router, &query, &mut replicas, 0, &mut signals);
+                        let r = route_over(
+                            &mut *router,
+                            &query,
+                            &mut replicas,
+                            0,
+                            &mut signals,
+                            events.as_ref(),
+                        );
                         replica_of[req as usize] = r as u32;
                         r
                     } else {
@@ -748,6 +792,11 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
             }
             if n > 1 {
                 signals.record(r, now, rep.engine.load());
+            }
+            if let Some(ev) = &mut events {
+                rep.engine.take_kv_events(&mut step_events);
+                ev.publish(r, out.end, &step_events);
+                step_events.clear();
             }
             q.push(out.end, Event::StepEnd { replica })?;
         }

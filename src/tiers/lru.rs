@@ -172,6 +172,24 @@ impl LruTier {
         true
     }
 
+    /// Sets `key`'s time (its ready time) to `at`, if present: for users that keep the time of
+    /// the last write, not the first.
+    pub fn restamp(&mut self, key: u64, at: SimTime) {
+        if let Some(s) = self.map.get(key) {
+            self.slots[s as usize].ready_at = at;
+        }
+    }
+
+    /// Removes least recently used entries while their time is before `cutoff`, telling
+    /// `evicted` each key (for users whose times grow with recency, an expiry).
+    pub fn expire_before(&mut self, cutoff: SimTime, mut evicted: impl FnMut(u64)) {
+        while self.lru != NIL && self.slots[self.lru as usize].ready_at < cutoff {
+            let s = self.lru;
+            evicted(self.slots[s as usize].key);
+            self.remove_slot(s);
+        }
+    }
+
     /// Every entry, least recently used first, as (key, ready time in ns).
     #[cfg(test)]
     pub(crate) fn entries_lru_to_mru(&self) -> Vec<(u64, u64)> {
