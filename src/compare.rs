@@ -123,9 +123,24 @@ pub fn parse_variant(spec: &str) -> Result<Variant> {
 /// and vLLM's native offload.
 pub const DEFAULT_VARIANTS: &str = "none,cpu,disk,remote:1,remote:10,remote:50,native";
 
-/// Parses a comma-separated list of variants.
+/// Parses a comma-separated list of variants (commas inside a JSON value's brackets or quotes,
+/// as in `pools=[{...},{...}]`, belong to the value).
 pub fn parse_variants(list: &str) -> Result<Vec<Variant>> {
-    let parts: Vec<&str> = list.split(',').map(str::trim).collect();
+    let mut parts: Vec<&str> = Vec::new();
+    let (mut depth, mut quoted, mut from) = (0i32, false, 0usize);
+    for (i, ch) in list.char_indices() {
+        match ch {
+            '"' => quoted = !quoted,
+            '[' | '{' if !quoted => depth += 1,
+            ']' | '}' if !quoted => depth -= 1,
+            ',' if !quoted && depth <= 0 => {
+                parts.push(list[from..i].trim());
+                from = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(list[from..].trim());
     if parts.iter().any(|p| p.is_empty()) {
         return Err(Error::Config(format!(
             "--variants {list:?}: an empty variant (e.g. none,cpu:66,native:66)"
@@ -207,6 +222,19 @@ mod tests {
             let e = parse_variants(list).unwrap_err().to_string();
             assert!(e.contains("an empty variant"), "{list:?}: {e}");
         }
+    }
+
+    #[test]
+    fn a_variants_json_value_keeps_its_commas() {
+        let vs =
+            parse_variants(r#"pools=[{"count":2},{"count":1,"gpu":"A100"}]+router=llm_d, cpu:20"#)
+                .unwrap();
+        assert_eq!(vs.len(), 2);
+        let pools = &vs[0].keys["pools"];
+        assert_eq!(pools.as_array().map(Vec::len), Some(2));
+        assert_eq!(pools[1]["gpu"], "A100");
+        assert_eq!(vs[0].keys["router"], "llm_d");
+        assert_eq!(vs[1].label, "cpu:20");
     }
 
     #[test]

@@ -50,8 +50,15 @@ pub fn provenance(setup: &SimSetup, gpu_provenance: &str) -> serde_json::Value {
         .provenance
         .iter()
         .partition(|(_, v)| v.starts_with("measured"));
+    // A heterogeneous fleet's pools whose GPU is another say where theirs come from.
+    let mut step_time = gpu_provenance.to_string();
+    for (i, p) in setup.pools.iter().enumerate() {
+        if p.gpu_provenance != gpu_provenance {
+            step_time += &format!("; pool {i}: {}", p.gpu_provenance);
+        }
+    }
     serde_json::json!({
-        "step_time": gpu_provenance,
+        "step_time": step_time,
         "fitted_step_time": setup.step_model.fitted.is_some(),
         "transfer_measured": measured.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect::<std::collections::BTreeMap<_, _>>(),
         "transfer_spec": spec.into_iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),

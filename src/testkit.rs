@@ -69,6 +69,7 @@ pub fn setup(flags: EngineFlags, offload: OffloadConfig) -> SimSetup {
         reference_mode: false,
         request_overhead: SimDuration::ZERO,
         fleet: crate::fleet::FleetConfig::default(),
+        pools: Vec::new(),
     }
 }
 

@@ -116,6 +116,10 @@ fn plan_fleet(
 ) -> Result<()> {
     let t = kvreplay::trace::read(trace)?;
     let (base, _) = sim.run_config()?;
+    anyhow::ensure!(
+        base.pools.is_empty(),
+        "plan fleet sizes a fleet of one kind of replica; `pools` (a heterogeneous fleet) cannot be searched yet: run each mix with `kvreplay run`, or compare mixes with `kvreplay compare`"
+    );
     let slos = targets(slos)?;
     let routers: Vec<kvreplay::fleet::RouterKind> = if routers.is_empty() {
         vec![base.fleet.router]

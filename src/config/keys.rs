@@ -532,6 +532,35 @@ pub static KEYS: &[Key] = &[
         }
     ),
     key!(
+        ["pools"],
+        "a heterogeneous fleet: a list of pools, each {count: N, key: value, ...} with the keys its replicas differ in (gpu, tp, engine flags, tiers, costs); sets replicas to their sum",
+        || "none".into(),
+        false,
+        |c, v| {
+            const WANT: Want = "a list of {count: N, key: value, ...}";
+            let Value::Array(items) = v else {
+                return Err(WANT);
+            };
+            let mut pools = Vec::with_capacity(items.len());
+            for item in items {
+                let Value::Object(m) = item else {
+                    return Err(WANT);
+                };
+                let count = replicas(m.get("count").ok_or(WANT)?)?;
+                let mut keys = m.clone();
+                keys.remove("count");
+                pools.push(super::PoolKeys { count, keys });
+            }
+            if pools.is_empty() {
+                return Err(WANT);
+            }
+            let total: u64 = pools.iter().map(|p| p.count as u64).sum();
+            c.fleet.replicas = replicas(&Value::from(total))?;
+            c.pools = pools;
+            Ok(())
+        }
+    ),
+    key!(
         ["router"],
         "round_robin | vllm_dp | vllm_dp_classic | session | llm_d | oracle | dynamo",
         || RunConfig::default().fleet.router.name().into(),

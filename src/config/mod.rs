@@ -166,6 +166,35 @@ pub struct RunConfig {
     pub arrivals: ArrivalKeys,
     /// Replicas and routing.
     pub fleet: crate::fleet::FleetConfig,
+    /// A heterogeneous fleet's pools (empty: every replica runs this configuration).
+    pub pools: Vec<PoolKeys>,
+}
+
+/// One pool of a heterogeneous fleet as given: its replicas, and the keys in which they differ
+/// from the run's configuration (GPU, TP, engine flags, tiers, costs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolKeys {
+    /// Replicas in the pool.
+    pub count: u32,
+    /// Its keys, applied over the run's configuration.
+    pub keys: Map<String, Value>,
+}
+
+impl PoolKeys {
+    /// Its keys as `key=value` pairs (`as the fleet` without any).
+    pub fn label(&self) -> String {
+        if self.keys.is_empty() {
+            return "as the fleet".into();
+        }
+        self.keys
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(t) => format!("{k}={t}"),
+                v => format!("{k}={v}"),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 impl Default for RunConfig {
@@ -181,6 +210,7 @@ impl Default for RunConfig {
             cost: CostKeys::default(),
             arrivals: ArrivalKeys::default(),
             fleet: crate::fleet::FleetConfig::default(),
+            pools: Vec::new(),
         }
     }
 }
@@ -419,6 +449,7 @@ impl RunConfig {
                 self.fleet.replicas, pd.prefill, pd.decode
             )));
         }
+        let pools = self.pool_setups()?;
         let setup = SimSetup {
             engine,
             offload: self.offload()?,
@@ -431,8 +462,59 @@ impl RunConfig {
                 (self.arrivals.request_overhead_ms * 1e6).round() as u64,
             ),
             fleet: self.fleet.clone(),
+            pools,
         };
         Ok((setup, card, gpu))
+    }
+
+    /// The pools of a heterogeneous fleet, each resolved as the run's configuration with its
+    /// keys applied; an error names the pool and the key (a key of the fleet, the model or the
+    /// arrivals is not a pool's).
+    fn pool_setups(&self) -> Result<Vec<crate::sim::PoolSetup>> {
+        let total: u32 = self.pools.iter().map(|p| p.count).sum();
+        if !self.pools.is_empty() && total != self.fleet.replicas {
+            return Err(Error::Config(format!(
+                "pools hold {total} replicas, but replicas is {} (leave replicas out)",
+                self.fleet.replicas
+            )));
+        }
+        let mut out = Vec::with_capacity(self.pools.len());
+        for (i, pool) in self.pools.iter().enumerate() {
+            let mut c = self.clone();
+            c.pools.clear();
+            for (k, v) in &pool.keys {
+                let before = c.clone();
+                c.set(k, v)
+                    .map_err(|e| Error::Config(format!("pools[{i}]: {e}")))?;
+                if c.model != before.model
+                    || c.fleet != before.fleet
+                    || c.arrivals != before.arrivals
+                    || !c.pools.is_empty()
+                {
+                    return Err(Error::Config(format!(
+                        "pools[{i}]: {k} is set for the whole fleet (model, routing, replicas, pools, arrivals), not per pool"
+                    )));
+                }
+            }
+            let (s, _, gpu) = c.setup().map_err(|e| {
+                let msg = match e {
+                    Error::Config(m) => m,
+                    other => other.to_string(),
+                };
+                Error::Config(format!("pools[{i}] ({}): {msg}", pool.label()))
+            })?;
+            out.push(crate::sim::PoolSetup {
+                label: pool.label(),
+                count: pool.count,
+                engine: s.engine,
+                offload: s.offload,
+                step_model: s.step_model,
+                transfer: s.transfer,
+                layers: s.layers,
+                gpu_provenance: gpu.provenance,
+            });
+        }
+        Ok(out)
     }
 
     /// The configuration as JSON, for reports (every key with its effective value).
@@ -454,6 +536,17 @@ impl RunConfig {
         // A fleet's settings appear only for a fleet: one replica reads as it always has.
         if self.fleet.replicas > 1 {
             v["fleet"] = serde_json::to_value(&self.fleet).unwrap_or(Value::Null);
+        }
+        if !self.pools.is_empty() {
+            v["pools"] = self
+                .pools
+                .iter()
+                .map(|p| {
+                    let mut m = p.keys.clone();
+                    m.insert("count".into(), p.count.into());
+                    Value::Object(m)
+                })
+                .collect();
         }
         v
     }
@@ -557,6 +650,7 @@ mod tests {
             json!("whole"),
             json!("events"),
             json!("x"),
+            json!([{"count": 2, "gpu": "A100"}]),
         ];
         for key in KEYS {
             for name in key.names {

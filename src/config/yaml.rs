@@ -112,7 +112,8 @@ impl Reader<'_> {
                 ));
             }
             let value = self.value(&key, 1)?;
-            if super::RunConfig::is_key(&key) {
+            // `pools` takes a list of mappings; every other key a scalar or a list of them.
+            if super::RunConfig::is_key(&key) && key != "pools" {
                 let nested = match &value {
                     Value::Object(_) => Some("a mapping"),
                     Value::Array(a) if a.iter().any(|v| v.is_object() || v.is_array()) => {

@@ -38,7 +38,7 @@ use crate::tiers::remote::SharedStore;
 use crate::time::{Seconds, SimTime};
 use crate::trace::Request;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// What the engine shows a connector about one request.
 #[derive(Debug, Clone, Copy)]
@@ -414,29 +414,132 @@ pub fn with_connector<W: WithConnector>(
                 .as_ref()
                 .filter(|r| r.shared)
                 .map(|r| SharedStore::new(r.capacity_bytes));
-            job.with(move |replica| {
-                let mut cfg = c.clone();
-                if let Some(r) = cfg.remote.as_mut()
-                    && !r.replica_rtt_s.is_empty()
-                {
-                    r.rtt_s = r.replica_rtt_s[replica % r.replica_rtt_s.len()];
-                }
-                lmcache::LmCacheConnector::with_store(
-                    cfg,
-                    engine.kv_bytes_per_token,
-                    transfer.clone(),
-                    store.as_ref().map(|s| SharedStore::replica(s, replica)),
-                )
-            })
+            job.with(move |replica| lmcache_of(c, replica, engine, transfer, store.as_ref()))
         }
-        OffloadConfig::Native { cpu_bytes } => job.with(|_| {
-            native::NativeConnector::new(
-                *cpu_bytes,
-                engine.block_size,
-                engine.kv_bytes_per_token,
-                transfer.clone(),
-            )
-        }),
+        OffloadConfig::Native { cpu_bytes } => {
+            job.with(|_| native_of(*cpu_bytes, engine, transfer))
+        }
+    }
+}
+
+/// Replica `replica`'s LMCache connector (its own RTT to the store, its handle on a shared
+/// store).
+fn lmcache_of(
+    c: &crate::tiers::lmcache::LmCacheConfig,
+    replica: usize,
+    engine: &EngineConfig,
+    transfer: &TransferProfile,
+    store: Option<&Arc<Mutex<SharedStore>>>,
+) -> lmcache::LmCacheConnector {
+    let mut cfg = c.clone();
+    if let Some(r) = cfg.remote.as_mut()
+        && !r.replica_rtt_s.is_empty()
+    {
+        r.rtt_s = r.replica_rtt_s[replica % r.replica_rtt_s.len()];
+    }
+    lmcache::LmCacheConnector::with_store(
+        cfg,
+        engine.kv_bytes_per_token,
+        transfer.clone(),
+        store.map(|s| SharedStore::replica(s, replica)),
+    )
+}
+
+/// A native offload connector over `cpu_bytes` of CPU blocks.
+fn native_of(
+    cpu_bytes: u64,
+    engine: &EngineConfig,
+    transfer: &TransferProfile,
+) -> native::NativeConnector {
+    native::NativeConnector::new(
+        cpu_bytes,
+        engine.block_size,
+        engine.kv_bytes_per_token,
+        transfer.clone(),
+    )
+}
+
+/// One pool of a heterogeneous fleet, as its connectors need it.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolOffload<'a> {
+    /// Replicas in it.
+    pub count: u32,
+    /// Its connector's settings.
+    pub offload: &'a OffloadConfig,
+    /// Its engines' settings.
+    pub engine: &'a EngineConfig,
+    /// Its transfer costs.
+    pub transfer: &'a TransferProfile,
+}
+
+/// The connectors of a fleet of pools that differ (a connector type each, chosen at run time):
+/// replicas are numbered pool by pool. Pools whose LMCache remote store is shared and whose
+/// keys match (tensor-parallel layout, KV bytes per token, chunk size: LMCache's key holds the
+/// model, the TP layout and the dtype, and a chunk is keyed by its tokens) use one store.
+#[derive(Debug)]
+pub struct PoolConnectors<'a> {
+    pools: Vec<PoolOffload<'a>>,
+    /// Per pool, its shared store.
+    stores: Vec<Option<Arc<Mutex<SharedStore>>>>,
+}
+
+impl<'a> PoolConnectors<'a> {
+    /// Connectors for `pools`; an error when pools sharing one store give it different
+    /// capacities.
+    pub fn new(pools: Vec<PoolOffload<'a>>) -> crate::error::Result<Self> {
+        type KeySpace = (u32, u64, u32);
+        let mut made: Vec<(KeySpace, u64, Arc<Mutex<SharedStore>>)> = Vec::new();
+        let mut stores = Vec::with_capacity(pools.len());
+        for (i, p) in pools.iter().enumerate() {
+            let OffloadConfig::LmCache(c) = p.offload else {
+                stores.push(None);
+                continue;
+            };
+            let Some(remote) = c.remote.as_ref().filter(|r| r.shared) else {
+                stores.push(None);
+                continue;
+            };
+            let space = (p.engine.tp, p.engine.kv_bytes_per_token, c.chunk_size);
+            let store = match made.iter().find(|(k, _, _)| *k == space) {
+                Some((_, cap, _)) if *cap != remote.capacity_bytes => {
+                    return Err(crate::error::Error::Config(format!(
+                        "pools[{i}]: its remote store is shared with an earlier pool's (same TP, KV bytes and chunk size) but given another size ({} bytes against {cap})",
+                        remote.capacity_bytes
+                    )));
+                }
+                Some((_, _, s)) => s.clone(),
+                None => {
+                    let s = SharedStore::new(remote.capacity_bytes);
+                    made.push((space, remote.capacity_bytes, s.clone()));
+                    s
+                }
+            };
+            stores.push(Some(store));
+        }
+        Ok(PoolConnectors { pools, stores })
+    }
+
+    /// Replica `replica`'s connector (its pool's kind and settings).
+    pub fn make(&self, replica: usize) -> Box<dyn KvConnector> {
+        // Past the pools (never, once counts are checked): the last pool's.
+        let i = crate::fleet::pool_of(self.pools.iter().map(|p| p.count), replica)
+            .unwrap_or(self.pools.len().saturating_sub(1));
+        let Some(p) = self.pools.get(i) else {
+            return Box::new(none::NoConnector);
+        };
+        match p.offload {
+            OffloadConfig::None => Box::new(none::NoConnector),
+            OffloadConfig::LmCache(c) => Box::new(lmcache_of(
+                c,
+                replica,
+                p.engine,
+                p.transfer,
+                self.stores[i].as_ref(),
+            )),
+            OffloadConfig::Native { cpu_bytes } => {
+                Box::new(native_of(*cpu_bytes, p.engine, p.transfer))
+            }
+        }
     }
 }
 

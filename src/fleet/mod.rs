@@ -28,6 +28,19 @@ pub use router::{Router, RouterKind};
 
 use serde::{Deserialize, Serialize};
 
+/// Which pool replica `r` belongs to when pools of `counts` replicas are numbered one after
+/// another (`None`: past the last).
+pub fn pool_of(counts: impl IntoIterator<Item = u32>, r: usize) -> Option<usize> {
+    let mut first = 0usize;
+    for (i, n) in counts.into_iter().enumerate() {
+        first += n as usize;
+        if r < first {
+            return Some(i);
+        }
+    }
+    None
+}
+
 /// Most replicas a fleet (or each pool of a disaggregated one) may have: each is a whole
 /// engine in memory.
 pub const MAX_REPLICAS: u32 = 4096;

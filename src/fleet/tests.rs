@@ -543,3 +543,143 @@ fn each_replica_reaches_the_store_at_its_own_round_trip_time() {
     assert!(ttft(0) < 100, "{}", ttft(0));
     assert!((1000..1100).contains(&ttft(1)), "{}", ttft(1));
 }
+
+/// A fleet of two pools given by keys, as a user writes them: one replica of 100 GPU blocks
+/// stepping in 10 ms, one of 50 blocks stepping in 30 ms (fixed step times). Round-robin
+/// sends request 0 to the first and request 1 to the second, both at 0 with one output token:
+/// their first tokens come at 10 and 30 ms.
+#[test]
+fn pools_give_their_replicas_their_own_gpu_memory_and_step_times() {
+    use crate::config::RunConfig;
+    use serde_json::json;
+    let mut c = RunConfig::default();
+    c.set(
+        "pools",
+        &json!([
+            {"count": 1, "num_gpu_blocks": 100, "step_c0_s": 0.010},
+            {"count": 1, "num_gpu_blocks": 50, "step_c0_s": 0.030},
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.fleet.replicas, 2);
+    let (s, _, _) = c.setup().unwrap();
+    let t = trace(vec![
+        req(0, 0, vec![Run::new(1, 0, 64)], 1),
+        req(1, 0, vec![Run::new(2, 0, 64)], 1),
+    ]);
+    let r = simulate(&t, &s).unwrap();
+    assert_eq!(r.replica_of, vec![0, 1]);
+    let ttft: Vec<u64> = r
+        .reqs
+        .iter()
+        .map(|q| q.first_token.unwrap().as_ns() / MS)
+        .collect();
+    assert_eq!(ttft, vec![10, 30]);
+    let blocks: Vec<u32> = r.replicas.iter().map(|x| x.num_gpu_blocks).collect();
+    assert_eq!((blocks, r.num_gpu_blocks), (vec![100, 50], 150));
+    assert_eq!(
+        r.replicas.iter().map(|x| x.pool).collect::<Vec<_>>(),
+        vec![Some(0), Some(1)]
+    );
+    assert_eq!(
+        r.pools,
+        vec![
+            "num_gpu_blocks=100,step_c0_s=0.01",
+            "num_gpu_blocks=50,step_c0_s=0.03"
+        ]
+    );
+}
+
+/// Pools that differ in nothing are the homogeneous fleet, request for request.
+#[test]
+fn pools_alike_are_the_plain_fleet() {
+    use crate::config::RunConfig;
+    use serde_json::json;
+    let t = base_trace();
+    for router in ["round_robin", "llm_d", "dynamo"] {
+        let mut plain = RunConfig::default();
+        plain.set("replicas", &json!(3)).unwrap();
+        plain.set("router", &json!(router)).unwrap();
+        plain.set("tier", &json!("cpu")).unwrap();
+        let mut pooled = plain.clone();
+        pooled
+            .set("pools", &json!([{"count": 1}, {"count": 2, "tier": "cpu"}]))
+            .unwrap();
+        let a = simulate(&t, &plain.setup().unwrap().0).unwrap();
+        let b = simulate(&t, &pooled.setup().unwrap().0).unwrap();
+        assert_eq!(a.replica_of, b.replica_of, "{router}");
+        let (oa, ob): (Vec<_>, Vec<_>) = (
+            a.reqs.iter().map(outcome).collect(),
+            b.reqs.iter().map(outcome).collect(),
+        );
+        assert_eq!(oa, ob, "{router}");
+        assert_eq!(a.connector_stats, b.connector_stats, "{router}");
+    }
+}
+
+#[test]
+fn a_pool_key_that_belongs_to_the_fleet_or_is_unknown_is_one_error() {
+    use crate::config::RunConfig;
+    use serde_json::json;
+    let err = |pools: serde_json::Value| {
+        let mut c = RunConfig::default();
+        c.set("pools", &pools).unwrap();
+        c.setup().unwrap_err().to_string()
+    };
+    let e = err(json!([{"count": 1}, {"count": 1, "router": "llm_d"}]));
+    assert!(
+        e.contains("pools[1]: router is set for the whole fleet"),
+        "{e}"
+    );
+    let e = err(json!([{"count": 1, "gpu_typo": "A100"}]));
+    assert!(e.contains("pools[0]") && e.contains("gpu_typo"), "{e}");
+    let e = err(json!([{"count": 1, "gpu": "B999"}]));
+    assert!(
+        e.contains("pools[0] (gpu=B999)") && e.contains("B999"),
+        "{e}"
+    );
+    let mut c = RunConfig::default();
+    assert!(
+        c.set("pools", &json!([{"gpu": "A100"}])).is_err(),
+        "a pool needs a count"
+    );
+    assert!(c.set("pools", &json!([])).is_err());
+    c.set("pools", &json!([{"count": 2}])).unwrap();
+    c.set("replicas", &json!(3)).unwrap();
+    let e = c.setup().unwrap_err().to_string();
+    assert!(
+        e.contains("pools hold 2 replicas, but replicas is 3"),
+        "{e}"
+    );
+}
+
+/// Pools whose LMCache keys match (tensor-parallel layout, KV bytes, chunk size) share one
+/// remote store; a pool of another TP layout has its own.
+#[test]
+fn pools_share_a_remote_store_only_when_their_keys_match() {
+    use crate::config::RunConfig;
+    use serde_json::json;
+    let mut c = RunConfig::default();
+    c.set("replicas", &json!(3)).unwrap();
+    c.set("remote_url", &json!("redis://h:1")).unwrap();
+    c.set("local_cpu", &json!(false)).unwrap();
+    c.set(
+        "pools",
+        &json!([{"count": 1}, {"count": 1, "gpu": "A100"}, {"count": 1, "tp": 2}]),
+    )
+    .unwrap();
+    let (s, _, _) = c.setup().unwrap();
+    // One request stored by replica 0 (pool 0) at 0; the same prompt 10 s later on replica 1
+    // (pool 1, same TP) loads it from the store (all but the last prompt token, which vLLM
+    // always computes), on replica 2 (TP 2) it does not.
+    let prompt = || vec![Run::new(7, 0, 1024)];
+    let t = trace(vec![
+        req(0, 0, prompt(), 1),
+        req(1, 10_000, prompt(), 1),
+        req(2, 20_000, prompt(), 1),
+    ]);
+    let r = simulate(&t, &s).unwrap();
+    assert_eq!(r.replica_of, vec![0, 1, 2]);
+    let remote: Vec<u32> = r.reqs.iter().map(|q| q.origin.remote).collect();
+    assert_eq!(remote, vec![0, 1023, 0]);
+}

@@ -274,6 +274,11 @@ pub struct RunSummary {
 pub struct ReplicaSummary {
     /// Its index.
     pub replica: u32,
+    /// Its pool in a heterogeneous fleet (an index into the fleet's `pools`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<u32>,
+    /// Its GPU KV blocks.
+    pub num_gpu_blocks: u32,
     /// Requests it finished.
     pub requests: u64,
     /// Prompt tokens of those.
@@ -301,6 +306,9 @@ pub struct ReplicaSummary {
 pub struct FleetSummary {
     /// Each replica.
     pub replicas: Vec<ReplicaSummary>,
+    /// A heterogeneous fleet's pools, as given (their keys), in replica order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<String>,
     /// Most requests on a replica / the mean (1 is even).
     pub imbalance_requests: Option<f64>,
     /// Most tokens (prompt + output) on a replica / the mean.
@@ -329,6 +337,8 @@ impl FleetSummary {
                 let blocks = rr.num_gpu_blocks.max(1) as f64;
                 ReplicaSummary {
                     replica: i as u32,
+                    pool: rr.pool,
+                    num_gpu_blocks: rr.num_gpu_blocks,
                     requests: v.fin.len() as u64,
                     input_tokens: v.input_tokens(),
                     output_tokens: v.output_tokens(),
@@ -352,6 +362,7 @@ impl FleetSummary {
             imbalance_requests: ratio(&|r| r.requests),
             imbalance_tokens: ratio(&|r| r.input_tokens + r.output_tokens),
             replicas,
+            pools: result.pools.clone(),
         })
     }
 }

@@ -128,11 +128,20 @@ pub fn print_summary(s: &RunSummary) -> String {
             ratio(f.imbalance_requests),
             ratio(f.imbalance_tokens)
         );
+        for (i, p) in f.pools.iter().enumerate() {
+            let n = f
+                .replicas
+                .iter()
+                .filter(|r| r.pool == Some(i as u32))
+                .count();
+            let _ = writeln!(o, "  pool {i}   {n} replicas   {p}");
+        }
         for r in &f.replicas {
             let gpu = r.hit_fractions.map_or(0.0, |h| h.gpu);
+            let pool = r.pool.map_or(String::new(), |p| format!("   pool {p}"));
             let _ = writeln!(
                 o,
-                "  replica {:<3} requests {:<7} tokens {:<10} GPU hits {}   KV mean {}",
+                "  replica {:<3} requests {:<7} tokens {:<10} GPU hits {}   KV mean {}{pool}",
                 r.replica,
                 r.requests,
                 r.input_tokens + r.output_tokens,

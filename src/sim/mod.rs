@@ -13,7 +13,9 @@
 pub mod clients;
 
 use crate::connector::pd::{Arrivals, PdConnector};
-use crate::connector::{ConnectorStats, KvConnector, WithConnector, with_connector};
+use crate::connector::{
+    ConnectorStats, KvConnector, PoolConnectors, PoolOffload, WithConnector, with_connector,
+};
 use crate::cost::{StepModel, TransferProfile};
 use crate::engine::pool::KvPool;
 use crate::engine::request::{Phase, RejectReason, ReqState};
@@ -56,6 +58,48 @@ pub struct SimSetup {
     /// Replicas of this engine and how requests are routed to them (one replica: a single
     /// engine).
     pub fleet: FleetConfig,
+    /// A heterogeneous fleet's pools, replicas numbered pool by pool (empty: every replica
+    /// is the engine above).
+    pub pools: Vec<PoolSetup>,
+}
+
+/// One pool of a heterogeneous fleet: replicas alike in GPU, engine settings, tiers and costs.
+#[derive(Debug, Clone)]
+pub struct PoolSetup {
+    /// How it was described (its keys), for outputs.
+    pub label: String,
+    /// Replicas in it.
+    pub count: u32,
+    /// Their engine settings.
+    pub engine: EngineConfig,
+    /// Their offload connector.
+    pub offload: OffloadConfig,
+    /// Their step-time model.
+    pub step_model: StepModel,
+    /// Their transfer costs.
+    pub transfer: TransferProfile,
+    /// Their model's layers.
+    pub layers: u32,
+    /// Where their GPU profile's figures come from.
+    pub gpu_provenance: String,
+}
+
+impl SimSetup {
+    /// Replica `r`'s pool, in a heterogeneous fleet.
+    fn pool_of(&self, r: usize) -> Option<u32> {
+        crate::fleet::pool_of(self.pools.iter().map(|p| p.count), r).map(|i| i as u32)
+    }
+
+    /// Replica `r`'s engine settings, step model and layers (its pool's, or the setup's).
+    fn replica_spec(&self, r: usize) -> (&EngineConfig, &StepModel, u32) {
+        match self.pool_of(r) {
+            Some(i) => {
+                let p = &self.pools[i as usize];
+                (&p.engine, &p.step_model, p.layers)
+            }
+            None => (&self.engine, &self.step_model, self.layers),
+        }
+    }
 }
 
 /// A GPU KV usage sample, taken when a step starts at or after a multiple of the sample
@@ -104,6 +148,8 @@ pub struct SimResult {
     /// Each replica's own results, when there is more than one (the fields above are then the
     /// fleet's: counters added up, usage samples per replica only).
     pub replicas: Vec<ReplicaResult>,
+    /// A heterogeneous fleet's pools (their labels), replicas numbered pool by pool.
+    pub pools: Vec<String>,
 }
 
 /// One replica's results in a fleet.
@@ -121,6 +167,8 @@ pub struct ReplicaResult {
     pub num_gpu_blocks: u32,
     /// Its inter-token gaps.
     pub itl_hist: LogHistogram,
+    /// Its pool, in a heterogeneous fleet.
+    pub pool: Option<u32>,
 }
 
 /// What happens at an instant. Events at the same instant are handled in the order of
@@ -321,7 +369,32 @@ pub fn simulate_shared(trace: &Trace, setup: &SimSetup, prep: &TracePrep) -> Res
         }
     }
     let job = Replay { trace, setup, prep };
-    with_connector(&setup.offload, &setup.engine, &setup.transfer, job)
+    if setup.pools.is_empty() {
+        return with_connector(&setup.offload, &setup.engine, &setup.transfer, job);
+    }
+    let replicas: u32 = setup.pools.iter().map(|p| p.count).sum();
+    let want = match &setup.fleet.pd {
+        Some(pd) => pd.prefill + pd.decode,
+        None => setup.fleet.replicas,
+    };
+    if replicas != want {
+        return Err(Error::Config(format!(
+            "the pools hold {replicas} replicas, the fleet {want}"
+        )));
+    }
+    let connectors = PoolConnectors::new(
+        setup
+            .pools
+            .iter()
+            .map(|p| PoolOffload {
+                count: p.count,
+                offload: &p.offload,
+                engine: &p.engine,
+                transfer: &p.transfer,
+            })
+            .collect(),
+    )?;
+    job.with(|r| connectors.make(r))
 }
 
 /// The replica `router` picks for `query` among `pool` (fleet replicas `base` on), as a fleet
@@ -461,17 +534,13 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
                 Some(pt) if r < np => pt,
                 _ => trace,
             };
-            let mut engine = Engine::<P, C>::new(
-                setup.engine.clone(),
-                own,
-                make(r),
-                setup.step_model.clone(),
-                setup.layers,
-            );
+            let (cfg, step_model, layers) = setup.replica_spec(r);
+            let mut engine =
+                Engine::<P, C>::new(cfg.clone(), own, make(r), step_model.clone(), layers);
             engine.set_reference_mode(setup.reference_mode);
             engine.set_shareable(&prep.shareable);
             if let Some((bs, chains)) = &prep.block_hashes
-                && *bs == setup.engine.block_size
+                && *bs == cfg.block_size
             {
                 engine.set_block_hashes(chains);
             }
@@ -775,7 +844,7 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
                 let e = &rep.engine;
                 let sample = |t: SimTime| KvSample {
                     t_s: t.as_secs_f64(),
-                    used: e.used_blocks() as f64 / setup.engine.num_gpu_blocks as f64,
+                    used: e.used_blocks() as f64 / e.cfg.num_gpu_blocks.max(1) as f64,
                     running: e.num_running() as u32,
                     waiting: e.num_waiting() as u32,
                 };
@@ -812,7 +881,7 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
                     let cached = replicas[d].engine.gpu_hit_tokens(request);
                     request.input_len - cached.min(request.input_len)
                 };
-                let bytes = tokens as u64 * setup.engine.kv_bytes_per_token;
+                let bytes = tokens as u64 * replicas[r].engine.cfg.kv_bytes_per_token;
                 let wire = SimDuration::from_secs_f64(bytes as f64 / (p.transfer_gbps * 1e9));
                 let start = link_free[r].max(at);
                 link_free[r] = start + wire;
@@ -853,13 +922,15 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
     }
     let per: Vec<ReplicaResult> = replicas
         .into_iter()
-        .map(|r| ReplicaResult {
+        .enumerate()
+        .map(|(i, r)| ReplicaResult {
             gpu_evictions: r.engine.gpu_evictions(),
             connector_stats: r.engine.connector().stats(),
             itl_hist: r.engine.itl_hist.clone(),
             stats: r.engine.stats.clone(),
             kv_samples: r.samples,
-            num_gpu_blocks: setup.engine.num_gpu_blocks,
+            num_gpu_blocks: r.engine.cfg.num_gpu_blocks,
+            pool: setup.pool_of(i),
         })
         .collect();
     let mut stats = EngineStats::default();
@@ -884,10 +955,11 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
         },
         start: start.unwrap_or(SimTime::ZERO),
         end,
-        num_gpu_blocks: setup.engine.num_gpu_blocks * n as u32,
+        num_gpu_blocks: per.iter().map(|r| r.num_gpu_blocks).sum(),
         replica_of,
         prefill_of,
         replicas: if one { Vec::new() } else { per },
+        pools: setup.pools.iter().map(|p| p.label.clone()).collect(),
     })
 }
 
