@@ -22,6 +22,7 @@ pub mod kv_events;
 pub mod pd;
 pub mod prefix_index;
 pub mod router;
+pub mod run_index;
 pub mod signals;
 
 pub use router::{Router, RouterKind};

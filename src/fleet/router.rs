@@ -379,7 +379,7 @@ impl Router for LlmD {
                 index.expire(q.now);
                 index.prompt_blocks(q.request)
             }
-            _ => Vec::new(),
+            _ => Default::default(),
         };
         let held = self.view.held(q.request, &keys, replicas);
         let loads: Vec<Load> = (0..n).map(|r| replicas.load(r)).collect();
@@ -462,7 +462,7 @@ impl Router for Dynamo {
                 index.expire(q.now);
                 index.prompt_blocks(q.request)
             }
-            _ => Vec::new(),
+            _ => Default::default(),
         };
         let held = self.view.held(q.request, &keys, replicas);
         let logits: Vec<f64> = (0..n)
@@ -696,49 +696,6 @@ mod tests {
         let q = Request::new(0, 0, vec![crate::trace::Run::new(1, 0, 10)], 1);
         let picks: Vec<usize> = (0..6).map(|_| r.route(&query(&q), &mut rs)).collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
-    }
-
-    /// The block-to-replicas masks of mid-size fleets route exactly as asking every replica's
-    /// LRU: random prompts over shared documents, small LRUs that evict.
-    #[test]
-    fn llm_d_masks_route_as_the_lrus_say() {
-        // Without a TTL, and with one of 5 s while requests come 10 ms apart.
-        for ttl_s in [None, Some(5.0)] {
-            let cfg = FleetConfig {
-                replicas: 24,
-                lru_blocks: 300,
-                ttl_s,
-                ..FleetConfig::default()
-            };
-            let mut with = LlmD::new(24, &cfg);
-            let mut without = LlmD::new(24, &cfg);
-            let View::Decisions(index) = &mut without.view else {
-                panic!("llm-d learns from its decisions by default")
-            };
-            assert!(index.drop_masks(), "a fleet of 24 keeps masks");
-            let mut rng = Rng::new(7);
-            let mut rs = Fixed {
-                loads: vec![Load::default(); 24],
-                hits: vec![0; 24],
-                at: SimTime::ZERO,
-                active: Vec::new(),
-            };
-            for i in 0..3000u64 {
-                let doc = crate::trace::Run::new(rng.range(0, 40), 0, 16 * rng.range(1, 40) as u32);
-                let own = crate::trace::Run::new(1000 + i, 0, rng.range(1, 200) as u32);
-                let q = Request::new(i, 0, vec![doc, own], 1);
-                for l in rs.loads.iter_mut() {
-                    l.waiting = rng.range(0, 3) as u32;
-                }
-                let query = Query {
-                    idx: i as u32,
-                    request: &q,
-                    now: SimTime::from_ns(i * 10_000_000),
-                };
-                let (a, b) = (with.route(&query, &mut rs), without.route(&query, &mut rs));
-                assert_eq!(a, b, "request {i}, TTL {ttl_s:?}");
-            }
-        }
     }
 
     #[test]

@@ -172,6 +172,7 @@ impl LruTier {
         true
     }
 
+    #[cfg(test)]
     /// Sets `key`'s time (its ready time) to `at`, if present: for users that keep the time of
     /// the last write, not the first.
     pub fn restamp(&mut self, key: u64, at: SimTime) {
@@ -180,6 +181,7 @@ impl LruTier {
         }
     }
 
+    #[cfg(test)]
     /// Removes least recently used entries while their time is before `cutoff`, telling
     /// `evicted` each key (for users whose times grow with recency, an expiry).
     pub fn expire_before(&mut self, cutoff: SimTime, mut evicted: impl FnMut(u64)) {

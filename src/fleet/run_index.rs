@@ -1,0 +1,268 @@
+//! One replica's part of a router's decision index (llm-d's per-pod LRU of prompt blocks), kept
+//! as runs of blocks rather than block by block.
+//!
+//! A router learns a request by touching its prompt's block keys last block first, so that the
+//! first block is the most recent. The keys are chained (a key stands for its whole prefix), so
+//! every learn that touches a block also touches its parent later: along any chain a parent is
+//! more recent than its child. The least recently used block is therefore always a leaf, and
+//! the blocks held form a prefix-closed tree. This keeps that tree as runs: consecutive blocks of
+//! one chain touched by the same learn, whose stamps (LRU positions) are consecutive. A learn
+//! touches the runs along its path (splitting the last where the path leaves it) and adds one run
+//! for its new blocks; eviction takes blocks from the tail of the run with the lowest stamps; a
+//! match walks the runs from the root, comparing keys in order. The work per request grows with
+//! the runs on its path, not with its blocks; the result is that of the block-by-block LRU
+//! (a test checks it against one).
+
+use crate::time::SimTime;
+use crate::util::hashindex::HashIndex;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Blocks `start..start + len` of `chain`, touched together.
+#[derive(Debug, Clone)]
+struct Run {
+    chain: Arc<Vec<u64>>,
+    start: u32,
+    len: u32,
+    /// The stamp of its first block; the block at offset `i` has `top - i`.
+    top: u64,
+    /// When it was touched.
+    at: SimTime,
+}
+
+/// How many leading keys `run` and `rest` share (memcmp when the whole run matches).
+#[inline]
+fn shared(run: &[u64], rest: &[u64]) -> usize {
+    if rest.len() >= run.len() && rest[..run.len()] == *run {
+        return run.len();
+    }
+    run.iter().zip(rest).take_while(|(a, b)| a == b).count()
+}
+
+impl Run {
+    fn keys(&self) -> &[u64] {
+        &self.chain[self.start as usize..(self.start + self.len) as usize]
+    }
+
+    /// Its lowest stamp (its last block's).
+    fn tail(&self) -> u64 {
+        self.top - (self.len as u64 - 1)
+    }
+}
+
+/// A replica's LRU of prompt blocks as a tree of runs.
+#[derive(Debug)]
+pub struct ReplicaRuns {
+    capacity: u64,
+    runs: Vec<Run>,
+    spare: Vec<u32>,
+    /// The first key of every live run -> the run.
+    starts: HashIndex,
+    /// Every live run by its lowest stamp: the least recent first.
+    order: BTreeMap<u64, u32>,
+    /// Blocks held.
+    blocks: u64,
+    /// The next stamp.
+    next: u64,
+    /// The path of the last walk: (run, its blocks on the path).
+    path: Vec<(u32, u32)>,
+    /// Keys that became (true) or stopped being (false) a run's first key since last taken,
+    /// when recorded.
+    start_changes: Option<Vec<(u64, bool)>>,
+}
+
+impl ReplicaRuns {
+    /// An empty index of at most `capacity` blocks.
+    pub fn new(capacity: u64) -> Self {
+        ReplicaRuns {
+            capacity,
+            runs: Vec::new(),
+            spare: Vec::new(),
+            starts: HashIndex::with_max_entries(64),
+            order: BTreeMap::new(),
+            blocks: 0,
+            next: 0,
+            path: Vec::new(),
+            start_changes: None,
+        }
+    }
+
+    /// Starts recording which keys begin runs (for a filter shared by the replicas).
+    pub fn record_starts(&mut self) {
+        self.start_changes = Some(Vec::new());
+    }
+
+    /// Moves the recorded changes of run starts, in order, to `out`.
+    pub fn take_start_changes(&mut self, out: &mut Vec<(u64, bool)>) {
+        if let Some(c) = &mut self.start_changes {
+            out.append(c);
+        }
+    }
+
+    fn started(&mut self, key: u64, z: u32) {
+        let inserted = self.starts.insert_if_absent(key, z);
+        debug_assert!(inserted, "a key is held once");
+        if let Some(c) = &mut self.start_changes {
+            c.push((key, true));
+        }
+    }
+
+    /// Blocks held.
+    pub fn blocks(&self) -> u64 {
+        self.blocks
+    }
+
+    /// The leading blocks of `keys` held. `may_start(p)` says whether a run of this replica
+    /// may start at `keys[p]` (false only when it certainly does not: a filter shared by the
+    /// replicas spares each a probe of its own index).
+    pub fn matched(&self, keys: &[u64], mut may_start: impl FnMut(usize) -> bool) -> usize {
+        let mut p = 0;
+        while p < keys.len() {
+            if !may_start(p) {
+                break;
+            }
+            let Some(z) = self.starts.get(keys[p]) else {
+                break;
+            };
+            let run = self.runs[z as usize].keys();
+            let t = shared(run, &keys[p..]);
+            p += t;
+            if t < run.len() {
+                break;
+            }
+        }
+        p
+    }
+
+    /// The leading blocks of `keys` held, recording the runs on the way in `self.path`.
+    fn walk(&mut self, keys: &[u64]) -> usize {
+        self.path.clear();
+        let mut p = 0;
+        while p < keys.len() {
+            let Some(z) = self.starts.get(keys[p]) else {
+                break;
+            };
+            let run = self.runs[z as usize].keys();
+            let t = shared(run, &keys[p..]);
+            let whole = t == run.len();
+            self.path.push((z, t as u32));
+            p += t;
+            if !whole {
+                break;
+            }
+        }
+        p
+    }
+
+    fn alloc(&mut self, run: Run) -> u32 {
+        match self.spare.pop() {
+            Some(z) => {
+                self.runs[z as usize] = run;
+                z
+            }
+            None => {
+                self.runs.push(run);
+                (self.runs.len() - 1) as u32
+            }
+        }
+    }
+
+    fn free(&mut self, z: u32) {
+        let r = &self.runs[z as usize];
+        let key = r.chain[r.start as usize];
+        let removed = self.starts.remove_if(key, z);
+        debug_assert!(removed, "a live run's start is indexed");
+        if let Some(c) = &mut self.start_changes {
+            c.push((key, false));
+        }
+        self.blocks -= r.len as u64;
+        self.runs[z as usize].chain = Arc::default();
+        self.spare.push(z);
+    }
+
+    /// Touches `keys` (a prompt's chained block keys) at `now`, last first, inserting those not
+    /// held, then evicts the least recently used blocks past the capacity.
+    pub fn learn(&mut self, keys: &Arc<Vec<u64>>, now: SimTime) {
+        let m = keys.len();
+        if m == 0 {
+            return;
+        }
+        let held = self.walk(keys);
+        // Block q of the prompt gets stamp t0 + m - 1 - q: the last block the lowest.
+        let t0 = self.next;
+        self.next += m as u64;
+        let stamp = |q: usize| t0 + (m - 1 - q) as u64;
+        let mut p = 0usize;
+        for i in 0..self.path.len() {
+            let (z, t) = self.path[i];
+            let r = &self.runs[z as usize];
+            let old_tail = r.tail();
+            self.order.remove(&old_tail);
+            if t < r.len {
+                // The path leaves the run inside: its untouched tail keeps its stamps.
+                let tail = Run {
+                    chain: r.chain.clone(),
+                    start: r.start + t,
+                    len: r.len - t,
+                    top: r.top - t as u64,
+                    at: r.at,
+                };
+                let first = tail.chain[tail.start as usize];
+                let tz = self.alloc(tail);
+                self.started(first, tz);
+                self.order.insert(old_tail, tz);
+                self.runs[z as usize].len = t;
+            }
+            let r = &mut self.runs[z as usize];
+            r.top = stamp(p);
+            r.at = now;
+            self.order.insert(r.tail(), z);
+            p += t as usize;
+        }
+        if held < m {
+            let run = Run {
+                chain: keys.clone(),
+                start: held as u32,
+                len: (m - held) as u32,
+                top: stamp(held),
+                at: now,
+            };
+            let tail = run.tail();
+            let z = self.alloc(run);
+            self.started(keys[held], z);
+            self.order.insert(tail, z);
+            self.blocks += (m - held) as u64;
+        }
+        self.evict(self.blocks.saturating_sub(self.capacity));
+    }
+
+    /// Evicts the `n` least recently used blocks.
+    fn evict(&mut self, mut n: u64) {
+        while n > 0 {
+            let Some((tail, z)) = self.order.pop_first() else {
+                return;
+            };
+            let len = self.runs[z as usize].len as u64;
+            if n >= len {
+                self.free(z);
+                n -= len;
+            } else {
+                self.runs[z as usize].len -= n as u32;
+                self.blocks -= n;
+                self.order.insert(tail + n, z);
+                n = 0;
+            }
+        }
+    }
+
+    /// Forgets the blocks last touched before `cutoff`.
+    pub fn expire_before(&mut self, cutoff: SimTime) {
+        while let Some((&tail, &z)) = self.order.first_key_value() {
+            if self.runs[z as usize].at >= cutoff {
+                return;
+            }
+            self.order.remove(&tail);
+            self.free(z);
+        }
+    }
+}
