@@ -24,6 +24,8 @@ pub struct DecisionIndex {
     /// each (one probe here spares one per replica).
     starts: Option<StartMasks>,
     changes: Vec<(u64, bool)>,
+    /// Scratch: per prompt position, the replicas with a run starting there (once looked up).
+    masks: std::cell::RefCell<Vec<Option<u64>>>,
 }
 
 /// Key -> replicas bit mask, in an open-addressing map onto a slab.
@@ -113,6 +115,7 @@ impl DecisionIndex {
                 free: Vec::new(),
             }),
             changes: Vec::new(),
+            masks: Default::default(),
         }
     }
 
@@ -142,7 +145,9 @@ impl DecisionIndex {
                 .collect();
         };
         // The mask of the runs starting at each position, looked up once for all replicas.
-        let mut masks: Vec<Option<u64>> = vec![None; keys.len()];
+        let mut masks = self.masks.borrow_mut();
+        masks.clear();
+        masks.resize(keys.len(), None);
         let mut mask_at = |p: usize| *masks[p].get_or_insert_with(|| starts.get(keys[p]));
         (0..self.replicas.len())
             .map(|r| self.replicas[r].matched(keys, |p| mask_at(p) & (1u64 << r) != 0))

@@ -317,6 +317,9 @@ struct LlmD {
     weights: super::ScorerWeights,
     view: View,
     rng: Rng,
+    /// Scratch, kept between requests.
+    loads: Vec<Load>,
+    order: Vec<usize>,
 }
 
 /// Where a cache-aware router's view of the replicas' caches comes from (`router_cache_view`).
@@ -367,6 +370,8 @@ impl LlmD {
             weights: cfg.weights,
             view: View::new(cfg.cache_view, CacheView::Decisions, n, cfg),
             rng: Rng::stream(cfg.seed, "llm-d picker"),
+            loads: Vec::new(),
+            order: Vec::new(),
         }
     }
 }
@@ -382,7 +387,9 @@ impl Router for LlmD {
             _ => Default::default(),
         };
         let held = self.view.held(q.request, &keys, replicas);
-        let loads: Vec<Load> = (0..n).map(|r| replicas.load(r)).collect();
+        let mut loads = std::mem::take(&mut self.loads);
+        loads.clear();
+        loads.extend((0..n).map(|r| replicas.load(r)));
         let (min_q, max_q) = loads.iter().fold((u32::MAX, 0), |(lo, hi), l| {
             (lo.min(l.waiting), hi.max(l.waiting))
         });
@@ -397,13 +404,18 @@ impl Router for LlmD {
             self.weights.prefix * prefix + self.weights.queue * queue + self.weights.kv * kv
         };
         // Shuffled, then the best first: a random choice among equal scores.
-        let mut order: Vec<usize> = (0..n).collect();
+        let mut order = std::mem::take(&mut self.order);
+        order.clear();
+        order.extend(0..n);
         self.rng.shuffle(&mut order);
         let scores: Vec<f64> = (0..n).map(score).collect();
         let r = order
-            .into_iter()
+            .iter()
+            .copied()
             .reduce(|a, b| if scores[b] > scores[a] { b } else { a })
             .unwrap_or(0);
+        self.loads = loads;
+        self.order = order;
         // The index learns the decision (llm-d's PreRequest).
         if let View::Decisions(index) = &mut self.view {
             index.learn(r, &keys, q.now);

@@ -28,15 +28,32 @@ struct Run {
     top: u64,
     /// When it was touched.
     at: SimTime,
+    /// Its last key (a match that reaches it is a match of the whole run), kept here so that
+    /// a walk reads the chain only where it leaves a run.
+    last: u64,
 }
 
-/// How many leading keys `run` and `rest` share (memcmp when the whole run matches).
+/// How many leading keys `run` and `rest` share. Keys are chained (each stands for its whole
+/// prefix, as the prefix cache assumes), so once two chains differ they differ to the end: the
+/// last common position answers a whole run at once, and the first difference is found by
+/// bisection.
 #[inline]
 fn shared(run: &[u64], rest: &[u64]) -> usize {
-    if rest.len() >= run.len() && rest[..run.len()] == *run {
-        return run.len();
+    let n = run.len().min(rest.len());
+    if n == 0 || run[n - 1] == rest[n - 1] {
+        return n;
     }
-    run.iter().zip(rest).take_while(|(a, b)| a == b).count()
+    // The first difference is in lo..=hi (hi differs).
+    let (mut lo, mut hi) = (0, n - 1);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if run[mid] == rest[mid] {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 impl Run {
@@ -69,6 +86,8 @@ pub struct ReplicaRuns {
     /// Keys that became (true) or stopped being (false) a run's first key since last taken,
     /// when recorded.
     start_changes: Option<Vec<(u64, bool)>>,
+    /// An empty chain for freed runs (so that they keep no prompt's keys alive).
+    no_chain: Arc<Vec<u64>>,
 }
 
 impl ReplicaRuns {
@@ -84,6 +103,7 @@ impl ReplicaRuns {
             next: 0,
             path: Vec::new(),
             start_changes: None,
+            no_chain: Arc::default(),
         }
     }
 
@@ -124,12 +144,14 @@ impl ReplicaRuns {
             let Some(z) = self.starts.get(keys[p]) else {
                 break;
             };
-            let run = self.runs[z as usize].keys();
-            let t = shared(run, &keys[p..]);
-            p += t;
-            if t < run.len() {
-                break;
+            let r = &self.runs[z as usize];
+            let end = p + r.len as usize;
+            if end <= keys.len() && keys[end - 1] == r.last {
+                p = end;
+                continue;
             }
+            p += shared(r.keys(), &keys[p..]);
+            break;
         }
         p
     }
@@ -176,7 +198,7 @@ impl ReplicaRuns {
             c.push((key, false));
         }
         self.blocks -= r.len as u64;
-        self.runs[z as usize].chain = Arc::default();
+        self.runs[z as usize].chain = self.no_chain.clone();
         self.spare.push(z);
     }
 
@@ -206,12 +228,15 @@ impl ReplicaRuns {
                     len: r.len - t,
                     top: r.top - t as u64,
                     at: r.at,
+                    last: r.last,
                 };
                 let first = tail.chain[tail.start as usize];
                 let tz = self.alloc(tail);
                 self.started(first, tz);
                 self.order.insert(old_tail, tz);
-                self.runs[z as usize].len = t;
+                let head = &mut self.runs[z as usize];
+                head.len = t;
+                head.last = head.chain[(head.start + t - 1) as usize];
             }
             let r = &mut self.runs[z as usize];
             r.top = stamp(p);
@@ -226,6 +251,7 @@ impl ReplicaRuns {
                 len: (m - held) as u32,
                 top: stamp(held),
                 at: now,
+                last: keys[m - 1],
             };
             let tail = run.tail();
             let z = self.alloc(run);
@@ -247,7 +273,9 @@ impl ReplicaRuns {
                 self.free(z);
                 n -= len;
             } else {
-                self.runs[z as usize].len -= n as u32;
+                let r = &mut self.runs[z as usize];
+                r.len -= n as u32;
+                r.last = r.chain[(r.start + r.len - 1) as usize];
                 self.blocks -= n;
                 self.order.insert(tail + n, z);
                 n = 0;

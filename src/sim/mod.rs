@@ -671,14 +671,35 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
         Ok(())
     };
 
+    // The replicas that may start a step at this instant: those an event reached, and those
+    // left idle with work at an earlier one (the rest are busy or have nothing to do).
+    let mut touched = vec![false; n];
+    let mut check: Vec<usize> = Vec::new();
+    let mut idle_with_work: Vec<usize> = Vec::new();
+    macro_rules! touch {
+        ($r:expr) => {{
+            let r: usize = $r;
+            if !touched[r] {
+                touched[r] = true;
+                check.push(r);
+            }
+        }};
+    }
     while let Some(t) = q.peek_time() {
         now = t;
+        for r in idle_with_work.drain(..) {
+            touch!(r);
+        }
         while q.peek_time() == Some(t) {
             let (_, e) = q.pop().expect("peeked");
+            if let Some(r) = e.own_replica() {
+                touch!(r as usize);
+            }
             // Submits a sent request to its replica; a rejected one completes at once.
             macro_rules! submit {
                 ($req:expr, $r:expr) => {{
                     let (req, r): (u32, usize) = ($req, $r);
+                    touch!(r);
                     let rep = &mut replicas[r];
                     match rep.engine.submit(req, reqs[req as usize].arrival) {
                         Ok(()) => {
@@ -799,12 +820,16 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
         }
         // Idle replicas start their next steps, in replica order. A decode-only stretch may run
         // up to the next event that can change the replica, or its next usage sample.
-        for (r, rep) in replicas.iter_mut().enumerate() {
+        check.sort_unstable();
+        for &r in check.iter() {
+            touched[r] = false;
+            let rep = &mut replicas[r];
             if rep.busy || !rep.engine.has_work() {
                 continue;
             }
             let horizon = q.next_for(r).min(rep.next_sample);
             let Some(out) = rep.engine.step(now, horizon) else {
+                idle_with_work.push(r);
                 continue;
             };
             rep.busy = true;
@@ -869,6 +894,7 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
             }
             q.push(out.end, Event::StepEnd { replica })?;
         }
+        check.clear();
         // P/D: the prefills that ended leave for their decoders, each over its prefill
         // replica's link, the transfers leaving one replica one after another.
         if let (Some(p), Some(arrivals)) = (pd, &arrivals) {
