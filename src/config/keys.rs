@@ -562,12 +562,12 @@ pub static KEYS: &[Key] = &[
     ),
     key!(
         ["router"],
-        "round_robin | vllm_dp | vllm_dp_classic | session | llm_d | oracle | dynamo",
+        "round_robin | vllm_dp | vllm_dp_classic | session | llm_d | oracle | dynamo | kvaware",
         || RunConfig::default().fleet.router.name().into(),
         false,
         |c, v| {
             const WANT: Want =
-                "round_robin, vllm_dp, vllm_dp_classic, session, llm_d, oracle or dynamo";
+                "round_robin, vllm_dp, vllm_dp_classic, session, llm_d, oracle, dynamo or kvaware";
             c.fleet.router = RouterKind::from_name(text(v).map_err(|_| WANT)?).ok_or(WANT)?;
             Ok(())
         }
@@ -662,11 +662,23 @@ pub static KEYS: &[Key] = &[
     ),
     key!(
         ["router_events_delay_ms"],
-        "with router_cache_view=events: how long the engines' KV events take to reach the router after the step that made them, ms (0: it sees every cache as it is)",
+        "with router_cache_view=events: how long the engines' KV events take to reach the router after the step that made them, ms (0: it sees every cache as it is); with router=kvaware: how long LMCache's admit messages take to reach its controller",
         || RunConfig::default().fleet.events_delay_ms.to_string(),
         false,
         |c, v| {
             c.fleet.events_delay_ms = nonneg(v)?;
+            Ok(())
+        }
+    ),
+    key!(
+        ["kv_aware_threshold"],
+        "kvaware: prompt tokens the controller's instance may lack and still be chosen",
+        || RunConfig::default().fleet.kv_aware_threshold.to_string(),
+        false,
+        |c, v| {
+            c.fleet.kv_aware_threshold = f64_of(v)
+                .filter(|x| *x >= 0.0 && x.fract() == 0.0 && *x <= u32::MAX as f64)
+                .ok_or("an integer >= 0")? as u32;
             Ok(())
         }
     ),

@@ -12,6 +12,7 @@ use crate::cost::TransferProfile;
 use crate::tiers::lmcache::{Chunk, LmCache, LmCacheConfig, TierHits};
 use crate::tiers::remote::StoreHandle;
 use crate::time::{Seconds, SimDuration, SimTime};
+use crate::trace::Request;
 use crate::trace::content::for_each_block;
 
 /// LMCache's per-request state.
@@ -248,5 +249,18 @@ impl KvConnector for LmCacheConnector {
             counters: self.cache.stats,
             evictions: TierEvictions { cpu, disk, remote },
         })
+    }
+
+    fn prompt_chunks(&self, request: &Request) -> Vec<(u32, u64)> {
+        let cs = self.cache.cfg.chunk_size;
+        let mut keys = Vec::with_capacity((request.input_len / cs) as usize);
+        for_each_block(request.prompt.iter().copied(), cs, false, |end, k| {
+            keys.push((end as u32, k))
+        });
+        keys
+    }
+
+    fn local_chunk_since(&self, key: u64) -> Option<SimTime> {
+        self.cache.local_since(key)
     }
 }

@@ -345,6 +345,19 @@ pub trait KvConnector: std::fmt::Debug + Send {
 
     /// Counters over the run; `None` for no connector.
     fn stats(&self) -> Option<ConnectorStats>;
+
+    /// The prompt's chunks as this connector's own tiers key them (LMCache's full chunks, each
+    /// as its end token and key), for a router asking an LMCache controller; empty for
+    /// connectors without a controller.
+    fn prompt_chunks(&self, _request: &Request) -> Vec<(u32, u64)> {
+        Vec::new()
+    }
+
+    /// Since when this instance's own tiers hold chunk `key` (what an LMCache controller learns
+    /// from its admit messages); `None` when they do not.
+    fn local_chunk_since(&self, _key: u64) -> Option<SimTime> {
+        None
+    }
 }
 
 impl KvConnector for Box<dyn KvConnector> {
@@ -385,6 +398,12 @@ impl KvConnector for Box<dyn KvConnector> {
     }
     fn stats(&self) -> Option<ConnectorStats> {
         (**self).stats()
+    }
+    fn prompt_chunks(&self, request: &Request) -> Vec<(u32, u64)> {
+        (**self).prompt_chunks(request)
+    }
+    fn local_chunk_since(&self, key: u64) -> Option<SimTime> {
+        (**self).local_chunk_since(key)
     }
 }
 

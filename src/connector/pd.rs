@@ -133,4 +133,12 @@ impl<C: KvConnector> KvConnector for PdConnector<C> {
     fn stats(&self) -> Option<ConnectorStats> {
         self.inner.stats()
     }
+
+    fn prompt_chunks(&self, request: &crate::trace::Request) -> Vec<(u32, u64)> {
+        self.inner.prompt_chunks(request)
+    }
+
+    fn local_chunk_since(&self, key: u64) -> Option<SimTime> {
+        self.inner.local_chunk_since(key)
+    }
 }

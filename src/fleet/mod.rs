@@ -81,6 +81,9 @@ pub struct FleetConfig {
     pub overlap_weight: f64,
     /// Dynamo: softmax temperature of the choice (0: the lowest cost).
     pub temperature: f64,
+    /// kvaware: how many prompt tokens the controller's instance may lack and still be chosen
+    /// (production-stack's `--kv-aware-threshold`, 2,000).
+    pub kv_aware_threshold: u32,
     /// Replicas share one LMCache remote store (`remote_shared`), as replicas whose
     /// `remote_url` names one server do; else each has a store of its own.
     pub shared_store: bool,
@@ -157,6 +160,7 @@ impl Default for FleetConfig {
             pd: None,
             overlap_weight: 1.0,
             temperature: 0.0,
+            kv_aware_threshold: 2000,
             shared_store: true,
             rtt_ms: Vec::new(),
         }

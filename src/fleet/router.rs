@@ -32,11 +32,14 @@ pub enum RouterKind {
     /// NVIDIA Dynamo's KV router: the lowest `overlap_weight * prefill blocks + decode blocks`,
     /// its cache view from the engines' KV events, its load tracked per request.
     Dynamo,
+    /// production-stack's `kvaware`: the instance an LMCache controller lookup names, unless it
+    /// holds less than the prompt minus `kv_aware_threshold` tokens (then `session`).
+    Kvaware,
 }
 
 impl RouterKind {
     /// Every router, in the order `kvreplay keys` lists them.
-    pub const ALL: [RouterKind; 7] = [
+    pub const ALL: [RouterKind; 8] = [
         RouterKind::RoundRobin,
         RouterKind::VllmDp,
         RouterKind::VllmDpClassic,
@@ -44,6 +47,7 @@ impl RouterKind {
         RouterKind::LlmD,
         RouterKind::Oracle,
         RouterKind::Dynamo,
+        RouterKind::Kvaware,
     ];
 
     /// Its key value (`round_robin`, `vllm_dp`, ...).
@@ -56,6 +60,7 @@ impl RouterKind {
             RouterKind::LlmD => "llm_d",
             RouterKind::Oracle => "oracle",
             RouterKind::Dynamo => "dynamo",
+            RouterKind::Kvaware => "kvaware",
         }
     }
 
@@ -100,6 +105,12 @@ pub trait Replicas {
     fn active(&mut self, r: usize) -> Active;
     /// Tokens per KV block of the engines.
     fn block_size(&self) -> u32;
+    /// What an LMCache controller answers for `request`'s prompt: the instance registered for
+    /// its first chunk and the prompt tokens up to the last chunk registered for that instance
+    /// in the run of registered chunks (`None`: its first chunk is registered nowhere).
+    fn controller_lookup(&mut self, _request: &Request) -> Option<(usize, u32)> {
+        None
+    }
 }
 
 /// The requests a replica holds, as Dynamo's router tracks them.
@@ -127,6 +138,10 @@ pub fn build(cfg: &FleetConfig) -> Box<dyn Router> {
         RouterKind::VllmDp => Box::new(VllmDp::new(n, false)),
         RouterKind::VllmDpClassic => Box::new(VllmDp::new(n, true)),
         RouterKind::Session => Box::new(Session::new(n)),
+        RouterKind::Kvaware => Box::new(Kvaware {
+            threshold: cfg.kv_aware_threshold,
+            fallback: Session::new(n),
+        }),
         RouterKind::LlmD => Box::new(LlmD::new(n, cfg)),
         RouterKind::Oracle => Box::new(Oracle),
         RouterKind::Dynamo => Box::new(Dynamo {
@@ -299,6 +314,32 @@ impl Router for Session {
         };
         self.recent[r].push_back(q.now);
         r
+    }
+}
+
+/// production-stack's `KvawareRouter`: it asks the LMCache controller which instance holds the
+/// prompt's chunks (the controller walks the chunk keys until one is registered nowhere and
+/// names, per key, the instance registered first); it takes the instance of the first chunk
+/// and the tokens up to that instance's last chunk in the walk. When those fall short of the
+/// prompt by more than `kv_aware_threshold` tokens (2,000), or nothing is registered, it routes
+/// as `session` does (the session's hash, or the fewest requests in the last 60 s).
+#[derive(Debug)]
+struct Kvaware {
+    threshold: u32,
+    fallback: Session,
+}
+
+impl Router for Kvaware {
+    fn route(&mut self, q: &Query<'_>, replicas: &mut dyn Replicas) -> usize {
+        let prompt = q.request.input_len as i64;
+        match replicas.controller_lookup(q.request) {
+            Some((r, matched)) if matched as i64 >= prompt - self.threshold as i64 => {
+                // Its request statistics count every request it routes.
+                self.fallback.recent[r].push_back(q.now);
+                r
+            }
+            _ => self.fallback.route(q, replicas),
+        }
     }
 }
 

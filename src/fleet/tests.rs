@@ -683,3 +683,63 @@ fn pools_share_a_remote_store_only_when_their_keys_match() {
     let remote: Vec<u32> = r.reqs.iter().map(|q| q.origin.remote).collect();
     assert_eq!(remote, vec![0, 1023, 0]);
 }
+
+/// production-stack's kvaware router on two replicas with LMCache CPU tiers of 256-token
+/// chunks, no sessions (so its fallback is the fewest requests routed in the last minute):
+/// - 0 s: document A (1,024 tokens = 4 chunks) + a question: nothing registered, fallback to
+///   replica 0 (never used), whose prefill stores A's 4 chunks.
+/// - 1 s: A + another question: the controller names replica 0 for 1,024 tokens, within
+///   2,000 of the prompt: replica 0 (the fallback would have said replica 1).
+/// - 2 s: document B: nothing registered: replica 1 (1 request in the window against 2).
+/// - 3 s: A + 3,000 new tokens: 1,024 matched < 4,024 - 2,000: the fallback, replica 1
+///   (1 request in the window against 2). With a threshold of 3,500, the controller's
+///   replica 0.
+/// - Admit messages 2 s late: at 1 s nothing is registered yet (replica 1), at 2 s B goes to
+///   replica 0 (1 against 1, the lower index), at 3 s A is registered, first by replica 0,
+///   but falls short: replica 1 (2 against 1).
+#[test]
+fn kvaware_follows_the_controller_unless_it_falls_short_by_the_threshold() {
+    let t = trace(vec![
+        req(0, 0, vec![Run::new(7, 0, 1024), Run::new(100, 0, 100)], 2),
+        req(
+            1,
+            1000,
+            vec![Run::new(7, 0, 1024), Run::new(101, 0, 100)],
+            2,
+        ),
+        req(
+            2,
+            2000,
+            vec![Run::new(8, 0, 1024), Run::new(102, 0, 100)],
+            2,
+        ),
+        req(
+            3,
+            3000,
+            vec![Run::new(7, 0, 1024), Run::new(103, 0, 3000)],
+            2,
+        ),
+    ]);
+    let run = |threshold: u32, delay_ms: f64| {
+        let mut s = setup(EngineFlags::default(), lmcache_cpu(256, 1));
+        s.fleet = FleetConfig {
+            replicas: 2,
+            router: RouterKind::Kvaware,
+            kv_aware_threshold: threshold,
+            events_delay_ms: delay_ms,
+            ..FleetConfig::default()
+        };
+        simulate(&t, &s).unwrap().replica_of
+    };
+    assert_eq!(run(2000, 0.0), vec![0, 0, 1, 1]);
+    assert_eq!(run(3500, 0.0), vec![0, 0, 1, 0]);
+    assert_eq!(run(2000, 2000.0), vec![0, 1, 0, 1]);
+    // Without LMCache there is no controller: the fallback alone.
+    let mut s = setup(EngineFlags::default(), OffloadConfig::None);
+    s.fleet = FleetConfig {
+        replicas: 2,
+        router: RouterKind::Kvaware,
+        ..FleetConfig::default()
+    };
+    assert_eq!(simulate(&t, &s).unwrap().replica_of, vec![0, 1, 0, 1]);
+}

@@ -406,6 +406,7 @@ fn route_over<P: KvPool, C: KvConnector>(
     base: usize,
     signals: &mut LoadSignals,
     events: Option<&EventIndex>,
+    controller_delay: SimDuration,
 ) -> usize {
     let len = pool.len();
     let mut view = View {
@@ -413,6 +414,7 @@ fn route_over<P: KvPool, C: KvConnector>(
         base,
         signals,
         events,
+        controller_delay,
         now: query.now,
     };
     base + router.route(query, &mut view).min(len - 1)
@@ -458,6 +460,8 @@ struct View<'a, 't, P: KvPool, C: KvConnector> {
     signals: &'a mut LoadSignals,
     /// The router's index fed by late KV events, if they are late.
     events: Option<&'a EventIndex>,
+    /// How long the LMCache controller's admit messages take to arrive.
+    controller_delay: SimDuration,
     now: SimTime,
 }
 
@@ -492,6 +496,34 @@ impl<P: KvPool, C: KvConnector> Replicas for View<'_, '_, P, C> {
         self.replicas
             .first()
             .map_or(16, |r| r.engine.cfg.block_size)
+    }
+    fn controller_lookup(&mut self, request: &crate::trace::Request) -> Option<(usize, u32)> {
+        let chunks = self
+            .replicas
+            .first()?
+            .engine
+            .connector()
+            .prompt_chunks(request);
+        let mut found: Option<(usize, u32)> = None;
+        for (end, key) in chunks {
+            // The instance registered first among those the controller has heard from.
+            let owner = self
+                .replicas
+                .iter()
+                .enumerate()
+                .filter_map(|(r, rep)| {
+                    let since = rep.engine.connector().local_chunk_since(key)?;
+                    (since + self.controller_delay <= self.now).then_some((since, r))
+                })
+                .min();
+            let Some((_, o)) = owner else { break };
+            match &mut found {
+                None => found = Some((o, end)),
+                Some((c, matched)) if *c == o => *matched = end,
+                Some(_) => {}
+            }
+        }
+        found
     }
 }
 
@@ -601,6 +633,7 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
         )
     });
     let mut step_events = Vec::new();
+    let controller_delay = SimDuration::from_secs_f64(setup.fleet.events_delay_ms / 1e3);
     // Every request's final state, by trace index: pending until it is sent, then whatever the
     // engine hands back when it finishes or is rejected.
     let mut reqs: Vec<ReqState> = trace
@@ -760,6 +793,7 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
                             np,
                             &mut signals,
                             events.as_ref(),
+                            controller_delay,
                         );
                         replica_of[req as usize] = d as u32;
                         let prompt = query.request.input_len;
@@ -775,6 +809,7 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
                                 0,
                                 &mut signals,
                                 events.as_ref(),
+                                controller_delay,
                             );
                             prefill_of[req as usize] = pr as u32;
                             pr
@@ -789,6 +824,7 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
                             0,
                             &mut signals,
                             events.as_ref(),
+                            controller_delay,
                         );
                         replica_of[req as usize] = r as u32;
                         r

@@ -369,6 +369,17 @@ impl LmCache {
         (s, bytes)
     }
 
+    /// Since when this instance's own tiers (CPU, disk) hold chunk `key`, if they do: what the
+    /// LMCache controller learns from its admit messages.
+    pub fn local_since(&self, key: u64) -> Option<SimTime> {
+        let cpu = self.cpu.as_ref().and_then(|t| t.ready_at(key));
+        let disk = self.disk.as_ref().and_then(|t| t.ready_at(key));
+        match (cpu, disk) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Promotes the disk and remote hits into the CPU tier, visible from `ready_at`.
     pub fn promote(&mut self, chunks: &[Chunk], hits: &TierHits, ready_at: SimTime) {
         let c = hits.cpu as usize;

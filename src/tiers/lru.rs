@@ -78,6 +78,11 @@ impl LruTier {
         }
     }
 
+    /// When `key`'s first write completes, if present.
+    pub fn ready_at(&self, key: u64) -> Option<SimTime> {
+        self.map.get(key).map(|s| self.slots[s as usize].ready_at)
+    }
+
     /// Whether `key` is present at all (its write may still be in flight).
     pub fn has(&self, key: u64) -> bool {
         self.map.get(key).is_some()
