@@ -126,6 +126,8 @@ pub struct Engine<'t, P: KvPool = SegmentPool, C: KvConnector = Box<dyn KvConnec
     slot_shareable: Vec<u32>,
     /// Scratch space of prefix-hit scans.
     scan: P::Scan,
+    /// Scratch for a step's plan.
+    plan: Vec<(u32, u32)>,
     waiting: VecDeque<u32>,
     running: Vec<u32>,
     /// The KV connector.
@@ -194,6 +196,7 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
             save_at: Vec::new(),
             slot_shareable: Vec::new(),
             scan: P::Scan::default(),
+            plan: Vec::new(),
             cfg,
             trace,
             reqs: Vec::new(),
@@ -681,7 +684,9 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
     fn one_step(&mut self, now: SimTime) -> Option<StepOutcome> {
         let mut out = StepOutcome::default();
         let mut budget = self.cfg.max_num_batched_tokens;
-        let mut plan: Vec<(u32, u32)> = Vec::new();
+        // The step's (request, tokens), in a list kept between steps.
+        let mut plan = std::mem::take(&mut self.plan);
+        plan.clear();
         let mut shape = BatchShape::default();
         let mut lookup = Seconds::ZERO;
         let mut load = Seconds::ZERO;
@@ -754,6 +759,7 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
         }
 
         if plan.is_empty() {
+            self.plan = plan;
             // Nothing could run (all waiting requests are loading): the lookups still took time.
             return if out.wakeups.is_empty() {
                 None
@@ -813,6 +819,7 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
             self.running
                 .retain(|i| reqs[*i as usize].phase == Phase::Running);
         }
+        self.plan = plan;
         out.end = end;
         Some(out)
     }

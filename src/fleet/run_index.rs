@@ -15,7 +15,8 @@
 
 use crate::time::SimTime;
 use crate::util::hashindex::HashIndex;
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 /// Blocks `start..start + len` of `chain`, touched together.
@@ -75,8 +76,12 @@ pub struct ReplicaRuns {
     spare: Vec<u32>,
     /// The first key of every live run -> the run.
     starts: HashIndex,
-    /// Every live run by its lowest stamp: the least recent first.
-    order: BTreeMap<u64, u32>,
+    /// Every live run by its lowest stamp, the least recent first: a heap whose entries go
+    /// stale when their run's stamps change (an entry is current when its run is live and its
+    /// lowest stamp is the entry's). New stamps are the highest yet, so a push costs O(1).
+    order: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Live runs.
+    live: usize,
     /// Blocks held.
     blocks: u64,
     /// The next stamp.
@@ -98,7 +103,8 @@ impl ReplicaRuns {
             runs: Vec::new(),
             spare: Vec::new(),
             starts: HashIndex::with_max_entries(64),
-            order: BTreeMap::new(),
+            order: BinaryHeap::new(),
+            live: 0,
             blocks: 0,
             next: 0,
             path: Vec::new(),
@@ -177,6 +183,7 @@ impl ReplicaRuns {
     }
 
     fn alloc(&mut self, run: Run) -> u32 {
+        self.live += 1;
         match self.spare.pop() {
             Some(z) => {
                 self.runs[z as usize] = run;
@@ -198,7 +205,10 @@ impl ReplicaRuns {
             c.push((key, false));
         }
         self.blocks -= r.len as u64;
-        self.runs[z as usize].chain = self.no_chain.clone();
+        let r = &mut self.runs[z as usize];
+        r.chain = self.no_chain.clone();
+        r.len = 0;
+        self.live -= 1;
         self.spare.push(z);
     }
 
@@ -219,7 +229,6 @@ impl ReplicaRuns {
             let (z, t) = self.path[i];
             let r = &self.runs[z as usize];
             let old_tail = r.tail();
-            self.order.remove(&old_tail);
             if t < r.len {
                 // The path leaves the run inside: its untouched tail keeps its stamps.
                 let tail = Run {
@@ -233,7 +242,7 @@ impl ReplicaRuns {
                 let first = tail.chain[tail.start as usize];
                 let tz = self.alloc(tail);
                 self.started(first, tz);
-                self.order.insert(old_tail, tz);
+                self.order.push(Reverse((old_tail, tz)));
                 let head = &mut self.runs[z as usize];
                 head.len = t;
                 head.last = head.chain[(head.start + t - 1) as usize];
@@ -241,7 +250,7 @@ impl ReplicaRuns {
             let r = &mut self.runs[z as usize];
             r.top = stamp(p);
             r.at = now;
-            self.order.insert(r.tail(), z);
+            self.order.push(Reverse((r.tail(), z)));
             p += t as usize;
         }
         if held < m {
@@ -256,18 +265,45 @@ impl ReplicaRuns {
             let tail = run.tail();
             let z = self.alloc(run);
             self.started(keys[held], z);
-            self.order.insert(tail, z);
+            self.order.push(Reverse((tail, z)));
             self.blocks += (m - held) as u64;
         }
         self.evict(self.blocks.saturating_sub(self.capacity));
     }
 
+    /// The least recent live run and its lowest stamp (stale heap entries dropped on the way).
+    fn least_recent(&mut self) -> Option<(u64, u32)> {
+        while let Some(&Reverse((tail, z))) = self.order.peek() {
+            let r = &self.runs[z as usize];
+            if r.len > 0 && r.tail() == tail {
+                return Some((tail, z));
+            }
+            self.order.pop();
+        }
+        None
+    }
+
+    /// Rebuilds the heap from the live runs when stale entries outnumber them.
+    fn compact(&mut self) {
+        if self.order.len() <= 2 * self.live + 64 {
+            return;
+        }
+        let mut live: Vec<Reverse<(u64, u32)>> = Vec::with_capacity(self.live);
+        for (z, r) in self.runs.iter().enumerate() {
+            if r.len > 0 {
+                live.push(Reverse((r.tail(), z as u32)));
+            }
+        }
+        self.order = BinaryHeap::from(live);
+    }
+
     /// Evicts the `n` least recently used blocks.
     fn evict(&mut self, mut n: u64) {
         while n > 0 {
-            let Some((tail, z)) = self.order.pop_first() else {
-                return;
+            let Some((tail, z)) = self.least_recent() else {
+                break;
             };
+            self.order.pop();
             let len = self.runs[z as usize].len as u64;
             if n >= len {
                 self.free(z);
@@ -277,20 +313,22 @@ impl ReplicaRuns {
                 r.len -= n as u32;
                 r.last = r.chain[(r.start + r.len - 1) as usize];
                 self.blocks -= n;
-                self.order.insert(tail + n, z);
+                self.order.push(Reverse((tail + n, z)));
                 n = 0;
             }
         }
+        self.compact();
     }
 
     /// Forgets the blocks last touched before `cutoff`.
     pub fn expire_before(&mut self, cutoff: SimTime) {
-        while let Some((&tail, &z)) = self.order.first_key_value() {
+        while let Some((_, z)) = self.least_recent() {
             if self.runs[z as usize].at >= cutoff {
-                return;
+                break;
             }
-            self.order.remove(&tail);
+            self.order.pop();
             self.free(z);
         }
+        self.compact();
     }
 }
