@@ -234,6 +234,55 @@ mod tests {
         assert!((third - 0.134).abs() < 1e-9, "{third}");
     }
 
+    /// Two replicas loading back to back for as long as they run: after the first pair (54
+    /// and 94 ms), every load takes 80 ms, for both: the store is busy all the time, moving
+    /// each replica's 40 ms of data in every 80 ms (half its bandwidth each), as a store
+    /// shared fairly would (two loads of 40 ms of data and 14 ms of round trips and
+    /// deserialising each cannot cycle faster than 80 ms through one store); with a link each,
+    /// every load would take 54 ms.
+    #[test]
+    fn two_replicas_loading_without_pause_each_get_half_the_store() {
+        let store = SharedStore::new(u64::MAX);
+        let tp = profile();
+        let c = chunks(4);
+        cache(&store, 0, 4).store(&c, 0, 4, at(0), &tp);
+        let hits = TierHits {
+            remote: 4,
+            ..TierHits::default()
+        };
+        let (mut a, mut b) = (cache(&store, 1, 4), cache(&store, 2, 4));
+        // Each issues its next load when its last one completed.
+        let (mut next_a, mut next_b) = (1_000 * MS, 1_000 * MS);
+        let mut times = Vec::new();
+        for _ in 0..6 {
+            // Whichever is due first issues first (A on ties).
+            if next_a <= next_b {
+                let (s, _) = a.fetch_cost(&c, &hits, at(next_a), &tp);
+                next_a += (s * 1e9).round() as u64;
+                times.push(('a', s));
+            } else {
+                let (s, _) = b.fetch_cost(&c, &hits, at(next_b), &tp);
+                next_b += (s * 1e9).round() as u64;
+                times.push(('b', s));
+            }
+        }
+        let ms: Vec<(char, u64)> = times
+            .iter()
+            .map(|(w, s)| (*w, (s * 1e3).round() as u64))
+            .collect();
+        assert_eq!(
+            ms,
+            vec![
+                ('a', 54),
+                ('b', 94),
+                ('a', 80),
+                ('b', 80),
+                ('a', 80),
+                ('b', 80)
+            ]
+        );
+    }
+
     #[test]
     fn a_replica_behind_on_its_puts_delays_others_by_what_it_has_in_flight() {
         // Replica 0 puts 100 chunks from 0 (about a second of store time); replica 1's load of
