@@ -72,8 +72,9 @@ pub enum PlanCommand {
         /// An SLO, repeatable: ttft_p99=2s, tpot_p99=50ms ...
         #[arg(long = "slo", required = true)]
         slos: Vec<String>,
-        /// Routers to compare (default: the configured one, `--set router=...`).
-        #[arg(long, value_delimiter = ',')]
+        /// Routers to compare (default: the configured one, `--set router=...`); `--router R`
+        /// names one.
+        #[arg(long, alias = "router", value_delimiter = ',')]
         routers: Vec<String>,
         /// LMCache CPU tier sizes per replica to compare, GiB (0: none).
         #[arg(long = "cpu-gb", value_delimiter = ',')]
