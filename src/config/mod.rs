@@ -484,8 +484,10 @@ impl RunConfig {
             c.pools.clear();
             for (k, v) in &pool.keys {
                 let before = c.clone();
-                c.set(k, v)
-                    .map_err(|e| Error::Config(format!("pools[{i}]: {e}")))?;
+                c.set(k, v).map_err(|e| match e {
+                    Error::Config(m) => Error::Config(format!("pools[{i}]: {m}")),
+                    other => Error::Config(format!("pools[{i}]: {other}")),
+                })?;
                 if c.model != before.model
                     || c.fleet != before.fleet
                     || c.arrivals != before.arrivals

@@ -252,6 +252,67 @@ fn fleets_conserve_requests_and_tokens_and_rerun_identically() {
     }
 }
 
+/// The same accounting for a fleet of pools with different tiers (none, LMCache CPU, vLLM's
+/// native offload) behind routers fed by late KV events, and by a controller.
+#[test]
+fn pooled_fleets_conserve_requests_and_tokens_and_rerun_identically() {
+    use crate::config::RunConfig;
+    use serde_json::json;
+    let mut reqs = Vec::new();
+    for i in 0..90u64 {
+        let doc = Run::new(1 + i % 5, 0, 300 + (i as u32 % 4) * 200);
+        let own = Run::new(1000 + i, 0, 20 + (i as u32 * 37) % 400);
+        reqs.push(req(i, i * 4, vec![doc, own], 2 + (i as u32 % 30)));
+    }
+    let t = trace(reqs);
+    for (router, view) in [
+        ("llm_d", "events"),
+        ("dynamo", "events"),
+        ("kvaware", "events"),
+    ] {
+        let mut c = RunConfig::default();
+        c.set("router", &json!(router)).unwrap();
+        c.set("router_cache_view", &json!(view)).unwrap();
+        c.set("router_events_delay_ms", &json!(30)).unwrap();
+        c.set(
+            "pools",
+            &json!([
+                {"count": 1},
+                {"count": 2, "tier": "cpu", "max_local_cpu_size_gb": 1},
+                {"count": 1, "tier": "native", "kv_offloading_size": 1},
+            ]),
+        )
+        .unwrap();
+        let s = c.setup().unwrap().0;
+        let a = simulate(&t, &s).unwrap();
+        let b = simulate(&t, &s).unwrap();
+        assert_eq!(a.reqs.iter().filter(|r| r.finish.is_some()).count(), 90);
+        for (q, r) in t.requests.iter().zip(&a.reqs) {
+            let o = r.origin;
+            assert_eq!(o.gpu + o.cpu + o.disk + o.remote + o.computed, q.input_len);
+        }
+        for (x, y) in a.reqs.iter().zip(&b.reqs) {
+            assert_eq!(outcome(x), outcome(y), "{router}");
+        }
+        assert_eq!(a.replica_of, b.replica_of, "{router}");
+        // Each pool's replicas have their pool's connector.
+        let kinds: Vec<Option<&str>> = a
+            .replicas
+            .iter()
+            .map(|r| match &r.connector_stats {
+                None => None,
+                Some(crate::connector::ConnectorStats::LmCache { .. }) => Some("lmcache"),
+                Some(crate::connector::ConnectorStats::Native { .. }) => Some("native"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![None, Some("lmcache"), Some("lmcache"), Some("native")],
+            "{router}"
+        );
+    }
+}
+
 /// A fleet's run writes which replica served each request, each replica's summary and usage
 /// series, and reads back through the same types.
 #[test]
