@@ -646,7 +646,7 @@ pub static KEYS: &[Key] = &[
     ),
     key!(
         ["router_cache_view"],
-        "where llm_d / dynamo learn what replicas cache: decisions (their own routing) | events (the engines' KV events, exact) | nothing (default: llm_d decisions, dynamo events)",
+        "where llm_d / dynamo learn what replicas cache: decisions (their own routing) | events (the engines' KV events, router_events_delay_ms late) | nothing (default: llm_d decisions, dynamo events)",
         || "router's own".into(),
         false,
         |c, v| {
