@@ -1,7 +1,8 @@
 //! Fleets: many vLLM replicas behind a router, on one clock.
 //!
-//! A fleet is `replicas` engines of one configuration (each with its own GPU prefix cache and
-//! its own connector, so its own local LMCache tiers or native CPU pool) and a router
+//! A fleet is `replicas` engines of one configuration, or pools of engines that differ (GPU,
+//! TP, engine flags, tiers: `crate::sim::PoolSetup`), each with its own GPU prefix cache and
+//! its own connector (so its own local LMCache tiers or native CPU pool), and a router
 //! ([`router`]) that picks a replica for each request when it is sent. The simulation runs them
 //! on one event queue (`crate::sim`); one replica is exactly the single-engine run.
 //!
