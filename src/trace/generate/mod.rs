@@ -7,6 +7,7 @@
 //! | `long-doc-qa` | `long_doc_qa`       | LMCache `benchmarks/long_doc_qa/long_doc_qa.py`        |
 //! | `multi-turn`  | `vllm_multi_turn`   | vLLM `benchmarks/multi_turn` (`generate_conversations`) |
 //! | `random`      | `vllm_bench_random` | `vllm bench serve --dataset-name random`               |
+//! | (studies only) | `single_prompt_twice` | one prompt sent twice, the second after the first completes |
 //!
 //! Each generator takes the tool's own parameters (same names, same defaults, flags in their
 //! kebab-case form) and reproduces what the tool sends: the lengths it draws, the content that
@@ -24,6 +25,7 @@ pub mod llmperf;
 pub mod long_doc_qa;
 pub mod multi_turn;
 pub mod random;
+pub mod single_prompt_twice;
 
 use super::{Pool, Request, Run, Trace, TraceMeta};
 use crate::error::{Error, InputError, Result};
@@ -63,11 +65,12 @@ pub fn generate(kind: &GenKind, seed: u64) -> Result<Trace> {
 }
 
 /// The study workload kinds [`from_study`] knows.
-pub const STUDY_KINDS: [&str; 4] = [
+pub const STUDY_KINDS: [&str; 5] = [
     "llmperf",
     "long_doc_qa",
     "vllm_multi_turn",
     "vllm_bench_random",
+    "single_prompt_twice",
 ];
 
 /// Generates a study's workload: `kind` is the study's `workload.kind`, `params` the workload's
@@ -102,6 +105,9 @@ pub fn from_study(kind: &str, params: &Map<String, Value>, seed: u64, file: &str
                 })?,
             };
             random::generate(&study_params(kind, params, file)?, seed)
+        }
+        "single_prompt_twice" => {
+            single_prompt_twice::generate(&study_params(kind, params, file)?, seed)
         }
         other => Err(InputError::new(
             file,
@@ -331,6 +337,32 @@ mod tests {
             t.meta.params["seed"],
             json!(3),
             "llmperf ignores a study seed"
+        );
+    }
+
+    #[test]
+    fn single_prompt_twice_is_a_study_kind_and_names_an_unknown_key() {
+        let t = from_study(
+            "single_prompt_twice",
+            &obj(json!({"kind": "single_prompt_twice", "input_tokens": 512})),
+            0,
+            "s.json",
+        )
+        .unwrap();
+        let lens: Vec<u32> = t.requests.iter().map(|r| r.input_len).collect();
+        assert_eq!(lens, vec![512, 512]);
+        assert_eq!(t.requests[0].prompt, t.requests[1].prompt);
+        let e = from_study(
+            "single_prompt_twice",
+            &obj(json!({"input_token": 512})),
+            0,
+            "s.json",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("workload.input_token") && e.contains("input_tokens"),
+            "{e}"
         );
     }
 
