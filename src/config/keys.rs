@@ -28,6 +28,9 @@ pub struct Key {
     set: fn(&mut RunConfig, &Value) -> std::result::Result<(), Want>,
 }
 
+/// Keys whose value is a list of mappings (every other key takes a scalar or a list of them).
+pub const STRUCTURED: [&str; 1] = ["pools"];
+
 fn f64_of(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),

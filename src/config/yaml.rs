@@ -112,8 +112,7 @@ impl Reader<'_> {
                 ));
             }
             let value = self.value(&key, 1)?;
-            // `pools` takes a list of mappings; every other key a scalar or a list of them.
-            if super::RunConfig::is_key(&key) && key != "pools" {
+            if super::RunConfig::is_key(&key) && !super::keys::STRUCTURED.contains(&key.as_str()) {
                 let nested = match &value {
                     Value::Object(_) => Some("a mapping"),
                     Value::Array(a) if a.iter().any(|v| v.is_object() || v.is_array()) => {

@@ -125,16 +125,7 @@ pub struct SegmentPool {
 
 impl SegmentPool {
     fn new_segment(&mut self, seg: Segment) -> u32 {
-        match self.spare_segs.pop() {
-            Some(id) => {
-                self.segs[id as usize] = seg;
-                id
-            }
-            None => {
-                self.segs.push(seg);
-                (self.segs.len() - 1) as u32
-            }
-        }
+        crate::util::slab::put(&mut self.segs, &mut self.spare_segs, seg)
     }
 
     fn start_hash(&self, z: u32) -> u64 {

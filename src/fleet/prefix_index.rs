@@ -53,16 +53,7 @@ impl StartMasks {
                 }
             }
             (None, true) => {
-                let s = match self.free.pop() {
-                    Some(s) => {
-                        self.masks[s as usize] = bit;
-                        s
-                    }
-                    None => {
-                        self.masks.push(bit);
-                        (self.masks.len() - 1) as u32
-                    }
-                };
+                let s = crate::util::slab::put(&mut self.masks, &mut self.free, bit);
                 self.index.insert_if_absent(key, s);
             }
             (None, false) => {}

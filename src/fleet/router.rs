@@ -148,8 +148,6 @@ pub fn build(cfg: &FleetConfig) -> Box<dyn Router> {
             overlap_weight: cfg.overlap_weight,
             temperature: cfg.temperature,
             view: View::new(
-                cfg.cache_view,
-                CacheView::Events,
                 n,
                 &FleetConfig {
                     ttl_s: cfg.ttl_s.or(Some(DYNAMO_TTL_S)),
@@ -375,11 +373,38 @@ enum View {
 }
 
 impl View {
-    fn new(kind: Option<CacheView>, default: CacheView, n: usize, cfg: &FleetConfig) -> View {
-        match kind.unwrap_or(default) {
+    /// The view `cfg`'s router reads (`router_cache_view`, else the router's default).
+    fn new(n: usize, cfg: &FleetConfig) -> View {
+        match cfg.effective_cache_view().unwrap_or(CacheView::Nothing) {
             CacheView::Nothing => View::Nothing,
             CacheView::Decisions => View::Decisions(DecisionIndex::new(n, cfg)),
             CacheView::Events => View::Events,
+        }
+    }
+
+    /// For a request to place: its prompt's block keys (for the decision index, whose expired
+    /// entries go first; else none) and, per replica, the fraction of its prompt the replica
+    /// is taken to hold.
+    fn consult(
+        &mut self,
+        q: &Query<'_>,
+        replicas: &mut dyn Replicas,
+    ) -> (std::sync::Arc<Vec<u64>>, Vec<f64>) {
+        let keys = match self {
+            View::Decisions(index) => {
+                index.expire(q.now);
+                index.prompt_blocks(q.request)
+            }
+            _ => Default::default(),
+        };
+        let held = self.held(q.request, &keys, replicas);
+        (keys, held)
+    }
+
+    /// The decision index learns that `keys` went to replica `r` (llm-d's PreRequest).
+    fn learn(&mut self, r: usize, keys: &std::sync::Arc<Vec<u64>>, now: SimTime) {
+        if let View::Decisions(index) = self {
+            index.learn(r, keys, now);
         }
     }
 
@@ -409,7 +434,7 @@ impl LlmD {
     fn new(n: usize, cfg: &FleetConfig) -> Self {
         LlmD {
             weights: cfg.weights,
-            view: View::new(cfg.cache_view, CacheView::Decisions, n, cfg),
+            view: View::new(n, cfg),
             rng: Rng::stream(cfg.seed, "llm-d picker"),
             loads: Vec::new(),
             order: Vec::new(),
@@ -420,14 +445,7 @@ impl LlmD {
 impl Router for LlmD {
     fn route(&mut self, q: &Query<'_>, replicas: &mut dyn Replicas) -> usize {
         let n = replicas.count();
-        let keys = match &mut self.view {
-            View::Decisions(index) => {
-                index.expire(q.now);
-                index.prompt_blocks(q.request)
-            }
-            _ => Default::default(),
-        };
-        let held = self.view.held(q.request, &keys, replicas);
+        let (keys, held) = self.view.consult(q, replicas);
         let mut loads = std::mem::take(&mut self.loads);
         loads.clear();
         loads.extend((0..n).map(|r| replicas.load(r)));
@@ -458,9 +476,7 @@ impl Router for LlmD {
         self.loads = loads;
         self.order = order;
         // The index learns the decision (llm-d's PreRequest).
-        if let View::Decisions(index) = &mut self.view {
-            index.learn(r, &keys, q.now);
-        }
+        self.view.learn(r, &keys, q.now);
         r
     }
 }
@@ -510,14 +526,7 @@ impl Router for Dynamo {
         let n = replicas.count();
         let bs = replicas.block_size().max(1) as f64;
         let prompt = q.request.input_len as f64;
-        let keys = match &mut self.view {
-            View::Decisions(index) => {
-                index.expire(q.now);
-                index.prompt_blocks(q.request)
-            }
-            _ => Default::default(),
-        };
-        let held = self.view.held(q.request, &keys, replicas);
+        let (keys, held) = self.view.consult(q, replicas);
         let logits: Vec<f64> = (0..n)
             .map(|r| {
                 let cached = (held[r] * prompt).min(prompt);
@@ -528,9 +537,7 @@ impl Router for Dynamo {
             })
             .collect();
         let r = self.pick(&logits, replicas);
-        if let View::Decisions(index) = &mut self.view {
-            index.learn(r, &keys, q.now);
-        }
+        self.view.learn(r, &keys, q.now);
         r
     }
 }

@@ -141,22 +141,33 @@ impl ReplicaRuns {
     /// The leading blocks of `keys` held. `may_start(p)` says whether a run of this replica
     /// may start at `keys[p]` (false only when it certainly does not: a filter shared by the
     /// replicas spares each a probe of its own index).
-    pub fn matched(&self, keys: &[u64], mut may_start: impl FnMut(usize) -> bool) -> usize {
+    pub fn matched(&self, keys: &[u64], may_start: impl FnMut(usize) -> bool) -> usize {
+        self.follow(keys, may_start, |_, _| {})
+    }
+
+    /// Walks the runs along `keys` from the root, telling `visit` each run reached and how
+    /// many of its blocks the path covers; returns the leading blocks of `keys` held.
+    fn follow(
+        &self,
+        keys: &[u64],
+        mut may_start: impl FnMut(usize) -> bool,
+        mut visit: impl FnMut(u32, u32),
+    ) -> usize {
         let mut p = 0;
-        while p < keys.len() {
-            if !may_start(p) {
-                break;
-            }
+        while p < keys.len() && may_start(p) {
             let Some(z) = self.starts.get(keys[p]) else {
                 break;
             };
             let r = &self.runs[z as usize];
             let end = p + r.len as usize;
             if end <= keys.len() && keys[end - 1] == r.last {
+                visit(z, r.len);
                 p = end;
                 continue;
             }
-            p += shared(r.keys(), &keys[p..]);
+            let t = shared(r.keys(), &keys[p..]);
+            visit(z, t as u32);
+            p += t;
             break;
         }
         p
@@ -164,36 +175,16 @@ impl ReplicaRuns {
 
     /// The leading blocks of `keys` held, recording the runs on the way in `self.path`.
     fn walk(&mut self, keys: &[u64]) -> usize {
-        self.path.clear();
-        let mut p = 0;
-        while p < keys.len() {
-            let Some(z) = self.starts.get(keys[p]) else {
-                break;
-            };
-            let run = self.runs[z as usize].keys();
-            let t = shared(run, &keys[p..]);
-            let whole = t == run.len();
-            self.path.push((z, t as u32));
-            p += t;
-            if !whole {
-                break;
-            }
-        }
-        p
+        let mut path = std::mem::take(&mut self.path);
+        path.clear();
+        let held = self.follow(keys, |_| true, |z, t| path.push((z, t)));
+        self.path = path;
+        held
     }
 
     fn alloc(&mut self, run: Run) -> u32 {
         self.live += 1;
-        match self.spare.pop() {
-            Some(z) => {
-                self.runs[z as usize] = run;
-                z
-            }
-            None => {
-                self.runs.push(run);
-                (self.runs.len() - 1) as u32
-            }
-        }
+        crate::util::slab::put(&mut self.runs, &mut self.spare, run)
     }
 
     fn free(&mut self, z: u32) {

@@ -572,16 +572,7 @@ impl BlockRunPool {
             prev: NIL,
             next: NIL,
         };
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.runs[id as usize] = run;
-                id
-            }
-            None => {
-                self.runs.push(run);
-                (self.runs.len() - 1) as u32
-            }
-        };
+        let id = crate::util::slab::put(&mut self.runs, &mut self.free, run);
         let chain = self.runs[id as usize].chain.clone();
         self.put_keys(id, &chain, a, b, true);
         id
@@ -624,13 +615,11 @@ impl BlockRunPool {
         let rec = match self.wins.get(chain[w as usize]) {
             Some(rec) => rec,
             None => {
-                let rec = match self.win_free.pop() {
-                    Some(rec) => rec,
-                    None => {
-                        self.win_counts.push([0; ANCHOR as usize]);
-                        (self.win_counts.len() - 1) as u32
-                    }
-                };
+                let rec = crate::util::slab::put(
+                    &mut self.win_counts,
+                    &mut self.win_free,
+                    [0; ANCHOR as usize],
+                );
                 self.wins.insert_if_absent(chain[w as usize], rec);
                 rec
             }

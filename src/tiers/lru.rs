@@ -160,16 +160,7 @@ impl LruTier {
             prev: NIL,
             next: NIL,
         };
-        let s = match self.free_slots.pop() {
-            Some(s) => {
-                self.slots[s as usize] = e;
-                s
-            }
-            None => {
-                self.slots.push(e);
-                (self.slots.len() - 1) as u32
-            }
-        };
+        let s = crate::util::slab::put(&mut self.slots, &mut self.free_slots, e);
         self.map.insert_if_absent(key, s);
         self.link_mru(s);
         self.used += bytes;

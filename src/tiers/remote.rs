@@ -175,6 +175,24 @@ mod tests {
         LmCache::with_store(cfg, 4000, Some(SharedStore::replica(store, replica)))
     }
 
+    /// A store holding 4 chunks replica 0 put at 0, and a remote hit of all 4.
+    fn four_chunks_stored() -> (
+        Arc<Mutex<SharedStore>>,
+        TransferProfile,
+        Vec<Chunk>,
+        TierHits,
+    ) {
+        let store = SharedStore::new(u64::MAX);
+        let tp = profile();
+        let c = chunks(4);
+        cache(&store, 0, 4).store(&c, 0, 4, at(0), &tp);
+        let hits = TierHits {
+            remote: 4,
+            ..TierHits::default()
+        };
+        (store, tp, c, hits)
+    }
+
     fn chunks(n: u64) -> Vec<Chunk> {
         (0..n).map(|i| (250 * (i as u32 + 1), 77 + i)).collect()
     }
@@ -211,14 +229,7 @@ mod tests {
 
     #[test]
     fn two_replicas_loading_at_once_share_the_store_not_a_link_each() {
-        let store = SharedStore::new(u64::MAX);
-        let tp = profile();
-        let c = chunks(4);
-        cache(&store, 0, 4).store(&c, 0, 4, at(0), &tp);
-        let hits = TierHits {
-            remote: 4,
-            ..TierHits::default()
-        };
+        let (store, tp, c, hits) = four_chunks_stored();
         // Alone (at 1 s, the store idle): one wave of 4 GETs (2 round trips of 5 ms), 4 MB
         // through the store (40 ms), 4 MB deserialised (4 ms).
         let (alone, _) = cache(&store, 1, 4).fetch_cost(&c, &hits, at(1_000 * MS), &tp);
@@ -242,14 +253,7 @@ mod tests {
     /// every load would take 54 ms.
     #[test]
     fn two_replicas_loading_without_pause_each_get_half_the_store() {
-        let store = SharedStore::new(u64::MAX);
-        let tp = profile();
-        let c = chunks(4);
-        cache(&store, 0, 4).store(&c, 0, 4, at(0), &tp);
-        let hits = TierHits {
-            remote: 4,
-            ..TierHits::default()
-        };
+        let (store, tp, c, hits) = four_chunks_stored();
         let (mut a, mut b) = (cache(&store, 1, 4), cache(&store, 2, 4));
         // Each issues its next load when its last one completed.
         let (mut next_a, mut next_b) = (1_000 * MS, 1_000 * MS);

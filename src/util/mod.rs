@@ -10,5 +10,6 @@ pub mod interrupt;
 pub mod json;
 pub mod parquet;
 pub mod rng;
+pub mod slab;
 pub mod stats;
 pub mod time;
