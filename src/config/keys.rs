@@ -862,6 +862,19 @@ pub static KEYS: &[Key] = &[
         }
     ),
     key!(
+        ["remote_store_gbps"],
+        "bandwidth of a fleet's shared remote store, GB/s, which every replica's gets and puts share (default: the transfer profile's remote_gbps)",
+        || "remote_gbps".into(),
+        false,
+        |c, v| {
+            let g = f64_of(v)
+                .filter(|x| x.is_finite() && *x >= 1e-6 && *x <= 1e6)
+                .ok_or("a number of GB/s from 1e-6 to 1e6")?;
+            c.fleet.store_gbps = Some(g);
+            Ok(())
+        }
+    ),
+    key!(
         ["replica_rtt_ms"],
         "round-trip times of the replicas to the remote store, ms, as a list (\"1;20\"): replica r takes entry r mod length (default: rtt_ms for all)",
         || "rtt_ms".into(),

@@ -356,6 +356,7 @@ impl RunConfig {
                 },
                 shared: self.fleet.replicas > 1 && self.fleet.shared_store,
                 replica_rtt_s: self.fleet.rtt_ms.iter().map(|ms| ms / 1e3).collect(),
+                store_gbps: self.fleet.store_gbps,
             })
         };
         let base = LmCacheConfig {

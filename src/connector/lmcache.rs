@@ -9,6 +9,7 @@ use super::{
     Save, TierEvictions, TierTokens,
 };
 use crate::cost::TransferProfile;
+use crate::cost::shared_link::OpId;
 use crate::tiers::lmcache::{Chunk, LmCache, LmCacheConfig, TierHits};
 use crate::tiers::remote::StoreHandle;
 use crate::time::{Seconds, SimDuration, SimTime};
@@ -36,6 +37,8 @@ pub struct LmCacheConnector {
     cache: LmCache,
     transfer: TransferProfile,
     reqs: PerRequest<ReqChunks>,
+    /// Gets through a shared store that this step's blocking loads wait for.
+    waiting_on: Vec<OpId>,
 }
 
 impl LmCacheConnector {
@@ -55,6 +58,7 @@ impl LmCacheConnector {
             cache: LmCache::with_store(cfg, kv_bytes_per_token, store),
             transfer,
             reqs: PerRequest::default(),
+            waiting_on: Vec::new(),
         }
     }
 
@@ -123,8 +127,10 @@ impl KvConnector for LmCacheConnector {
             // Prefetch into the CPU tier; the request is skipped until it completes, then looks
             // up again and finds its prefix in host memory (once: what the tier evicts meanwhile
             // stays pinned for it).
-            let (s, _) = l.fetch_cost(chunks, &hits, now, tp);
-            let ready = now + SimDuration::from_secs_f64(s);
+            // A shared store's bytes are taken where they are projected to be through when
+            // the prefetch starts.
+            let f = l.fetch_cost(chunks, &hits, now, tp, false);
+            let ready = now + SimDuration::from_secs_f64(f.projected_s(now));
             l.promote(chunks, &hits, ready);
             st.lookup = None;
             st.prefetched = hits.total();
@@ -180,11 +186,14 @@ impl KvConnector for LmCacheConnector {
         // the GPU hit to the end of the LMCache hit is loaded.
         let chunks = st.chunks.as_deref().unwrap_or_default();
         let l = &mut self.cache;
-        let (fetch, _) = l.fetch_cost(chunks, &hits, now, &self.transfer);
+        let fetch = l.fetch_cost(chunks, &hits, now, &self.transfer, true);
+        if let Some((op, _)) = fetch.shared {
+            self.waiting_on.push(op);
+        }
         l.promote(chunks, &hits, now);
         let (load, bytes) = l.gpu_load_s(chunks, local_hit, end, &self.transfer);
         Load::Blocking {
-            time: Seconds(fetch + load),
+            time: Seconds(fetch.s + load),
             bytes,
         }
     }
@@ -227,6 +236,28 @@ impl KvConnector for LmCacheConnector {
 
     fn layerwise(&self) -> bool {
         self.cache.cfg.use_layerwise
+    }
+
+    fn blocking_data(&mut self, now: SimTime) -> Option<SimTime> {
+        if self.waiting_on.is_empty() {
+            return None;
+        }
+        let store = self.cache.shared_store()?;
+        let mut latest = SimTime::ZERO;
+        let mut through = true;
+        for &op in &self.waiting_on {
+            let t = store.through(op, now).unwrap_or_else(|projected| {
+                through = false;
+                projected
+            });
+            latest = latest.max(t);
+        }
+        if through {
+            for op in self.waiting_on.drain(..) {
+                store.forget(op);
+            }
+        }
+        Some(latest)
     }
 
     fn decode_saves(&self) -> DecodeSaves {

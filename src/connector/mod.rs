@@ -227,6 +227,7 @@ impl ConnectorStats {
                     remote_stores: c.remote_stores + d.remote_stores,
                     promotions: c.promotions + d.promotions,
                     remote_ops: c.remote_ops + d.remote_ops,
+                    remote_skips: c.remote_skips + d.remote_skips,
                 },
                 evictions: TierEvictions {
                     cpu: e.cpu + f.cpu,
@@ -336,6 +337,14 @@ pub trait KvConnector: std::fmt::Debug + Send {
         false
     }
 
+    /// For the blocking loads started this step, asked at `now`: when the data they fetch
+    /// through a path shared with other engines (a fleet's remote store) is through, as far as
+    /// is known at `now` (a time at or before `now`: it is, and the loads are settled); `None`
+    /// when they fetch nothing that way (their [`Load`] times are the whole cost).
+    fn blocking_data(&mut self, _now: SimTime) -> Option<SimTime> {
+        None
+    }
+
     /// What decode-only steps need from the connector.
     fn decode_saves(&self) -> DecodeSaves;
 
@@ -389,6 +398,9 @@ impl KvConnector for Box<dyn KvConnector> {
     }
     fn layerwise(&self) -> bool {
         (**self).layerwise()
+    }
+    fn blocking_data(&mut self, now: SimTime) -> Option<SimTime> {
+        (**self).blocking_data(now)
     }
     fn decode_saves(&self) -> DecodeSaves {
         (**self).decode_saves()

@@ -31,11 +31,21 @@ impl Arrivals {
             .insert(global, at);
     }
 
-    fn take(&self, global: u32) -> Option<SimTime> {
+    /// When request `global`'s KV is expected (the latest projection).
+    fn get(&self, global: u32) -> Option<SimTime> {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&global)
+            .get(&global)
+            .copied()
+    }
+
+    /// The request's KV has arrived: its entry goes.
+    fn remove(&self, global: u32) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&global);
     }
 }
 
@@ -44,8 +54,9 @@ impl Arrivals {
 pub struct PdConnector<C> {
     inner: C,
     arrivals: Arrivals,
-    /// Per slot, when its transferred KV arrives (taken from `arrivals` at the request's first
-    /// lookup; cleared once it has been matched, or when the request is preempted or done).
+    /// Per slot, when its transferred KV arrives (read from `arrivals` at each lookup until it
+    /// has arrived; cleared once it has been matched, or when the request is preempted or
+    /// done).
     pending: PerRequest<Option<SimTime>>,
 }
 
@@ -67,9 +78,11 @@ impl<C: KvConnector> KvConnector for PdConnector<C> {
         local_hit: u32,
         now: SimTime,
     ) -> Match {
+        // The arrival is looked up again at every attempt: transfers that join the link later
+        // may have delayed it.
         let slot = self.pending.get_mut(req.idx);
-        if slot.is_none() {
-            *slot = self.arrivals.take(req.global);
+        if let Some(t) = self.arrivals.get(req.global) {
+            *slot = Some(t);
         }
         let Some(arrival) = *slot else {
             return self.inner.get_num_new_matched_tokens(req, local_hit, now);
@@ -77,6 +90,7 @@ impl<C: KvConnector> KvConnector for PdConnector<C> {
         let matched = if now < arrival {
             Matched::Later { ready: arrival }
         } else {
+            self.arrivals.remove(req.global);
             Matched::Tokens {
                 end: req.prompt_len.min(req.num_tokens - 1).max(local_hit),
                 tiers: Default::default(),
@@ -120,6 +134,10 @@ impl<C: KvConnector> KvConnector for PdConnector<C> {
 
     fn layerwise(&self) -> bool {
         self.inner.layerwise()
+    }
+
+    fn blocking_data(&mut self, now: SimTime) -> Option<SimTime> {
+        self.inner.blocking_data(now)
     }
 
     fn decode_saves(&self) -> DecodeSaves {

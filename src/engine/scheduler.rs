@@ -90,6 +90,20 @@ pub struct StepOutcome {
     pub finished: Vec<u32>,
     /// Times at which asynchronous loads started in this step complete.
     pub wakeups: Vec<SimTime>,
+    /// The step's forward pass waits for data through a shared path (a fleet's remote store)
+    /// projected to be through at `end`: nothing is computed yet, and the caller calls
+    /// [`Engine::settle`] then.
+    pub settle: bool,
+}
+
+/// A step whose forward pass waits for shared data (see [`Engine::settle`]).
+#[derive(Debug)]
+struct PendingStep {
+    start: SimTime,
+    shape: BatchShape,
+    lookup: Seconds,
+    /// Its blocking loads' time besides the shared data.
+    load: Seconds,
 }
 
 /// One vLLM instance with its KV connector `C`, on block pool `P` (the run-length pool by
@@ -150,6 +164,8 @@ pub struct Engine<'t, P: KvPool = SegmentPool, C: KvConnector = Box<dyn KvConnec
     /// Scratch space of decode stretches: running requests by the step residue at which they
     /// allocate and fill blocks.
     stretch_classes: StretchClasses,
+    /// The step waiting for shared data, if any (its plan in `plan`).
+    pending: Option<PendingStep>,
 }
 
 /// See [`Engine::stretch_classes`].
@@ -212,6 +228,7 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
             reference: false,
             blocked: None,
             stretch_classes: Default::default(),
+            pending: None,
         }
     }
 
@@ -769,8 +786,68 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
             };
         }
 
+        // The step's blocking loads wait for data through a shared path (a fleet's remote
+        // store): the forward pass runs when it is through, which later traffic may delay.
+        if let Some(through) = self.connector.blocking_data(now) {
+            self.plan = plan;
+            self.pending = Some(PendingStep {
+                start: now,
+                shape,
+                lookup,
+                load,
+            });
+            out.end = through;
+            out.settle = true;
+            return Some(out);
+        }
+        Some(self.forward(now, plan, &shape, lookup, load, out))
+    }
+
+    /// Settles the step whose forward pass waits for shared data ([`StepOutcome::settle`]), at
+    /// `now`: the step as [`Engine::step`] gives it once the data is through, else when it is
+    /// now projected to be (later traffic slowed it).
+    pub fn settle(&mut self, now: SimTime) -> Result<StepOutcome, SimTime> {
+        let Some(p) = self.pending.take() else {
+            debug_assert!(false, "settle without a pending step");
+            return Err(SimTime::MAX);
+        };
+        let mut load = p.load;
+        if let Some(through) = self.connector.blocking_data(now) {
+            if through > now {
+                self.pending = Some(p);
+                return Err(through);
+            }
+            load += Seconds((through - p.start).as_secs_f64());
+        }
+        let plan = std::mem::take(&mut self.plan);
+        Ok(self.forward(
+            p.start,
+            plan,
+            &p.shape,
+            p.lookup,
+            load,
+            StepOutcome::default(),
+        ))
+    }
+
+    /// Whether a step waits to be settled ([`Engine::settle`]).
+    pub fn is_settling(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// The forward pass of the step that started at `now` and the saves on its critical path,
+    /// then its sampled tokens and finished requests.
+    fn forward(
+        &mut self,
+        now: SimTime,
+        plan: Vec<(u32, u32)>,
+        shape: &BatchShape,
+        lookup: Seconds,
+        load: Seconds,
+        mut out: StepOutcome,
+    ) -> StepOutcome {
         // 3. Forward pass, then saves on the critical path.
-        let forward = Seconds(self.step_model.step_s(&shape));
+        let forward = Seconds(self.step_model.step_s(shape));
         let fwd_end = now + (lookup + load + forward).to_duration();
         let mut store = Seconds::ZERO;
         for &(idx, n) in &plan {
@@ -821,7 +898,7 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
         }
         self.plan = plan;
         out.end = end;
-        Some(out)
+        out
     }
 
     fn add_to_shape(&mut self, shape: &mut BatchShape, idx: u32, n: u32) {

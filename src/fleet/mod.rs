@@ -91,6 +91,10 @@ pub struct FleetConfig {
     /// Round-trip times of the replicas to the remote store, ms, replica `r` taking entry
     /// `r % len` (`replica_rtt_ms`; empty: `rtt_ms` for all).
     pub rtt_ms: Vec<f64>,
+    /// Bandwidth of the shared remote store's data path, GB/s (`remote_store_gbps`; `None`:
+    /// the transfer profile's `remote_gbps`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_gbps: Option<f64>,
 }
 
 impl FleetConfig {
@@ -164,6 +168,7 @@ impl Default for FleetConfig {
             kv_aware_threshold: 2000,
             shared_store: true,
             rtt_ms: Vec::new(),
+            store_gbps: None,
         }
     }
 }

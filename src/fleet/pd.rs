@@ -2,8 +2,9 @@
 //! routed to a decode replica when it is sent; if it is disaggregated (always, or when more of
 //! its prompt than `pd_threshold` tokens is missing from that decoder's GPU prefix cache, as
 //! llm-d decides), it first runs on a prefill replica as a one-token request; when that ends,
-//! its KV moves to the decoder over the prefill replica's link (`pd_transfer_gbps`, FIFO: the
-//! transfers leaving one prefill replica share its bandwidth; `pd_transfer_latency_ms` each),
+//! its KV moves to the decoder over the prefill replica's link (`pd_transfer_gbps`, shared
+//! fairly by the transfers under way on it: [`crate::cost::shared_link`];
+//! `pd_transfer_latency_ms` each),
 //! the whole prompt or only what the decoder's prefix cache lacks (`pd_transfer`); the decoder
 //! schedules it once the KV has arrived (see [`crate::connector::pd`]).
 //!

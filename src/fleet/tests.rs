@@ -402,6 +402,48 @@ fn a_prefix_one_replica_stored_is_loaded_by_another_from_the_shared_store() {
     assert_eq!((apart.remote, apart.computed), (0, 1024));
 }
 
+/// One replica stores a 1,024-token prompt; 10 s later, `loaders` other replicas receive it at
+/// the same instant and each loads its 4 chunks from the shared store (a 1 GB/s store, 5 ms
+/// away). Each load's bytes (1,024 tokens x 131,072 bytes for Llama-3.1-8B: 2 x 32 layers x 8
+/// KV heads x 128 x 2 bytes = 134,217,728 bytes, 134.2 ms at 1 GB/s) share the store with the
+/// others': with two loaders each first token comes one data time later than alone (each load
+/// moves its bytes in twice the time), with three two data times later; everything else
+/// (lookups, round trips, deserialising, the GPU copy, the step) is each replica's own.
+#[test]
+fn replicas_loading_at_once_from_the_shared_store_each_take_their_data_time_times_their_number() {
+    let prompt = || vec![Run::new(9, 0, 1024)];
+    let ttfts = |loaders: u64| {
+        let mut reqs = vec![req(0, 0, prompt(), 2)];
+        reqs.extend((1..=loaders).map(|i| req(i, 10_000, prompt(), 2)));
+        let mut s = setup(EngineFlags::default(), remote_only(5.0, true));
+        s.transfer.remote_gbps = 1.0;
+        s.fleet = FleetConfig {
+            replicas: 1 + loaders as u32,
+            router: RouterKind::RoundRobin,
+            ..FleetConfig::default()
+        };
+        let r = simulate(&trace(reqs), &s).unwrap();
+        r.reqs[1..]
+            .iter()
+            .map(|q| {
+                assert_eq!((q.origin.remote, q.origin.computed), (1023, 1));
+                (q.first_token.unwrap() - q.arrival).as_ns()
+            })
+            .collect::<Vec<u64>>()
+    };
+    let data_ns = 134_217_728u64;
+    let alone = ttfts(1)[0];
+    assert!(alone > data_ns, "{alone}");
+    let near = |got: Vec<u64>, want: u64| {
+        assert!(
+            got.iter().all(|g| g.abs_diff(want) <= 2),
+            "{got:?} vs {want}"
+        );
+    };
+    near(ttfts(2), alone + data_ns);
+    near(ttfts(3), alone + 2 * data_ns);
+}
+
 #[test]
 fn a_token_bucket_refuses_what_it_cannot_pay_for_before_routing() {
     use crate::engine::request::RejectReason;
@@ -490,6 +532,65 @@ fn disaggregated_ttft_is_prefill_then_transfer_then_the_decoders_first_step() {
     let x = &r.reqs[0];
     assert_eq!(ns(x.first_token), 10 * MS);
     assert!(ns(x.finish).abs_diff(arrive + 40 * MS) <= 1);
+}
+
+#[test]
+fn transfers_leaving_one_prefill_replica_at_once_share_its_link() {
+    // Two 1,024-token prompts prefill together on the one prefill replica (one 10 ms step),
+    // then leave for two decoders at 10 ms over its 10 GB/s link: each moves its 134,217,728
+    // bytes at half the link's rate, so both arrive at 10 + 2 x 13.4217728 + 1 = 37.8435456
+    // ms (one after the other, the first would arrive at 24.4217728 ms), and each decoder's
+    // first step ends 10 ms later.
+    let p = |c: u64| vec![Run::new(c, 0, 1024)];
+    let run = |second_ms: u64| {
+        let t = trace(vec![req(0, 0, p(5), 2), req(1, second_ms, p(6), 2)]);
+        let r = simulate(&t, &pd3()).unwrap();
+        assert_eq!(
+            (r.prefill_of.clone(), r.replica_of.clone()),
+            (vec![0, 0], vec![1, 2])
+        );
+        r
+    };
+    let r = run(0);
+    for x in &r.reqs {
+        assert_eq!(
+            x.scheduled,
+            Some(SimTime::ZERO),
+            "one prefill step for both"
+        );
+        let ft = x.first_token.unwrap().as_ns();
+        assert!(ft.abs_diff(47_843_546) <= 1, "{ft}");
+    }
+    // The second prompt sent at 10 ms prefills from 10 to 20 ms. The first transfer, alone
+    // from 10 ms, has 3.4217728 ms of its bytes left at 20 ms, which take twice that shared:
+    // through at 26.8435456 ms, its decoder (told 24.4217728 ms at first) starts at
+    // 27.8435456 and its token comes 10 ms later. The second has 10 ms of its bytes left when
+    // the first is through: it arrives at 37.8435456 ms, its token at 47.8435456.
+    let r = run(10);
+    let ft: Vec<u64> = r
+        .reqs
+        .iter()
+        .map(|x| x.first_token.unwrap().as_ns())
+        .collect();
+    assert!(ft[0].abs_diff(37_843_546) <= 1, "{ft:?}");
+    assert!(ft[1].abs_diff(47_843_546) <= 1, "{ft:?}");
+}
+
+/// One prefill replica, two decoders, a 10 GB/s link and 1 ms per transfer.
+fn pd3() -> crate::sim::SimSetup {
+    let mut s = setup(EngineFlags::default(), OffloadConfig::None);
+    s.fleet = FleetConfig {
+        replicas: 3,
+        pd: Some(pd::PdConfig {
+            prefill: 1,
+            decode: 2,
+            transfer_gbps: 10.0,
+            latency_ms: 1.0,
+            ..pd::PdConfig::default()
+        }),
+        ..FleetConfig::default()
+    };
+    s
 }
 
 #[test]

@@ -16,6 +16,7 @@ use crate::connector::pd::{Arrivals, PdConnector};
 use crate::connector::{
     ConnectorStats, KvConnector, PoolConnectors, PoolOffload, WithConnector, with_connector,
 };
+use crate::cost::shared_link::SharedLink;
 use crate::cost::{StepModel, TransferProfile};
 use crate::engine::pool::KvPool;
 use crate::engine::request::{Phase, RejectReason, ReqState};
@@ -177,6 +178,9 @@ pub struct ReplicaResult {
 enum Event {
     /// A replica's step ends: its finished requests are complete, the replica is idle.
     StepEnd { replica: u32 },
+    /// The data a replica's step waits for through the shared store is projected to be
+    /// through: the step runs its forward pass, or waits longer (`Engine::settle`).
+    Settle { replica: u32 },
     /// A closed-loop client may send its next request.
     ClientReady { pool: u32, client: u32 },
     /// A request is sent (its TTFT counts from here) and routed.
@@ -192,7 +196,7 @@ impl Event {
     /// sends before the scheduler sees them, wake-ups last.
     fn phase(&self) -> u8 {
         match self {
-            Event::StepEnd { .. } => 0,
+            Event::StepEnd { .. } | Event::Settle { .. } => 0,
             Event::ClientReady { .. } => 1,
             Event::Send { .. } => 2,
             Event::Submit { .. } => 3,
@@ -204,7 +208,9 @@ impl Event {
     /// waits for.
     fn own_replica(&self) -> Option<u32> {
         match self {
-            Event::StepEnd { replica } | Event::Wake { replica } => Some(*replica),
+            Event::StepEnd { replica } | Event::Settle { replica } | Event::Wake { replica } => {
+                Some(*replica)
+            }
             _ => None,
         }
     }
@@ -447,6 +453,9 @@ fn merge_pd(pre: ReqState, dec: ReqState, first: FirstToken) -> ReqState {
 struct Replica<'t, P: KvPool, C: KvConnector> {
     engine: Engine<'t, P, C>,
     busy: bool,
+    /// When its step waiting for the shared store is next due to be settled (`SimTime::MAX`:
+    /// none waits).
+    settle_at: SimTime,
     samples: Vec<KvSample>,
     next_sample: SimTime,
 }
@@ -579,6 +588,7 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
             Replica {
                 engine,
                 busy: false,
+                settle_at: SimTime::MAX,
                 samples: Vec::new(),
                 next_sample: SimTime::ZERO,
             }
@@ -614,7 +624,8 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
         }
     ];
     let mut prefilled: HashMap<u32, ReqState> = HashMap::new();
-    let mut link_free: Vec<SimTime> = vec![SimTime::ZERO; np];
+    // P/D: each prefill replica's link, shared by the transfers leaving it (one class each).
+    let mut links: Vec<SharedLink> = vec![SharedLink::new(); np];
     let mut handoffs: Vec<(u32, usize, SimTime)> = Vec::new();
     let refresh = SimDuration::from_secs_f64(setup.fleet.refresh_ms / 1e3);
     let mut signals = LoadSignals::new(n, refresh);
@@ -762,7 +773,7 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
                 Event::StepEnd { replica } => {
                     replicas[replica as usize].busy = false;
                 }
-                Event::Wake { .. } => {}
+                Event::Wake { .. } | Event::Settle { .. } => {}
                 Event::Send { req } => {
                     start.get_or_insert(t);
                     reqs[req as usize].arrival = t;
@@ -860,19 +871,46 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
         for &r in check.iter() {
             touched[r] = false;
             let rep = &mut replicas[r];
-            if rep.busy || !rep.engine.has_work() {
-                continue;
-            }
-            let horizon = q.next_for(r).min(rep.next_sample);
-            let Some(out) = rep.engine.step(now, horizon) else {
-                idle_with_work.push(r);
-                continue;
-            };
-            rep.busy = true;
             let replica = r as u32;
-            for w in &out.wakeups {
-                q.push(*w, Event::Wake { replica })?;
-            }
+            let out = if rep.engine.is_settling() {
+                // A step waiting for the shared store's bytes: when due, it goes on if they are
+                // through, else waits for their new projection.
+                if now < rep.settle_at {
+                    continue;
+                }
+                match rep.engine.settle(now) {
+                    Ok(out) => {
+                        rep.settle_at = SimTime::MAX;
+                        out
+                    }
+                    Err(later) => {
+                        rep.settle_at = later;
+                        if later != SimTime::MAX {
+                            q.push(later, Event::Settle { replica })?;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                if rep.busy || !rep.engine.has_work() {
+                    continue;
+                }
+                let horizon = q.next_for(r).min(rep.next_sample);
+                let Some(out) = rep.engine.step(now, horizon) else {
+                    idle_with_work.push(r);
+                    continue;
+                };
+                rep.busy = true;
+                for w in &out.wakeups {
+                    q.push(*w, Event::Wake { replica })?;
+                }
+                if out.settle {
+                    rep.settle_at = out.end;
+                    q.push(out.end, Event::Settle { replica })?;
+                    continue;
+                }
+                out
+            };
             for &slot in &out.finished {
                 let done = rep.engine.take_finished(slot);
                 let idx = done.idx;
@@ -932,7 +970,7 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
         }
         check.clear();
         // P/D: the prefills that ended leave for their decoders, each over its prefill
-        // replica's link, the transfers leaving one replica one after another.
+        // replica's link, the transfers under way on one link sharing it.
         if let (Some(p), Some(arrivals)) = (pd, &arrivals) {
             for (idx, r, at) in handoffs.drain(..) {
                 let d = replica_of[idx as usize] as usize;
@@ -945,10 +983,16 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
                 };
                 let bytes = tokens as u64 * replicas[r].engine.cfg.kv_bytes_per_token;
                 let wire = SimDuration::from_secs_f64(bytes as f64 / (p.transfer_gbps * 1e9));
-                let start = link_free[r].max(at);
-                link_free[r] = start + wire;
+                // The transfers under way on the link share it: each one's arrival is
+                // projected again as this one joins (the decoders look the times up when they
+                // next try to schedule the request).
+                let link = &mut links[r];
+                link.advance(now, |_, _, _| {});
+                link.submit(idx as u64, at, wire);
                 let latency = SimDuration::from_secs_f64(p.latency_ms / 1e3);
-                arrivals.expect(idx, start + wire + latency);
+                for (req, _, through) in link.projected() {
+                    arrivals.expect(req as u32, through + latency);
+                }
                 if let Some(pre) = prefilled.get_mut(&idx) {
                     pre.bytes_loaded += bytes;
                 }

@@ -17,6 +17,7 @@
 use super::lru::LruTier;
 use super::remote::{RemoteTier, StoreHandle};
 use crate::cost::TransferProfile;
+use crate::cost::shared_link::OpId;
 use crate::time::{SimDuration, SimTime};
 use serde::Serialize;
 
@@ -91,11 +92,22 @@ pub struct RemoteConfig {
     /// Round-trip times of the replicas to the store, seconds, replica `r` taking entry
     /// `r % len` (empty: `rtt_s` for all).
     pub replica_rtt_s: Vec<f64>,
+    /// A shared store's data-path bandwidth, GB/s (`None`: the transfer profile's
+    /// `remote_gbps`).
+    pub store_gbps: Option<f64>,
 }
 
 impl RemoteConfig {
     /// The store a remote tier uses when no `remote_url` is given.
     pub const DEFAULT_URL: &'static str = "redis://remote:6379";
+
+    /// The time `bytes` take through a shared store's data path at its full rate.
+    pub fn store_data(&self, bytes: u64, tp: &TransferProfile) -> SimDuration {
+        match self.store_gbps {
+            Some(g) => SimDuration::from_secs_f64(bytes as f64 / (g * 1e9)),
+            None => SimDuration::from_secs_f64(tp.remote_op_s(bytes, 0, 0.0)),
+        }
+    }
 }
 
 impl Default for RemoteConfig {
@@ -109,6 +121,7 @@ impl Default for RemoteConfig {
             capacity_bytes: u64::MAX,
             shared: false,
             replica_rtt_s: Vec::new(),
+            store_gbps: None,
         }
     }
 }
@@ -186,6 +199,14 @@ pub struct LmCacheStats {
     pub promotions: u64,
     /// Remote operations (gets, puts, existence checks).
     pub remote_ops: u64,
+    /// Chunks not put to a shared store because this engine's puts not yet through it filled
+    /// its staging buffer (see [`crate::tiers::remote`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub remote_skips: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The LMCache engine state.
@@ -221,6 +242,30 @@ fn enqueue(workers: &mut [SimTime], now: SimTime, dur: SimDuration) -> SimTime {
         *w = end;
     }
     end
+}
+
+/// LMCache's host buffer when its CPU tier is off (`max_local_cpu_size`'s default, 5 GiB):
+/// chunks being put to a remote store are staged in it.
+pub const DEFAULT_STAGING_BYTES: u64 = 5 << 30;
+
+/// What reading a request's disk and remote hits into host memory costs
+/// ([`LmCache::fetch_cost`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Fetch {
+    /// Seconds, besides the bytes through a shared store's data path.
+    pub s: f64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// The get through a shared store, and when its bytes are projected to be through.
+    pub shared: Option<(OpId, SimTime)>,
+}
+
+impl Fetch {
+    /// Seconds from `now` (when it was issued) until done, with the shared store's bytes
+    /// where they are projected to be through.
+    pub fn projected_s(&self, now: SimTime) -> f64 {
+        self.s + self.shared.map_or(0.0, |(_, t)| (t - now).as_secs_f64())
+    }
 }
 
 impl LmCache {
@@ -323,20 +368,23 @@ impl LmCache {
         if n == 0 { 0 } else { chunks[n as usize - 1].0 }
     }
 
-    /// Seconds and bytes to read the disk and remote hits into host memory (used by a blocking
-    /// retrieve and by asynchronous prefetch).
+    /// What reading the disk and remote hits into host memory at `now` costs (a blocking
+    /// retrieve, which `waits` for a shared store's bytes and asks about them again, or an
+    /// asynchronous prefetch, which takes their projected time).
     pub fn fetch_cost(
         &mut self,
         chunks: &[Chunk],
         hits: &TierHits,
         now: SimTime,
         tp: &TransferProfile,
-    ) -> (f64, u64) {
+        waits: bool,
+    ) -> Fetch {
         let c = hits.cpu as usize;
         let d = c + hits.disk as usize;
         let r = d + hits.remote as usize;
         let mut s = 0.0;
         let mut bytes = 0u64;
+        let mut shared = None;
         if hits.disk > 0 {
             let b: u64 = (c..d).map(|i| self.chunk_bytes(chunks, i)).sum();
             s += tp.disk_read_s(b, hits.disk as u64) + tp.memcpy_s(b);
@@ -350,12 +398,12 @@ impl LmCache {
             let n = hits.remote as u64;
             s += match self.remote.as_ref().and_then(RemoteTier::shared) {
                 // Round trips in waves of `concurrency`, this engine's; the bytes through the
-                // store's data path after what other engines issued before.
+                // store's shared data path, their time apart.
                 Some(store) => {
                     let latency = tp.remote_batch_s(n, 0, get_rt, rc.rtt_s, rc.concurrency);
-                    let data = SimDuration::from_secs_f64(tp.remote_op_s(n * wire, 0, 0.0));
-                    let done = store.serve(now, data, self.in_flight(wire, tp));
-                    latency + (done - now).as_secs_f64()
+                    let data = rc.store_data(n * wire, tp);
+                    shared = Some(store.get(now, data, waits));
+                    latency
                 }
                 None => tp.remote_batch_s(n, wire, get_rt, rc.rtt_s, rc.concurrency),
             };
@@ -366,7 +414,12 @@ impl LmCache {
             self.stats.remote_ops += hits.remote as u64 * get_rt as u64;
             bytes += b;
         }
-        (s, bytes)
+        Fetch { s, bytes, shared }
+    }
+
+    /// The fleet's shared remote store, if this cache's remote tier is one.
+    pub fn shared_store(&self) -> Option<&StoreHandle> {
+        self.remote.as_ref().and_then(RemoteTier::shared)
     }
 
     /// Since when this instance's own tiers (CPU, disk) hold chunk `key`, if they do: what the
@@ -391,13 +444,6 @@ impl LmCache {
                 self.stats.promotions += 1;
             }
         }
-    }
-
-    /// Store time of the operations one engine keeps in flight at a shared store
-    /// (`remote_concurrency` chunks of `wire` bytes).
-    fn in_flight(&self, wire: u64, tp: &TransferProfile) -> SimDuration {
-        let n = self.cfg.remote.as_ref().map_or(1, |r| r.concurrency.max(1)) as u64;
-        SimDuration::from_secs_f64(tp.remote_op_s(n * wire, 0, 0.0))
     }
 
     /// Bytes a chunk of `bytes` KV occupies on the wire to the remote store.
@@ -480,31 +526,29 @@ impl LmCache {
                     continue;
                 }
                 let wire = self.wire_bytes_with(b, tp);
-                let end = match &shared {
-                    // A free put slot of this engine sends the bytes through the store's data
-                    // path, then waits for the acknowledgements.
+                match &shared {
+                    // The bytes go through the store's shared data path from when they are
+                    // serialised; the chunk is visible once the acknowledgements are back.
                     Some(store) => {
-                        let data = SimDuration::from_secs_f64(tp.remote_op_s(wire, 0, 0.0));
+                        let data = rc.store_data(wire, tp);
                         let acks = SimDuration::from_secs_f64(tp.remote_op_s(0, put_rt, rc.rtt_s));
-                        let slot = self
-                            .remote_free_at
-                            .iter()
-                            .enumerate()
-                            .min_by_key(|(i, t)| (**t, *i))
-                            .map_or(0, |(i, _)| i);
-                        let start = self.remote_free_at[slot].max(ready);
-                        let end = store.serve(start, data, self.in_flight(wire, tp)) + acks;
-                        self.remote_free_at[slot] = end;
-                        end
+                        let staging = self.cfg.cpu_bytes.unwrap_or(DEFAULT_STAGING_BYTES);
+                        match store.put(key, b, ready, data, acks, staging) {
+                            Some(evicted) => self.remote_evictions += evicted,
+                            None => {
+                                self.stats.remote_skips += 1;
+                                continue;
+                            }
+                        }
                     }
                     None => {
                         let dur =
                             SimDuration::from_secs_f64(tp.remote_op_s(wire, put_rt, rc.rtt_s));
-                        enqueue(&mut self.remote_free_at, ready, dur)
+                        let end = enqueue(&mut self.remote_free_at, ready, dur);
+                        if let Some(remote) = &mut self.remote {
+                            self.remote_evictions += remote.insert(key, b, end);
+                        }
                     }
-                };
-                if let Some(remote) = &mut self.remote {
-                    self.remote_evictions += remote.insert(key, b, end);
                 }
                 self.stats.remote_stores += 1;
                 self.stats.remote_ops += put_rt as u64;

@@ -168,9 +168,8 @@ impl LruTier {
         true
     }
 
-    #[cfg(test)]
     /// Sets `key`'s time (its ready time) to `at`, if present: for users that keep the time of
-    /// the last write, not the first.
+    /// the last write, not the first, or learn when a write completes after issuing it.
     pub fn restamp(&mut self, key: u64, at: SimTime) {
         if let Some(s) = self.map.get(key) {
             self.slots[s as usize].ready_at = at;

@@ -5,28 +5,44 @@
 //! A shared store holds one set of chunks: capacity and LRU eviction are fleet-wide, and a chunk
 //! one replica put is a hit for every replica once the put has completed (LMCache's key is the
 //! model, the TP layout, the dtype and the chunk hash; the replicas of one fleet run one
-//! configuration, so their keys match). Its data path is shared too: every replica's gets and
-//! puts move their bytes through it one after another, in the order they are issued, at the
-//! transfer profile's remote bandwidth (Redis serves commands on one thread), so a store busy
-//! with one replica's traffic slows every other. An operation waits for the bytes every replica
-//! still has in flight at the store when it is issued (at most `remote_concurrency` chunks of
-//! each: LMCache's client holds back the rest), then moves its own; so two replicas loading at
-//! once finish one load's time apart, and a replica whose puts fall behind delays the others by
-//! its in-flight puts, not by its whole backlog. Round trips are each replica's own (its RTT to
-//! the store). A store of one engine keeps the per-engine cost model of
+//! configuration, so their keys match). Its data path is shared too, at the transfer profile's
+//! remote bandwidth, fairly between the replicas with traffic under way
+//! ([`crate::cost::shared_link`]): each replica's puts form one stream and its gets another,
+//! each going through in the order its operations start, and while `k` streams have bytes
+//! moving each moves at `1/k` of the store's rate (Redis serves its clients in turn,
+//! interleaving large replies as their sockets drain). So two replicas loading at once both
+//! take twice the data time one alone takes, and a replica whose puts fall behind halves the
+//! others' rate (and its own gets') for as long as its backlog lasts, without its backlog
+//! blocking anyone's gets (whether a replica's gets queue behind its own puts on one
+//! connection depends on LMCache's remote connector and version, not modelled here). A put is visible once its bytes are through and its acknowledgements have
+//! come back (the replica's round trips); a step that loads from the store waits for its bytes
+//! to be through, which traffic that starts later may delay (the engine settles such a step
+//! when the bytes are through: `Engine::settle`). Round trips are each replica's own (its RTT
+//! to the store). A store of one engine keeps the per-engine cost model of
 //! [`crate::tiers::lmcache`] (its transfers limited by its own link), so a one-replica fleet is
 //! exactly the single-engine run.
 
 use super::lru::LruTier;
+use crate::cost::shared_link::{OpId, SharedLink};
 use crate::time::{SimDuration, SimTime};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// A store shared by a fleet: its contents and each replica's traffic through it.
+/// A store shared by a fleet: its contents and the traffic through its data path.
 #[derive(Debug)]
 pub struct SharedStore {
     tier: LruTier,
-    /// Per replica, when the bytes it has sent or asked for are through the store.
-    busy_until: Vec<SimTime>,
+    /// The data path: replica `r`'s puts are class `2r`, its gets `2r + 1`.
+    link: SharedLink,
+    /// Puts whose bytes are moving: the chunk, the time its acknowledgements take, the
+    /// replica and the bytes it stages.
+    puts: HashMap<OpId, (u64, SimDuration, usize, u64)>,
+    /// Per replica, the bytes of its puts not yet through (held in its staging buffer).
+    staged: Vec<u64>,
+    /// Chunks stored but not yet visible, by the put that makes them visible.
+    pending: HashMap<u64, OpId>,
+    /// Gets a step waits for: when their bytes were through (`None`: not yet).
+    waits: HashMap<OpId, Option<SimTime>>,
 }
 
 impl SharedStore {
@@ -35,7 +51,11 @@ impl SharedStore {
     pub fn new(capacity: u64) -> Arc<Mutex<SharedStore>> {
         Arc::new(Mutex::new(SharedStore {
             tier: LruTier::new(capacity),
-            busy_until: Vec::new(),
+            link: SharedLink::new(),
+            puts: HashMap::new(),
+            staged: Vec::new(),
+            pending: HashMap::new(),
+            waits: HashMap::new(),
         }))
     }
 
@@ -50,6 +70,33 @@ impl SharedStore {
     /// Chunks evicted fleet-wide.
     pub fn evictions(&self) -> u64 {
         self.tier.evictions
+    }
+
+    /// Moves the data path on to `now`: puts whose acknowledgements are due become visible
+    /// then, gets record when their bytes were through.
+    fn advance(&mut self, now: SimTime) {
+        let SharedStore {
+            tier,
+            link,
+            puts,
+            staged,
+            pending,
+            waits,
+        } = self;
+        if link.is_idle() {
+            return;
+        }
+        link.advance(now, |_, op, t| {
+            if let Some((key, acks, replica, bytes)) = puts.remove(&op) {
+                staged[replica] -= bytes;
+                if pending.get(&key) == Some(&op) {
+                    pending.remove(&key);
+                    tier.restamp(key, t + acks);
+                }
+            } else if let Some(w) = waits.get_mut(&op) {
+                *w = Some(t);
+            }
+        });
     }
 }
 
@@ -67,23 +114,65 @@ impl StoreHandle {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Moves bytes taking `data` through the store, issued at `at` by this replica; returns
-    /// when they are through. They wait for what every replica (this one included) still has
-    /// in flight at `at`, at most `in_flight` of each: a replica keeps at most
-    /// `remote_concurrency` operations at the store, and LMCache's client queues the rest.
-    pub fn serve(&self, at: SimTime, data: SimDuration, in_flight: SimDuration) -> SimTime {
+    /// Puts chunk `key` (`bytes` stored, `data` the time its bytes take through the store at
+    /// its full rate) from `start`; it is visible `acks` after its bytes are through. Returns
+    /// the chunks this evicted; `None` (nothing put) when this replica's puts not yet through
+    /// the store (as of the time the store has reached) would hold more than `staging` bytes
+    /// with this one: LMCache stages a put in its host buffer until it is sent and skips a
+    /// store it cannot allocate for, so a store that cannot keep up loses puts rather than
+    /// queueing them without end.
+    pub fn put(
+        &self,
+        key: u64,
+        bytes: u64,
+        start: SimTime,
+        data: SimDuration,
+        acks: SimDuration,
+        staging: u64,
+    ) -> Option<u64> {
         let mut s = self.lock();
-        if s.busy_until.len() <= self.replica {
-            s.busy_until.resize(self.replica + 1, SimTime::ZERO);
+        if s.staged.len() <= self.replica {
+            s.staged.resize(self.replica + 1, 0);
         }
-        let wait = s.busy_until.iter().fold(SimDuration::ZERO, |w, b| {
-            let ahead = if *b > at { *b - at } else { SimDuration::ZERO };
-            w + ahead.min(in_flight)
-        });
-        let done = at + wait + data;
-        let mine = &mut s.busy_until[self.replica];
-        *mine = (*mine).max(done);
-        done
+        if s.staged[self.replica] + bytes > staging {
+            return None;
+        }
+        s.staged[self.replica] += bytes;
+        let before = s.tier.evictions;
+        s.tier.insert(key, bytes, SimTime::MAX);
+        let op = s.link.submit(self.replica as u64 * 2, start, data);
+        s.puts.insert(op, (key, acks, self.replica, bytes));
+        s.pending.insert(key, op);
+        Some(s.tier.evictions - before)
+    }
+
+    /// Gets bytes taking `data` through the store at its full rate, from `start`; returns the
+    /// get and when its bytes are projected to be through. A get the caller `waits` for is
+    /// asked about again ([`StoreHandle::through`]) until it has been [`StoreHandle::forget`]-ed.
+    pub fn get(&self, start: SimTime, data: SimDuration, waits: bool) -> (OpId, SimTime) {
+        let mut s = self.lock();
+        let op = s.link.submit(self.replica as u64 * 2 + 1, start, data);
+        if waits {
+            s.waits.insert(op, None);
+        }
+        let through = s.link.finish(op).unwrap_or(start);
+        (op, through)
+    }
+
+    /// Asked at `now` about a get the caller waits for: `Ok` with when its bytes were through,
+    /// or `Err` with when they are now projected to be.
+    pub fn through(&self, op: OpId, now: SimTime) -> Result<SimTime, SimTime> {
+        let mut s = self.lock();
+        s.advance(now);
+        match s.waits.get(&op) {
+            Some(Some(t)) => Ok(*t),
+            _ => Err(s.link.finish(op).unwrap_or(now)),
+        }
+    }
+
+    /// The caller no longer waits for `op`.
+    pub fn forget(&self, op: OpId) {
+        self.lock().waits.remove(&op);
     }
 }
 
@@ -107,7 +196,14 @@ impl RemoteTier {
 
     /// Whether `key` is stored and its put completed by `now`.
     pub fn contains(&self, key: u64, now: SimTime) -> bool {
-        self.with(|t| t.contains(key, now))
+        match self {
+            RemoteTier::Own(t) => t.contains(key, now),
+            RemoteTier::Shared(h) => {
+                let mut s = h.lock();
+                s.advance(now);
+                s.tier.contains(key, now)
+            }
+        }
     }
 
     /// Whether `key` is stored or being put.
@@ -115,16 +211,25 @@ impl RemoteTier {
         self.with(|t| t.has(key))
     }
 
-    /// Stores `key` (`bytes`), visible from `ready_at`; returns the chunks this evicted.
+    /// Stores `key` (`bytes`) in a store of its own, visible from `ready_at`; returns the
+    /// chunks this evicted (a shared store's puts are [`StoreHandle::put`]).
     pub fn insert(&mut self, key: u64, bytes: u64, ready_at: SimTime) -> u64 {
-        let put = |t: &mut LruTier| {
-            let before = t.evictions;
-            t.insert(key, bytes, ready_at);
-            t.evictions - before
-        };
         match self {
-            RemoteTier::Own(t) => put(t),
-            RemoteTier::Shared(s) => put(&mut s.lock().tier),
+            RemoteTier::Own(t) => {
+                let before = t.evictions;
+                t.insert(key, bytes, ready_at);
+                t.evictions - before
+            }
+            RemoteTier::Shared(h) => h
+                .put(
+                    key,
+                    bytes,
+                    ready_at,
+                    SimDuration::ZERO,
+                    SimDuration::ZERO,
+                    u64::MAX,
+                )
+                .unwrap_or(0),
         }
     }
 
@@ -140,6 +245,7 @@ impl RemoteTier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cost::shared_link::OpId;
     use crate::cost::{GpuProfile, TransferProfile};
     use crate::tiers::lmcache::{Chunk, LmCache, LmCacheConfig, RemoteConfig, TierHits};
 
@@ -230,79 +336,95 @@ mod tests {
     #[test]
     fn two_replicas_loading_at_once_share_the_store_not_a_link_each() {
         let (store, tp, c, hits) = four_chunks_stored();
-        // Alone (at 1 s, the store idle): one wave of 4 GETs (2 round trips of 5 ms), 4 MB
-        // through the store (40 ms), 4 MB deserialised (4 ms).
-        let (alone, _) = cache(&store, 1, 4).fetch_cost(&c, &hits, at(1_000 * MS), &tp);
-        assert!((alone - 0.054).abs() < 1e-9, "{alone}");
-        // Two at once (at 2 s): the second's bytes wait behind the first's in the store's
-        // queue, 40 ms more; with a link each, both would take 54 ms.
-        let (first, _) = cache(&store, 1, 4).fetch_cost(&c, &hits, at(2_000 * MS), &tp);
-        let (second, _) = cache(&store, 2, 4).fetch_cost(&c, &hits, at(2_000 * MS), &tp);
-        assert!((first - 0.054).abs() < 1e-9, "{first}");
-        assert!((second - 0.094).abs() < 1e-9, "{second}");
-        // A third at once waits for both: 134 ms.
-        let (third, _) = cache(&store, 3, 4).fetch_cost(&c, &hits, at(2_000 * MS), &tp);
-        assert!((third - 0.134).abs() < 1e-9, "{third}");
-    }
-
-    /// Two replicas loading back to back for as long as they run: after the first pair (54
-    /// and 94 ms), every load takes 80 ms, for both: the store is busy all the time, moving
-    /// each replica's 40 ms of data in every 80 ms (half its bandwidth each), as a store
-    /// shared fairly would (two loads of 40 ms of data and 14 ms of round trips and
-    /// deserialising each cannot cycle faster than 80 ms through one store); with a link each,
-    /// every load would take 54 ms.
-    #[test]
-    fn two_replicas_loading_without_pause_each_get_half_the_store() {
-        let (store, tp, c, hits) = four_chunks_stored();
-        let (mut a, mut b) = (cache(&store, 1, 4), cache(&store, 2, 4));
-        // Each issues its next load when its last one completed.
-        let (mut next_a, mut next_b) = (1_000 * MS, 1_000 * MS);
-        let mut times = Vec::new();
-        for _ in 0..6 {
-            // Whichever is due first issues first (A on ties).
-            if next_a <= next_b {
-                let (s, _) = a.fetch_cost(&c, &hits, at(next_a), &tp);
-                next_a += (s * 1e9).round() as u64;
-                times.push(('a', s));
-            } else {
-                let (s, _) = b.fetch_cost(&c, &hits, at(next_b), &tp);
-                next_b += (s * 1e9).round() as u64;
-                times.push(('b', s));
-            }
-        }
-        let ms: Vec<(char, u64)> = times
-            .iter()
-            .map(|(w, s)| (*w, (s * 1e3).round() as u64))
-            .collect();
+        // Alone (at 1 s, the store idle): one wave of 4 GETs (2 round trips of 5 ms) and 4 MB
+        // deserialised (4 ms), and 4 MB through the store (40 ms): 54 ms.
+        let alone = cache(&store, 1, 4).fetch_cost(&c, &hits, at(1_000 * MS), &tp, true);
+        assert!((alone.s - 0.014).abs() < 1e-12, "{}", alone.s);
+        assert_eq!(alone.shared.map(|(_, t)| t), Some(at(1_040 * MS)));
+        assert!((alone.projected_s(at(1_000 * MS)) - 0.054).abs() < 1e-12);
+        // Two at once (at 2 s): the first is projected alone (40 ms) until the second joins;
+        // then each moves at half the store's rate, and both are through after 80 ms, twice
+        // the time alone: each load takes 94 ms (with a link each, both would take 54).
+        let a = cache(&store, 1, 4).fetch_cost(&c, &hits, at(2_000 * MS), &tp, true);
+        let b = cache(&store, 2, 4).fetch_cost(&c, &hits, at(2_000 * MS), &tp, true);
+        let (a_op, b_op) = (a.shared.unwrap().0, b.shared.unwrap().0);
         assert_eq!(
-            ms,
-            vec![
-                ('a', 54),
-                ('b', 94),
-                ('a', 80),
-                ('b', 80),
-                ('a', 80),
-                ('b', 80)
-            ]
+            a.shared.unwrap().1,
+            at(2_040 * MS),
+            "projected before B joined"
         );
+        assert_eq!(b.shared.unwrap().1, at(2_080 * MS));
+        let h = SharedStore::replica(&store, 1);
+        assert_eq!(h.through(a_op, at(2_040 * MS)), Err(at(2_080 * MS)));
+        assert_eq!(h.through(a_op, at(2_080 * MS)), Ok(at(2_080 * MS)));
+        assert_eq!(h.through(b_op, at(2_080 * MS)), Ok(at(2_080 * MS)));
+        // Three at once (at 3 s): a third each, 120 ms.
+        let ops: Vec<OpId> = (1..=3)
+            .map(|r| {
+                let f = cache(&store, r, 4).fetch_cost(&c, &hits, at(3_000 * MS), &tp, true);
+                f.shared.unwrap().0
+            })
+            .collect();
+        for op in ops {
+            assert_eq!(h.through(op, at(3_200 * MS)), Ok(at(3_120 * MS)));
+            h.forget(op);
+        }
     }
 
     #[test]
-    fn a_replica_behind_on_its_puts_delays_others_by_what_it_has_in_flight() {
-        // Replica 0 puts 100 chunks from 0 (about a second of store time); replica 1's load of
-        // one chunk at 100 ms waits for replica 0's four chunks in flight (40 ms), not for the
-        // whole backlog: 2 round trips (10 ms) + 40 ms + its 10 ms + deserialising (1 ms).
+    fn a_replica_behind_on_its_puts_halves_the_others_rate_while_its_backlog_lasts() {
+        // Replica 0 stores 100 chunks at 0: 100 ms copying to the host, 100 ms serialising,
+        // then 100 puts from 200 ms, 10 ms each through the store: about a second of backlog.
         let store = SharedStore::new(u64::MAX);
         let tp = profile();
         let c = chunks(100);
         cache(&store, 0, 4).store(&c, 0, 100, at(0), &tp);
-        assert!(store.lock().unwrap().busy_until[0] > at(990 * MS));
+        // Replica 1 loads one chunk at 300 ms: its 10 ms of bytes at half the rate (20 ms),
+        // after 2 round trips (10 ms), then deserialised (1 ms): 31 ms.
         let hits = TierHits {
             remote: 1,
             ..TierHits::default()
         };
-        let (load, _) = cache(&store, 1, 4).fetch_cost(&c[..1], &hits, at(100 * MS), &tp);
-        assert!((load - 0.061).abs() < 1e-9, "{load}");
+        let load = cache(&store, 1, 4).fetch_cost(&c[..1], &hits, at(300 * MS), &tp, true);
+        let h = SharedStore::replica(&store, 1);
+        let op = load.shared.unwrap().0;
+        assert_eq!(h.through(op, at(400 * MS)), Ok(at(320 * MS)));
+        assert!((load.s - 0.011).abs() < 1e-12, "{}", load.s);
+        // Replica 0's backlog lost 10 ms of store time to it: its last chunk's bytes are
+        // through at 200 + 1,000 + 10 ms, visible after its two acknowledgements (10 ms).
+        let mut b = cache(&store, 1, 4);
+        assert_eq!(b.lookup(&c, at(1_220 * MS - 1), &tp).0.remote, 99);
+        assert_eq!(b.lookup(&c, at(1_220 * MS), &tp).0.remote, 100);
+    }
+
+    #[test]
+    fn a_replica_skips_puts_its_staging_buffer_cannot_hold_until_earlier_ones_are_through() {
+        // 3 MB of staging, 1 MB chunks taking 10 ms each through the store.
+        let store = SharedStore::new(u64::MAX);
+        let h = SharedStore::replica(&store, 0);
+        let put = |key: u64, ms: u64| {
+            let d = SimDuration::from_ns(10 * MS);
+            h.put(key, 1_000_000, at(ms * MS), d, SimDuration::ZERO, 3_000_000)
+        };
+        assert_eq!(
+            (put(1, 0), put(2, 0), put(3, 0)),
+            (Some(0), Some(0), Some(0))
+        );
+        assert_eq!(put(4, 0), None, "3 MB staged");
+        // The store reaches 10 ms: the first is through, room for one more.
+        store.lock().unwrap().advance(at(10 * MS));
+        assert_eq!((put(4, 10), put(5, 10)), (Some(0), None));
+        // A skipped chunk is not stored: nobody finds it, and a later put may store it.
+        assert!(!store.lock().unwrap().tier.has(5));
+        // LMCache's counters: a replica whose CPU tier (its staging buffer) holds 2 chunks puts
+        // 2 of 5 chunks stored at once and skips 3.
+        let tp = profile();
+        let mut cfg = cache(&store, 1, 4).cfg.clone();
+        cfg.cpu_bytes = Some(2_000_000);
+        let mut c = LmCache::with_store(cfg, 4000, Some(SharedStore::replica(&store, 1)));
+        let five: Vec<Chunk> = (0..5u64).map(|i| (250 * (i as u32 + 1), 500 + i)).collect();
+        c.store(&five, 0, 5, at(0), &tp);
+        assert_eq!((c.stats.remote_stores, c.stats.remote_skips), (2, 3));
     }
 
     #[test]
