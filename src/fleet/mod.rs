@@ -7,10 +7,11 @@
 //! on one event queue (`crate::sim`); one replica is exactly the single-engine run.
 //!
 //! # Order at one instant
-//! Events at the same instant run in phase order (step ends, client wake-ups, sends and their
-//! routing, submissions, load wake-ups), then in the order they were scheduled. Then the idle
-//! replicas start their next steps in replica order (0, 1, ...). A router deciding at `t` sees
-//! every completion at `t` but no step started at `t`.
+//! Events at the same instant run in phase order (step ends and due store checks, client
+//! wake-ups, sends and their routing, submissions, load wake-ups), then in the order they were
+//! scheduled. Then, in replica order (0, 1, ...), the idle replicas start their next steps and
+//! the steps waiting for a shared store's bytes that are through run their forward passes. A
+//! router deciding at `t` sees every completion at `t` but no step started at `t`.
 //!
 //! # What a router knows
 //! Load signals (waiting and running requests, GPU KV usage) reach the router as snapshots taken

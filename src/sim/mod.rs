@@ -4,9 +4,11 @@
 //! # Ordering
 //! Time is integer nanoseconds ([`SimTime`]). Events at the same time are handled in phase
 //! order, then in the order they were scheduled (FIFO): step completions (requests finish,
-//! blocks are freed), client wake-ups, request sends, requests reaching the scheduler,
-//! asynchronous-load wake-ups. Only after every event at a time has been handled does an idle
-//! engine start its next step, so a request sent at time t is seen by a step starting at t.
+//! blocks are freed) and the due checks of steps waiting for a shared store's bytes, client
+//! wake-ups, request sends, requests reaching the scheduler, asynchronous-load wake-ups. Only
+//! after every event at a time has been handled does an idle engine start its next step (and a
+//! waiting step whose bytes are through its forward pass), in replica order, so a request sent
+//! at time t is seen by a step starting at t.
 //! Scheduling an event before the current time is an [`Error::Invariant`]; running out of
 //! events with requests unfinished is an [`Error::Deadlock`]. Tests pin both.
 
