@@ -130,7 +130,11 @@ impl KvConnector for LmCacheConnector {
             // A shared store's bytes are taken where they are projected to be through when
             // the prefetch starts.
             let f = l.fetch_cost(chunks, &hits, now, tp, false);
-            let ready = now + SimDuration::from_secs_f64(f.projected_s(now));
+            let through = match (f.shared, l.shared_store()) {
+                (Some(op), Some(store)) => store.projected(op).since(now),
+                _ => SimDuration::ZERO,
+            };
+            let ready = now + SimDuration::from_secs_f64(f.s) + through;
             l.promote(chunks, &hits, ready);
             st.lookup = None;
             st.prefetched = hits.total();
@@ -187,7 +191,7 @@ impl KvConnector for LmCacheConnector {
         let chunks = st.chunks.as_deref().unwrap_or_default();
         let l = &mut self.cache;
         let fetch = l.fetch_cost(chunks, &hits, now, &self.transfer, true);
-        if let Some((op, _)) = fetch.shared {
+        if let Some(op) = fetch.shared {
             self.waiting_on.push(op);
         }
         l.promote(chunks, &hits, now);

@@ -100,6 +100,8 @@ pub struct StepOutcome {
 #[derive(Debug)]
 struct PendingStep {
     start: SimTime,
+    /// When its data is next projected to be through: when to settle it.
+    due: SimTime,
     shape: BatchShape,
     lookup: Seconds,
     /// Its blocking loads' time besides the shared data.
@@ -792,6 +794,7 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
             self.plan = plan;
             self.pending = Some(PendingStep {
                 start: now,
+                due: through,
                 shape,
                 lookup,
                 load,
@@ -804,16 +807,18 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
     }
 
     /// Settles the step whose forward pass waits for shared data ([`StepOutcome::settle`]), at
-    /// `now`: the step as [`Engine::step`] gives it once the data is through, else when it is
-    /// now projected to be (later traffic slowed it).
+    /// its due time `now` ([`Engine::settle_due`]): the step as [`Engine::step`] gives it once
+    /// the data is through, else when it is now projected to be (later traffic slowed it),
+    /// which becomes its due time.
     pub fn settle(&mut self, now: SimTime) -> Result<StepOutcome, SimTime> {
-        let Some(p) = self.pending.take() else {
+        let Some(mut p) = self.pending.take() else {
             debug_assert!(false, "settle without a pending step");
             return Err(SimTime::MAX);
         };
         let mut load = p.load;
         if let Some(through) = self.connector.blocking_data(now) {
             if through > now {
+                p.due = through;
                 self.pending = Some(p);
                 return Err(through);
             }
@@ -830,9 +835,10 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
         ))
     }
 
-    /// Whether a step waits to be settled ([`Engine::settle`]).
-    pub fn is_settling(&self) -> bool {
-        self.pending.is_some()
+    /// When the step waiting for shared data is due to be settled ([`Engine::settle`]), if one
+    /// waits.
+    pub fn settle_due(&self) -> Option<SimTime> {
+        self.pending.as_ref().map(|p| p.due)
     }
 
     /// The forward pass of the step that started at `now` and the saves on its critical path,

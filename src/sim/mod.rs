@@ -455,9 +455,6 @@ fn merge_pd(pre: ReqState, dec: ReqState, first: FirstToken) -> ReqState {
 struct Replica<'t, P: KvPool, C: KvConnector> {
     engine: Engine<'t, P, C>,
     busy: bool,
-    /// When its step waiting for the shared store is next due to be settled (`SimTime::MAX`:
-    /// none waits).
-    settle_at: SimTime,
     samples: Vec<KvSample>,
     next_sample: SimTime,
 }
@@ -590,7 +587,6 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
             Replica {
                 engine,
                 busy: false,
-                settle_at: SimTime::MAX,
                 samples: Vec::new(),
                 next_sample: SimTime::ZERO,
             }
@@ -874,19 +870,15 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
             touched[r] = false;
             let rep = &mut replicas[r];
             let replica = r as u32;
-            let out = if rep.engine.is_settling() {
+            let out = if let Some(due) = rep.engine.settle_due() {
                 // A step waiting for the shared store's bytes: when due, it goes on if they are
                 // through, else waits for their new projection.
-                if now < rep.settle_at {
+                if now < due {
                     continue;
                 }
                 match rep.engine.settle(now) {
-                    Ok(out) => {
-                        rep.settle_at = SimTime::MAX;
-                        out
-                    }
+                    Ok(out) => out,
                     Err(later) => {
-                        rep.settle_at = later;
                         if later != SimTime::MAX {
                             q.push(later, Event::Settle { replica })?;
                         }
@@ -907,7 +899,6 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
                     q.push(*w, Event::Wake { replica })?;
                 }
                 if out.settle {
-                    rep.settle_at = out.end;
                     q.push(out.end, Event::Settle { replica })?;
                     continue;
                 }

@@ -256,16 +256,8 @@ pub struct Fetch {
     pub s: f64,
     /// Bytes read.
     pub bytes: u64,
-    /// The get through a shared store, and when its bytes are projected to be through.
-    pub shared: Option<(OpId, SimTime)>,
-}
-
-impl Fetch {
-    /// Seconds from `now` (when it was issued) until done, with the shared store's bytes
-    /// where they are projected to be through.
-    pub fn projected_s(&self, now: SimTime) -> f64 {
-        self.s + self.shared.map_or(0.0, |(_, t)| (t - now).as_secs_f64())
-    }
+    /// The get through a shared store, whose bytes take their time apart.
+    pub shared: Option<OpId>,
 }
 
 impl LmCache {
@@ -545,8 +537,10 @@ impl LmCache {
                         let dur =
                             SimDuration::from_secs_f64(tp.remote_op_s(wire, put_rt, rc.rtt_s));
                         let end = enqueue(&mut self.remote_free_at, ready, dur);
-                        if let Some(remote) = &mut self.remote {
-                            self.remote_evictions += remote.insert(key, b, end);
+                        if let Some(RemoteTier::Own(t)) = &mut self.remote {
+                            let before = t.evictions;
+                            t.insert(key, b, end);
+                            self.remote_evictions += t.evictions - before;
                         }
                     }
                 }

@@ -146,17 +146,22 @@ impl StoreHandle {
         Some(s.tier.evictions - before)
     }
 
-    /// Gets bytes taking `data` through the store at its full rate, from `start`; returns the
-    /// get and when its bytes are projected to be through. A get the caller `waits` for is
-    /// asked about again ([`StoreHandle::through`]) until it has been [`StoreHandle::forget`]-ed.
-    pub fn get(&self, start: SimTime, data: SimDuration, waits: bool) -> (OpId, SimTime) {
+    /// Gets bytes taking `data` through the store at its full rate, from `start`. A get the
+    /// caller `waits` for is asked about ([`StoreHandle::through`]) until it has been
+    /// [`StoreHandle::forget`]-ed; any other is done with once [`StoreHandle::projected`].
+    pub fn get(&self, start: SimTime, data: SimDuration, waits: bool) -> OpId {
         let mut s = self.lock();
         let op = s.link.submit(self.replica as u64 * 2 + 1, start, data);
         if waits {
             s.waits.insert(op, None);
         }
-        let through = s.link.finish(op).unwrap_or(start);
-        (op, through)
+        op
+    }
+
+    /// When the bytes of get `op`, not yet through, are projected to be (`SimTime::ZERO` for
+    /// one the store has passed).
+    pub fn projected(&self, op: OpId) -> SimTime {
+        self.lock().link.finish(op).unwrap_or(SimTime::ZERO)
     }
 
     /// Asked at `now` about a get the caller waits for: `Ok` with when its bytes were through,
@@ -209,28 +214,6 @@ impl RemoteTier {
     /// Whether `key` is stored or being put.
     pub fn has(&self, key: u64) -> bool {
         self.with(|t| t.has(key))
-    }
-
-    /// Stores `key` (`bytes`) in a store of its own, visible from `ready_at`; returns the
-    /// chunks this evicted (a shared store's puts are [`StoreHandle::put`]).
-    pub fn insert(&mut self, key: u64, bytes: u64, ready_at: SimTime) -> u64 {
-        match self {
-            RemoteTier::Own(t) => {
-                let before = t.evictions;
-                t.insert(key, bytes, ready_at);
-                t.evictions - before
-            }
-            RemoteTier::Shared(h) => h
-                .put(
-                    key,
-                    bytes,
-                    ready_at,
-                    SimDuration::ZERO,
-                    SimDuration::ZERO,
-                    u64::MAX,
-                )
-                .unwrap_or(0),
-        }
     }
 
     /// The shared store, if this tier is one.
@@ -338,23 +321,23 @@ mod tests {
         let (store, tp, c, hits) = four_chunks_stored();
         // Alone (at 1 s, the store idle): one wave of 4 GETs (2 round trips of 5 ms) and 4 MB
         // deserialised (4 ms), and 4 MB through the store (40 ms): 54 ms.
+        let h = SharedStore::replica(&store, 1);
         let alone = cache(&store, 1, 4).fetch_cost(&c, &hits, at(1_000 * MS), &tp, true);
         assert!((alone.s - 0.014).abs() < 1e-12, "{}", alone.s);
-        assert_eq!(alone.shared.map(|(_, t)| t), Some(at(1_040 * MS)));
-        assert!((alone.projected_s(at(1_000 * MS)) - 0.054).abs() < 1e-12);
+        let through = h.projected(alone.shared.unwrap());
+        assert_eq!(through, at(1_040 * MS));
+        let total = alone.s + (through - at(1_000 * MS)).as_secs_f64();
+        assert!((total - 0.054).abs() < 1e-12, "{total}");
         // Two at once (at 2 s): the first is projected alone (40 ms) until the second joins;
         // then each moves at half the store's rate, and both are through after 80 ms, twice
         // the time alone: each load takes 94 ms (with a link each, both would take 54).
         let a = cache(&store, 1, 4).fetch_cost(&c, &hits, at(2_000 * MS), &tp, true);
+        let a_op = a.shared.unwrap();
+        let a_alone = h.projected(a_op);
         let b = cache(&store, 2, 4).fetch_cost(&c, &hits, at(2_000 * MS), &tp, true);
-        let (a_op, b_op) = (a.shared.unwrap().0, b.shared.unwrap().0);
-        assert_eq!(
-            a.shared.unwrap().1,
-            at(2_040 * MS),
-            "projected before B joined"
-        );
-        assert_eq!(b.shared.unwrap().1, at(2_080 * MS));
-        let h = SharedStore::replica(&store, 1);
+        let b_op = b.shared.unwrap();
+        assert_eq!(a_alone, at(2_040 * MS), "projected before B joined");
+        assert_eq!(h.projected(b_op), at(2_080 * MS));
         assert_eq!(h.through(a_op, at(2_040 * MS)), Err(at(2_080 * MS)));
         assert_eq!(h.through(a_op, at(2_080 * MS)), Ok(at(2_080 * MS)));
         assert_eq!(h.through(b_op, at(2_080 * MS)), Ok(at(2_080 * MS)));
@@ -362,7 +345,7 @@ mod tests {
         let ops: Vec<OpId> = (1..=3)
             .map(|r| {
                 let f = cache(&store, r, 4).fetch_cost(&c, &hits, at(3_000 * MS), &tp, true);
-                f.shared.unwrap().0
+                f.shared.unwrap()
             })
             .collect();
         for op in ops {
@@ -387,7 +370,7 @@ mod tests {
         };
         let load = cache(&store, 1, 4).fetch_cost(&c[..1], &hits, at(300 * MS), &tp, true);
         let h = SharedStore::replica(&store, 1);
-        let op = load.shared.unwrap().0;
+        let op = load.shared.unwrap();
         assert_eq!(h.through(op, at(400 * MS)), Ok(at(320 * MS)));
         assert!((load.s - 0.011).abs() < 1e-12, "{}", load.s);
         // Replica 0's backlog lost 10 ms of store time to it: its last chunk's bytes are
