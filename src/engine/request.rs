@@ -34,6 +34,20 @@ pub struct Origin {
     pub computed: u32,
 }
 
+/// A preempted request's lookups when it is admitted again, summed over its re-admissions:
+/// vLLM counts them apart from first admissions (`preempted_queries` and `preempted_hits` of its
+/// prefix-cache statistics), since a request re-hitting the blocks it computed itself before
+/// its preemption is not reuse across requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rehits {
+    /// Tokens of its sequence (prompt and output so far) looked up.
+    pub queries: u32,
+    /// Of them, found in the GPU prefix cache.
+    pub gpu: u32,
+    /// Of them, supplied by the KV connector beyond the GPU hit.
+    pub external: u32,
+}
+
 /// One request's engine state and record.
 #[derive(Debug, Clone)]
 pub struct ReqState {
@@ -63,8 +77,10 @@ pub struct ReqState {
     pub itl_sum: SimDuration,
     /// Largest gap between successive tokens.
     pub itl_max: SimDuration,
-    /// Prompt tokens by origin (of the prefill that completed).
+    /// Prompt tokens by origin, at its first admission (what a hit rate counts).
     pub origin: Origin,
+    /// Its lookups at admissions after a preemption, counted apart from `origin`.
+    pub rehits: Rehits,
     /// Bytes loaded into the GPU from offload tiers.
     pub bytes_loaded: u64,
     /// Bytes stored from the GPU into offload tiers.
@@ -95,6 +111,7 @@ impl ReqState {
             itl_sum: SimDuration::ZERO,
             itl_max: SimDuration::ZERO,
             origin: Origin::default(),
+            rehits: Rehits::default(),
             bytes_loaded: 0,
             bytes_stored: 0,
             preemptions: 0,

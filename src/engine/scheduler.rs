@@ -1030,7 +1030,16 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
         };
         origin.computed = prompt_len - origin.gpu - origin.cpu - origin.disk - origin.remote;
         let r = &mut self.reqs[idx as usize];
-        r.origin = origin;
+        if r.preemptions == 0 {
+            r.origin = origin;
+        } else {
+            // A preempted request re-hitting what it computed itself is not reuse: vLLM counts
+            // its lookups apart (`preempted_queries`, `preempted_hits`), and so do we.
+            let h = &mut r.rehits;
+            h.queries = h.queries.saturating_add(num_tokens);
+            h.gpu = h.gpu.saturating_add(gpu_hit);
+            h.external = h.external.saturating_add(ext_end - gpu_hit);
+        }
         r.num_computed = ext_end;
 
         let req = conn_req(self.trace, &self.hashes, &self.reqs, bs, idx);

@@ -163,6 +163,44 @@ fn preemption_recomputes_the_last_running_request() {
 }
 
 #[test]
+fn a_preempted_requests_rehits_are_counted_apart_from_its_first_admission() {
+    // 10 blocks of 16 tokens; two 64-token prompts of their own, 30 tokens each to generate.
+    // Both prefill in one step (4 blocks each), take a 5th block at their first decode (10
+    // used). When both have computed 80 tokens (64 + 16 generated; 17 generated, so 81 tokens
+    // in the sequence), request 0 needs a 6th block: request 1 is preempted and frees its 5 full
+    // blocks, last first, so request 0's 6th block evicts request 1's 5th (its tokens 64-80).
+    // When request 0 finishes, request 1 is admitted again: it looks up its 81 tokens and finds
+    // its 4 prompt blocks (64 tokens), computes the rest. Its first admission found nothing.
+    let t = trace(vec![
+        req(0, 0, vec![Run::new(1, 0, 64)], 30),
+        req(1, 0, vec![Run::new(2, 0, 64)], 30),
+    ]);
+    let f = EngineFlags {
+        num_gpu_blocks: Some(10),
+        ..Default::default()
+    };
+    let r = run(&t, f);
+    assert_eq!((r.reqs[0].preemptions, r.reqs[1].preemptions), (0, 1));
+    for x in &r.reqs {
+        assert_eq!(
+            (x.origin.gpu, x.origin.computed),
+            (0, 64),
+            "first admission"
+        );
+    }
+    use crate::engine::request::Rehits;
+    assert_eq!(r.reqs[0].rehits, Rehits::default());
+    assert_eq!(
+        r.reqs[1].rehits,
+        Rehits {
+            queries: 81,
+            gpu: 64,
+            external: 0
+        }
+    );
+}
+
+#[test]
 fn closed_loop_clients_send_after_completion_plus_think_time() {
     let mut reqs: Vec<Request> = (0..4)
         .map(|i| req(i, 0, vec![Run::new(10 + i, 0, 50)], 2))
@@ -278,6 +316,7 @@ fn assert_same_results(fast: &SimResult, slow: &SimResult, what: &str) {
                     s.first_token.map(SimTime::as_ns),
                     s.finish.map(SimTime::as_ns),
                     s.origin,
+                    s.rehits,
                     s.preemptions,
                     s.itl_sum.as_ns(),
                     s.itl_max.as_ns(),
@@ -412,8 +451,12 @@ fn decode_stretches_match_stepping_one_by_one() {
         if blocks < 200 {
             assert!(fast.stats.preemptions > 0, "{blocks} blocks must preempt");
         }
+        // Hit by the next turn when first admitted, or (on a GPU short enough to preempt) by
+        // the request itself when admitted again.
         assert!(
-            fast.reqs.iter().any(|r| r.origin.gpu > 300),
+            fast.reqs
+                .iter()
+                .any(|r| r.origin.gpu > 300 || r.rehits.gpu > 300),
             "answers are hit"
         );
         assert_same_results(&fast, &slow, &format!("{blocks} blocks"));
