@@ -150,7 +150,7 @@ pub fn compare(
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "{:<16} {:>9} {:>9} {:>11} {:>9} {:>9} {:>10} {:>6} {:>6} {:>6} {:>6}",
+        "{:<16} {:>9} {:>9} {:>11} {:>9} {:>9} {:>10} {:>6} {:>6} {:>6} {:>6} {:>7}",
         "offload",
         "TTFT mean",
         "TTFT p99",
@@ -161,7 +161,8 @@ pub fn compare(
         "gpu%",
         "cpu%",
         "disk%",
-        "rem%"
+        "rem%",
+        "rehit%"
     );
     let mut json_rows = Vec::new();
     for (v, cfg, o) in &results {
@@ -175,7 +176,7 @@ pub fn compare(
         };
         let _ = writeln!(
             table,
-            "{:<16} {:>9} {:>9} {:>11} {:>9} {:>9} {:>10.0} {:>6.1} {:>6.1} {:>6.1} {:>6.1}",
+            "{:<16} {:>9} {:>9} {:>11} {:>9} {:>9} {:>10.0} {:>6.1} {:>6.1} {:>6.1} {:>6.1} {:>7}",
             v.label,
             secs(m("ttft_mean_s")),
             secs(m("ttft_p99_s")),
@@ -187,6 +188,9 @@ pub fn compare(
             hits.cpu * 100.0,
             hits.disk * 100.0,
             hits.remote * 100.0,
+            s.preemption_rehits
+                .hit_rate()
+                .map_or("-".into(), |r| format!("{:.1}", r * 100.0)),
         );
         let sub = dir.join(v.label.replace([':', '/'], "_"));
         std::fs::create_dir_all(&sub).with_context(|| format!("creating {}", sub.display()))?;
@@ -197,7 +201,10 @@ pub fn compare(
             .push(serde_json::json!({"variant": v.label, "config": cfg.to_json(), "summary": s}));
     }
     print!("{table}");
-    println!("times in seconds; hit% = prompt tokens served by each tier (the rest computed)");
+    println!(
+        "times in seconds; hit% = prompt tokens served by each tier at first admission (the rest \
+         computed); rehit% = tokens preempted requests found again when re-admitted"
+    );
     std::fs::write(dir.join("compare.txt"), &table)
         .with_context(|| format!("writing {}", dir.display()))?;
     let json = serde_json::to_string_pretty(&json_rows)? + "\n";

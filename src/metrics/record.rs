@@ -13,7 +13,8 @@
 //! | `itl_mean_s` | mean gap between successive tokens = sum of gaps / (output_len - 1); only when output_len > 1 (not llmperf's `inter_token_latency_s`, see [`super::summary`]) |
 //! | `itl_max_s` | largest gap between successive tokens; only when output_len > 1 |
 //! | `e2e_s` | last token - sent |
-//! | `tokens_*` | prompt tokens by origin (GPU prefix cache, CPU, disk, remote, computed); they sum to `input_len` for a finished request and are 0 for a rejected one |
+//! | `tokens_*` | prompt tokens by origin (GPU prefix cache, CPU, disk, remote, computed) when the request was first admitted; they sum to `input_len` for a finished request and are 0 for a rejected one |
+//! | `preempted_*` | after a preemption, the tokens of its sequence looked up when admitted again (`queries`), and of them those found in the GPU prefix cache (`gpu_hits`) or supplied by the KV connector (`external_hits`), summed over its re-admissions (vLLM's `preempted_queries` and `preempted_hits`); 0 for a request never preempted |
 
 use crate::engine::request::{Phase, RejectReason, ReqState};
 use crate::sim::SimResult;
@@ -133,6 +134,12 @@ pub struct RequestRecord {
     pub bytes_stored: u64,
     /// Times the request was preempted.
     pub preemptions: u32,
+    /// Tokens looked up at its admissions after a preemption.
+    pub preempted_queries: u32,
+    /// Of them, found in the GPU prefix cache.
+    pub preempted_gpu_hits: u32,
+    /// Of them, supplied by the KV connector.
+    pub preempted_external_hits: u32,
     /// TTFT a live run measured, when the trace has it.
     pub measured_ttft_s: Option<f64>,
     /// End-to-end latency a live run measured, when the trace has it.
@@ -241,6 +248,9 @@ pub fn records(trace: &Trace, result: &SimResult) -> Vec<RequestRecord> {
                 bytes_loaded: s.bytes_loaded,
                 bytes_stored: s.bytes_stored,
                 preemptions: s.preemptions,
+                preempted_queries: s.rehits.queries,
+                preempted_gpu_hits: s.rehits.gpu,
+                preempted_external_hits: s.rehits.external,
                 measured_ttft_s: q.measured.ttft_ns.map(secs),
                 measured_e2e_s: q.measured.e2e_ns.map(secs),
                 replica: result.replica_of.get(s.idx as usize).copied(),

@@ -141,6 +141,30 @@ impl HitFractions {
     }
 }
 
+/// Finished requests' lookups when admitted again after a preemption, apart from the hit
+/// fractions (which count first admissions): a preempted request re-hitting the blocks it
+/// computed itself is not reuse (vLLM's `preempted_requests`, `preempted_queries`,
+/// `preempted_hits`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct PreemptionRehits {
+    /// Requests admitted again after a preemption.
+    pub requests: u64,
+    /// Tokens they looked up then.
+    pub queries: u64,
+    /// Of them, found in the GPU prefix cache.
+    pub gpu_hits: u64,
+    /// Of them, supplied by the KV connector.
+    pub external_hits: u64,
+}
+
+impl PreemptionRehits {
+    /// Fraction of the re-admission lookups that hit (GPU or connector); `None` without any.
+    pub fn hit_rate(&self) -> Option<f64> {
+        (self.queries > 0)
+            .then(|| (self.gpu_hits + self.external_hits) as f64 / self.queries as f64)
+    }
+}
+
 /// Tokens and rates of finished requests over a run's wall time, defined once for simulated
 /// and live runs alike (flattened into their summaries' JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -231,9 +255,12 @@ pub struct RunSummary {
     /// Tokens and rates of finished requests over the wall time.
     #[serde(flatten)]
     pub throughput: Throughput,
-    /// Prompt tokens by origin, as fractions.
+    /// Prompt tokens by origin at first admission, as fractions.
     #[serde(deserialize_with = "required")]
     pub hit_fractions: Option<HitFractions>,
+    /// Lookups of preempted requests admitted again, apart from `hit_fractions`.
+    #[serde(default)]
+    pub preemption_rehits: PreemptionRehits,
     /// Bytes loaded into the GPU from offload tiers.
     pub bytes_loaded: u64,
     /// Bytes stored from the GPU into offload tiers.
@@ -417,6 +444,17 @@ impl<'a> View<'a> {
         })
     }
 
+    fn rehits(&self) -> PreemptionRehits {
+        let mut p = PreemptionRehits::default();
+        for r in self.fin.iter().filter(|r| r.preempted_queries > 0) {
+            p.requests += 1;
+            p.queries += r.preempted_queries as u64;
+            p.gpu_hits += r.preempted_gpu_hits as u64;
+            p.external_hits += r.preempted_external_hits as u64;
+        }
+        p
+    }
+
     /// Per-request values of latency metric `m`.
     fn latency(&self, m: &str) -> Option<Option<Stats>> {
         Some(match m {
@@ -499,6 +537,7 @@ impl RunSummary {
             queue: v.stats(|r| r.queue_s),
             throughput: Throughput::over(input_tokens, output_tokens, simulated, duration_s),
             hit_fractions: v.hits(),
+            preemption_rehits: v.rehits(),
             bytes_loaded: v.fin.iter().map(|r| r.bytes_loaded).sum(),
             bytes_stored: v.fin.iter().map(|r| r.bytes_stored).sum(),
             preemptions: st.preemptions,
@@ -553,6 +592,8 @@ impl RunSummary {
             "hit_rate_disk" => v.hits().map(|h| h.disk),
             "hit_rate_remote" => v.hits().map(|h| h.remote),
             "hit_rate_total" => v.hits().map(|h| h.total()),
+            "rehit_rate" => v.rehits().hit_rate(),
+            "preempted_requests" => Some(v.rehits().requests as f64),
             _ => {
                 let mut parts = rest.rsplitn(3, '_');
                 let (unit, stat, m) = (parts.next()?, parts.next()?, parts.next()?);
@@ -591,8 +632,10 @@ pub fn metric_names_help() -> &'static str {
      \x20 throughput_mean_tok_s (llmperf: mean over requests of output tokens / e2e)\n\
      wall time: duration_s, warmup_round_s, query_round_s, round<k>_s\n\
      counts: completed, rejected, requests_in\n\
-     hit rates (fraction of prompt tokens): hit_rate_gpu, hit_rate_cpu, hit_rate_disk,\n\
-     \x20 hit_rate_remote, hit_rate_total\n"
+     hit rates (fraction of prompt tokens at first admission): hit_rate_gpu, hit_rate_cpu,\n\
+     \x20 hit_rate_disk, hit_rate_remote, hit_rate_total\n\
+     preemptions: rehit_rate (fraction of the tokens preempted requests looked up when\n\
+     \x20 admitted again that hit, GPU or connector), preempted_requests\n"
 }
 
 #[cfg(test)]

@@ -484,7 +484,7 @@ fn summary_rows(s: &RunSummary) -> Vec<(String, String)> {
             opt(t.requests_per_min),
         ),
         (
-            "prompt tokens from GPU / CPU / disk / remote / computed".into(),
+            "prompt tokens (at first admission) from GPU / CPU / disk / remote / computed".into(),
             format!(
                 "{} / {} / {} / {} / {}",
                 pct(hit(|h| h.gpu)),
@@ -493,6 +493,21 @@ fn summary_rows(s: &RunSummary) -> Vec<(String, String)> {
                 pct(hit(|h| h.remote)),
                 pct(hit(|h| h.computed))
             ),
+        ),
+        (
+            "preempted requests re-admitted: tokens looked up, found on the GPU / from the connector"
+                .into(),
+            {
+                let p = &s.preemption_rehits;
+                let of = |n: u64| (p.queries > 0).then(|| n as f64 / p.queries as f64);
+                format!(
+                    "{}: {}, {} / {}",
+                    p.requests,
+                    p.queries,
+                    pct(of(p.gpu_hits)),
+                    pct(of(p.external_hits))
+                )
+            },
         ),
         (
             "GiB loaded into / stored from the GPU".into(),
@@ -694,6 +709,7 @@ fn compare_page(dir: &Path, opts: &Options) -> Result<String> {
         "CPU hits",
         "disk hits",
         "remote hits",
+        "re-hits after preemption",
         "rejected",
     ]);
     let mut table = Vec::new();
@@ -730,14 +746,17 @@ fn compare_page(dir: &Path, opts: &Options) -> Result<String> {
             Cell::from(pct(hit(|h| h.cpu))),
             Cell::from(pct(hit(|h| h.disk))),
             Cell::from(pct(hit(|h| h.remote))),
+            Cell::from(pct(s.preemption_rehits.hit_rate())),
             Cell::from(opt(Some(s.rejected as f64))),
         ]);
         table.push(row);
     }
     page.table(&head, table);
     page.p(
-        "Hits: share of the prompt tokens of finished requests served by each tier; the rest \
-         was computed.",
+        "Hits: share of the prompt tokens of finished requests served by each tier when they were \
+         first admitted; the rest was computed. Re-hits after preemption: share of the tokens \
+         preempted requests looked up when admitted again that were found (GPU or connector), \
+         not counted in the hits.",
     );
     if !missing.is_empty() {
         page.p(&format!(

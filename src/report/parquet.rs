@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Columns: (name, type, nullable), in [`RequestRecord`] field order.
-const COLUMNS: [(&str, DataType, bool); 24] = [
+const COLUMNS: [(&str, DataType, bool); 27] = [
     ("id", DataType::UInt64, false),
     ("round", DataType::UInt32, false),
     ("session", DataType::UInt64, true),
@@ -35,6 +35,9 @@ const COLUMNS: [(&str, DataType, bool); 24] = [
     ("bytes_loaded", DataType::UInt64, false),
     ("bytes_stored", DataType::UInt64, false),
     ("preemptions", DataType::UInt32, false),
+    ("preempted_queries", DataType::UInt32, false),
+    ("preempted_gpu_hits", DataType::UInt32, false),
+    ("preempted_external_hits", DataType::UInt32, false),
     ("measured_ttft_s", DataType::Float64, true),
     ("measured_e2e_s", DataType::Float64, true),
 ];
@@ -115,6 +118,9 @@ fn to_batch(
         u64s(|r| r.bytes_loaded),
         u64s(|r| r.bytes_stored),
         u32s(|r| r.preemptions),
+        u32s(|r| r.preempted_queries),
+        u32s(|r| r.preempted_gpu_hits),
+        u32s(|r| r.preempted_external_hits),
         f64s(|r| r.measured_ttft_s),
         f64s(|r| r.measured_e2e_s),
     ];
@@ -198,6 +204,19 @@ pub fn read_requests(path: &Path) -> Result<Vec<RequestRecord>> {
             u("tokens_computed")?,
         );
         let preemptions = u("preemptions")?;
+        // Files written before re-admissions were counted apart have no such columns: 0.
+        let opt_u = |name: &'static str| -> Result<Option<&UInt32Array>> {
+            match batch.column_by_name(name) {
+                Some(_) => Ok(Some(typed!(name, UInt32Array))),
+                None => Ok(None),
+            }
+        };
+        let (rq, rg, re) = (
+            opt_u("preempted_queries")?,
+            opt_u("preempted_gpu_hits")?,
+            opt_u("preempted_external_hits")?,
+        );
+        let at = |c: Option<&UInt32Array>, i: usize| c.map_or(0, |c| c.value(i));
         let loaded = typed!("bytes_loaded", UInt64Array);
         let stored = typed!("bytes_stored", UInt64Array);
         let of = |a: &Float64Array, i: usize| (!a.is_null(i)).then(|| a.value(i));
@@ -229,6 +248,9 @@ pub fn read_requests(path: &Path) -> Result<Vec<RequestRecord>> {
                 bytes_loaded: loaded.value(i),
                 bytes_stored: stored.value(i),
                 preemptions: preemptions.value(i),
+                preempted_queries: at(rq, i),
+                preempted_gpu_hits: at(rg, i),
+                preempted_external_hits: at(re, i),
                 measured_ttft_s: of(m_ttft, i),
                 measured_e2e_s: of(m_e2e, i),
                 replica: replica.and_then(|c| (!c.is_null(i)).then(|| c.value(i))),

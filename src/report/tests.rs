@@ -45,7 +45,7 @@ fn requests_parquet_round_trips() {
     assert_eq!(batches.len(), 1);
     let b = &batches[0];
     assert_eq!(b.num_rows(), 4);
-    assert_eq!(b.num_columns(), 24);
+    assert_eq!(b.num_columns(), 27);
     let col = |n: &str| b.column_by_name(n).unwrap().clone();
     let id = col("id");
     let id = id.as_any().downcast_ref::<UInt64Array>().unwrap();
@@ -102,7 +102,7 @@ fn json_files_hold_config_summary_and_samples() {
         .keys()
         .map(|k| k.as_str())
         .collect();
-    assert_eq!(keys.len(), 30);
+    assert_eq!(keys.len(), 31);
     assert!(text.find("\"config\"").unwrap() < text.find("\"summary\"").unwrap());
     assert!(text.find("\"requests_in\"").unwrap() < text.find("\"offload\"").unwrap());
     let kv: serde_json::Value =

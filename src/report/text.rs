@@ -105,6 +105,17 @@ pub fn print_summary(s: &RunSummary) -> String {
             let _ = writeln!(o, "prompt from  -");
         }
     }
+    let p = &s.preemption_rehits;
+    if p.requests > 0 {
+        let _ = writeln!(
+            o,
+            "re-admitted  {} preempted requests looked up {} tokens: gpu {}   connector {} (not in the hit rates above)",
+            p.requests,
+            p.queries,
+            pct(p.gpu_hits as f64 / p.queries as f64),
+            pct(p.external_hits as f64 / p.queries as f64)
+        );
+    }
     let _ = writeln!(
         o,
         "GPU KV       mean {}   peak {} of {} blocks   prefix-cache evictions {}",

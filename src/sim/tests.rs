@@ -198,6 +198,41 @@ fn a_preempted_requests_rehits_are_counted_apart_from_its_first_admission() {
             external: 0
         }
     );
+    // Records, summary and metrics keep them apart: no hit at first admission, 64 of 81 when
+    // admitted again; the Parquet file carries them back.
+    use crate::metrics::record::records;
+    use crate::metrics::summary::{PreemptionRehits, RunSummary};
+    let recs = records(&t, &r);
+    let s = RunSummary::new(&recs, &r);
+    assert_eq!(s.hit_fractions.unwrap().gpu, 0.0);
+    assert_eq!(
+        s.preemption_rehits,
+        PreemptionRehits {
+            requests: 1,
+            queries: 81,
+            gpu_hits: 64,
+            external_hits: 0
+        }
+    );
+    assert_eq!(s.metric(&recs, "rehit_rate"), Some(64.0 / 81.0));
+    assert_eq!(s.metric(&recs, "preempted_requests"), Some(1.0));
+    let dir = std::env::temp_dir().join(format!("kvreplay-rehits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("requests.parquet");
+    crate::report::parquet::write_requests(&recs, &file).unwrap();
+    let back = crate::report::parquet::read_requests(&file).unwrap();
+    let q = |x: &crate::metrics::record::RequestRecord| {
+        (
+            x.preempted_queries,
+            x.preempted_gpu_hits,
+            x.preempted_external_hits,
+        )
+    };
+    assert_eq!(
+        back.iter().map(q).collect::<Vec<_>>(),
+        [(0, 0, 0), (81, 64, 0)]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -55,6 +55,7 @@ pub const METRICS: &[&str] = &[
     "hit_rate_disk",
     "hit_rate_remote",
     "hit_rate_total",
+    "rehit_rate",
     "completed",
     "rejected",
 ];
