@@ -1144,6 +1144,22 @@ fn validation_page(path: &Path, opts: &Options) -> Result<String> {
             ),
             Cell::from(pct(s.get("check_median_rel_error").and_then(Value::as_f64))),
             Cell::from(pct(s.get("check_max_rel_error").and_then(Value::as_f64))),
+            Cell::from({
+                let bad = s
+                    .get("inconsistent_check_runs")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
+                if bad == 0 {
+                    "-".to_string()
+                } else {
+                    format!(
+                        "{bad} (median |error| {})",
+                        pct(s
+                            .get("inconsistent_check_median_rel_error")
+                            .and_then(Value::as_f64))
+                    )
+                }
+            }),
             Cell::from(if s.get("fitted").is_some_and(|f| !f.is_null()) {
                 "yes"
             } else {
@@ -1160,13 +1176,16 @@ fn validation_page(path: &Path, opts: &Options) -> Result<String> {
             "runs",
             "check median |error|",
             "check max |error|",
+            "check runs with inconsistent measurements",
             "fitted",
         ],
         overview,
     );
     page.p(
         "Errors are (predicted - measured) / measured. Check runs were never used for fitting; \
-         their errors are the ones that count.",
+         their errors are the ones that count, over the runs whose measurements hold together \
+         (Little's law for closed loops, throughputs against the workload's tokens, prefill \
+         against the GPU's peak); the others are counted apart.",
     );
     if studies.len() > 1 {
         page.figure(

@@ -8,6 +8,7 @@
 //! overhead, which spec sheets do not give) may be fitted on the study's `fit` runs only; `check`
 //! runs are never used for fitting, and their errors are the ones reported per study.
 
+pub mod consistency;
 pub mod optimize;
 pub mod output;
 pub mod study;
@@ -70,6 +71,9 @@ pub struct RunResult {
     pub set: Map<String, Value>,
     /// Its metrics.
     pub metrics: Vec<MetricRow>,
+    /// Why its measurements do not hold together under the study's setup (empty: they do;
+    /// see [`consistency`]). Such a run's errors are reported apart.
+    pub inconsistencies: Vec<String>,
 }
 
 /// What the fit did.
@@ -102,10 +106,17 @@ pub struct StudyResult {
     pub fitted: Option<FitReport>,
     /// Every run.
     pub runs: Vec<RunResult>,
-    /// Median |relative error| over all check-run metrics.
+    /// Median |relative error| over the metrics of the check runs whose measurements hold
+    /// together.
     pub check_median_rel_error: Option<f64>,
-    /// Largest |relative error| over all check-run metrics.
+    /// Largest |relative error| over those.
     pub check_max_rel_error: Option<f64>,
+    /// Check runs whose measurements do not hold together.
+    pub inconsistent_check_runs: Vec<usize>,
+    /// Median |relative error| over their metrics.
+    pub inconsistent_check_median_rel_error: Option<f64>,
+    /// Largest |relative error| over their metrics.
+    pub inconsistent_check_max_rel_error: Option<f64>,
 }
 
 /// A study run made ready to simulate: its configuration and workload.
@@ -118,18 +129,40 @@ struct StudyCase {
     round_shift: u32,
 }
 
-/// The GPU profile a study's `gpu` text names, or H100 80GB when it names none.
-fn resolve_gpu(text: &str) -> (String, String) {
+/// The GPU profile a study's `gpu` text names, or H100 80GB when it names none (then `false`:
+/// assumed, not stated).
+fn resolve_gpu(text: &str) -> (String, String, bool) {
     if let Ok(p) = GpuProfile::lookup(text) {
-        return (p.name.clone(), format!("{} (as stated)", p.name));
+        return (p.name.clone(), format!("{} (as stated)", p.name), true);
     }
     match GpuProfile::find_in_text(text) {
-        Some(p) => (p.name.clone(), format!("{} (named in {text:?})", p.name)),
+        Some(p) => (
+            p.name.clone(),
+            format!("{} (named in {text:?})", p.name),
+            true,
+        ),
         None => (
             "H100".into(),
             format!("H100 80GB SXM assumed: the study says {text:?}"),
+            false,
         ),
     }
+}
+
+/// Why run `run`'s measurements do not hold together (see [`consistency`]).
+fn inconsistencies(study: &Study, run: &StudyRun, gpu: &str, stated: bool) -> Result<Vec<String>> {
+    let (workload, _) = run_workload(study, run);
+    let seed = workload.get("seed").and_then(Value::as_u64).unwrap_or(0);
+    let trace = from_study(&study.kind, &workload, seed, &study.file)?;
+    let card = crate::model::lookup(&study.model)?;
+    let profile = GpuProfile::lookup(gpu)?;
+    let setup = consistency::Setup {
+        trace: &trace,
+        tool_counts_output: crate::trace::generate::counts_output_tokens_itself(&study.kind),
+        card: &card,
+        gpu: stated.then_some((&profile, study.tp)),
+    };
+    Ok(consistency::check(&run.measured, &setup))
 }
 
 /// A run's workload parameters (the study's, then its case's overrides, then the run's own
@@ -363,7 +396,7 @@ fn fit(
 
 /// Validates one study.
 pub fn validate_study(study: &Study, opts: &Options) -> Result<StudyResult> {
-    let (gpu, gpu_note) = resolve_gpu(&study.gpu);
+    let (gpu, gpu_note, gpu_stated) = resolve_gpu(&study.gpu);
     let mut notes = Vec::new();
     for (name, c) in &study.cases {
         if let Some(n) = &c.note
@@ -423,6 +456,7 @@ pub fn validate_study(study: &Study, opts: &Options) -> Result<StudyResult> {
             let p = prepare(study, r, &gpu, &overrides)?;
             let preds = predict(&p, &names_of(r))?;
             Ok(RunResult {
+                inconsistencies: inconsistencies(study, r, &gpu, gpu_stated)?,
                 index: r.index,
                 role: r.role,
                 set: r.set.clone(),
@@ -450,12 +484,20 @@ pub fn validate_study(study: &Study, opts: &Options) -> Result<StudyResult> {
             ));
         }
     }
-    let mut errs: Vec<f64> = runs
+    // Check-run errors, those of runs whose measurements hold together apart from the rest.
+    let errors = |consistent: bool| {
+        runs.iter()
+            .filter(|r| r.role == Role::Check && r.inconsistencies.is_empty() == consistent)
+            .flat_map(|r| r.metrics.iter().filter_map(|m| m.error.map(f64::abs)))
+            .collect::<Vec<f64>>()
+    };
+    let (median, max) = consistency::error_stats(errors(true));
+    let (bad_median, bad_max) = consistency::error_stats(errors(false));
+    let inconsistent_check_runs = runs
         .iter()
-        .filter(|r| r.role == Role::Check)
-        .flat_map(|r| r.metrics.iter().filter_map(|m| m.error.map(f64::abs)))
+        .filter(|r| r.role == Role::Check && !r.inconsistencies.is_empty())
+        .map(|r| r.index)
         .collect();
-    errs.sort_by(f64::total_cmp);
     Ok(StudyResult {
         study: study.name.clone(),
         file: study.file.clone(),
@@ -463,8 +505,11 @@ pub fn validate_study(study: &Study, opts: &Options) -> Result<StudyResult> {
         notes,
         fitted,
         runs,
-        check_median_rel_error: crate::util::stats::quantile_sorted(&errs, 0.5),
-        check_max_rel_error: errs.last().copied(),
+        inconsistent_check_runs,
+        check_median_rel_error: median,
+        check_max_rel_error: max,
+        inconsistent_check_median_rel_error: bad_median,
+        inconsistent_check_max_rel_error: bad_max,
     })
 }
 

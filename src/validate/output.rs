@@ -1,5 +1,5 @@
 //! Validation results as text (the printed comparison) and as Parquet (one row per study, run
-//! and metric).
+//! and metric, with whether the run's measurements hold together).
 
 use super::study::Role;
 use super::{MetricRow, StudyResult};
@@ -8,7 +8,7 @@ use serde_json::Value;
 
 /// Writes every (study, run, metric) row as Parquet.
 pub fn write_parquet(results: &[StudyResult], path: &std::path::Path) -> Result<()> {
-    use arrow_array::builder::{Float64Builder, StringBuilder, UInt32Builder};
+    use arrow_array::builder::{BooleanBuilder, Float64Builder, StringBuilder, UInt32Builder};
     use arrow_array::{ArrayRef, RecordBatch};
     use arrow_schema::{DataType, Field, Schema};
     use std::sync::Arc;
@@ -17,6 +17,7 @@ pub fn write_parquet(results: &[StudyResult], path: &std::path::Path) -> Result<
         run: u32,
         role: &'static str,
         set: String,
+        consistent: bool,
         m: &'a MetricRow,
     }
     let rows: Vec<Row> = results
@@ -28,6 +29,7 @@ pub fn write_parquet(results: &[StudyResult], path: &std::path::Path) -> Result<
                     run: r.index as u32,
                     role: if r.role == Role::Fit { "fit" } else { "check" },
                     set: Value::Object(r.set.clone()).to_string(),
+                    consistent: r.inconsistencies.is_empty(),
                     m,
                 })
             })
@@ -38,6 +40,7 @@ pub fn write_parquet(results: &[StudyResult], path: &std::path::Path) -> Result<
         Field::new("run", DataType::UInt32, false),
         Field::new("role", DataType::Utf8, false),
         Field::new("set", DataType::Utf8, false),
+        Field::new("consistent", DataType::Boolean, false),
         Field::new("metric", DataType::Utf8, false),
         Field::new("predicted", DataType::Float64, true),
         Field::new("measured", DataType::Float64, false),
@@ -48,6 +51,7 @@ pub fn write_parquet(results: &[StudyResult], path: &std::path::Path) -> Result<
         let mut run = UInt32Builder::new();
         let mut role = StringBuilder::new();
         let mut set = StringBuilder::new();
+        let mut consistent = BooleanBuilder::new();
         let mut metric = StringBuilder::new();
         let mut pred = Float64Builder::new();
         let mut meas = Float64Builder::new();
@@ -57,6 +61,7 @@ pub fn write_parquet(results: &[StudyResult], path: &std::path::Path) -> Result<
             run.append_value(r.run);
             role.append_value(r.role);
             set.append_value(&r.set);
+            consistent.append_value(r.consistent);
             metric.append_value(&r.m.metric);
             pred.append_option(r.m.predicted);
             meas.append_value(r.m.measured);
@@ -67,6 +72,7 @@ pub fn write_parquet(results: &[StudyResult], path: &std::path::Path) -> Result<
             Arc::new(run.finish()),
             Arc::new(role.finish()),
             Arc::new(set.finish()),
+            Arc::new(consistent.finish()),
             Arc::new(metric.finish()),
             Arc::new(pred.finish()),
             Arc::new(meas.finish()),
@@ -157,16 +163,28 @@ pub fn render(r: &StudyResult) -> String {
                     .unwrap_or_else(|| "-".into()),
             );
         }
+        for why in &run.inconsistencies {
+            let _ = writeln!(s, "       ! measurements inconsistent: {why}");
+        }
     }
+    let pct = |e: Option<f64>| {
+        e.map(|e| format!("{:.1}%", e * 100.0))
+            .unwrap_or_else(|| "-".into())
+    };
     let _ = writeln!(
         s,
-        "  check runs: median |error| {}, max |error| {}",
-        r.check_median_rel_error
-            .map(|e| format!("{:.1}%", e * 100.0))
-            .unwrap_or_else(|| "-".into()),
-        r.check_max_rel_error
-            .map(|e| format!("{:.1}%", e * 100.0))
-            .unwrap_or_else(|| "-".into()),
+        "  check runs whose measurements hold together: median |error| {}, max |error| {}",
+        pct(r.check_median_rel_error),
+        pct(r.check_max_rel_error),
     );
+    if !r.inconsistent_check_runs.is_empty() {
+        let _ = writeln!(
+            s,
+            "  check runs {:?} (measurements inconsistent, reported apart): median |error| {}, max |error| {}",
+            r.inconsistent_check_runs,
+            pct(r.inconsistent_check_median_rel_error),
+            pct(r.inconsistent_check_max_rel_error),
+        );
+    }
     s
 }

@@ -73,6 +73,14 @@ pub const STUDY_KINDS: [&str; 5] = [
     "single_prompt_twice",
 ];
 
+/// Whether the tool behind workload kind `kind` counts a response's output tokens by
+/// tokenizing its text with a tokenizer of its own (llmperf re-tokenizes every answer with the
+/// Llama-2 tokenizer, BOS included), so that its output token counts differ from the tokens the
+/// model generated.
+pub fn counts_output_tokens_itself(kind: &str) -> bool {
+    kind == "llmperf"
+}
+
 /// Generates a study's workload: `kind` is the study's `workload.kind`, `params` the workload's
 /// other keys (after the lead's case and run overrides), `file` the study file for errors.
 ///
