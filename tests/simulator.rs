@@ -227,12 +227,21 @@ fn shortcuts_leave_a_real_trace_unchanged() {
                     s.first_token.map(SimTime::as_ns),
                     s.finish.map(SimTime::as_ns),
                     s.origin,
+                    s.rehits,
                 )
             })
             .collect::<Vec<_>>()
     };
+    // Both the GPU prefix cache (at first admissions or, after preemptions, re-admissions) and
+    // the CPU tier serve hits.
     assert!(
-        fast.reqs.iter().any(|s| s.origin.gpu > 0) && fast.reqs.iter().any(|s| s.origin.cpu > 0)
+        fast.reqs
+            .iter()
+            .any(|s| s.origin.gpu > 0 || s.rehits.gpu > 0)
+            && fast
+                .reqs
+                .iter()
+                .any(|s| s.origin.cpu > 0 || s.rehits.external > 0)
     );
     assert_eq!(key(&fast), key(&slow));
 }
