@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::metrics::record::{RequestRecord, records};
 use crate::metrics::summary::RunSummary;
 use crate::sim::{SimResult, SimSetup, TracePrep, simulate, simulate_shared};
+use crate::time::SimDuration;
 use crate::trace::Trace;
 use std::borrow::Cow;
 
@@ -85,11 +86,29 @@ pub fn scale_arrivals(trace: &Trace, factor: f64) -> Cow<'_, Trace> {
     Cow::Owned(t)
 }
 
-/// Resolves `cfg` for `trace`: scales its arrivals and builds the simulation setup.
+/// Closed-loop requests with `gap_ms` more think time each (clients pausing between a response
+/// and their next request); open-loop requests are untouched.
+pub fn add_client_gap(trace: Cow<'_, Trace>, gap_ms: f64) -> Cow<'_, Trace> {
+    if gap_ms <= 0.0 || trace.requests.iter().all(|r| r.pool.is_none()) {
+        return trace;
+    }
+    let gap = SimDuration::from_secs_f64(gap_ms / 1e3).as_ns();
+    let mut t = trace.into_owned();
+    for r in t.requests.iter_mut().filter(|r| r.pool.is_some()) {
+        r.think_ns = r.think_ns.saturating_add(gap);
+    }
+    Cow::Owned(t)
+}
+
+/// Resolves `cfg` for `trace`: scales its arrivals, adds the client gap and builds the
+/// simulation setup.
 pub fn prepare<'t>(trace: &'t Trace, cfg: &RunConfig) -> Result<Prepared<'t>> {
     let (setup, _, gpu) = cfg.setup()?;
     Ok(Prepared {
-        trace: scale_arrivals(trace, cfg.arrivals.qps_scale),
+        trace: add_client_gap(
+            scale_arrivals(trace, cfg.arrivals.qps_scale),
+            cfg.arrivals.client_gap_ms,
+        ),
         setup,
         gpu_provenance: gpu.provenance,
     })
@@ -171,6 +190,48 @@ mod tests {
         }
         // The last of N requests at 2 req/s arrives at N/rate = 5 s; at 4 req/s, 2.5 s.
         assert_eq!(s.requests.last().unwrap().arrival_ns, 2_500_000_000);
+    }
+
+    #[test]
+    fn a_client_gap_delays_each_clients_next_request() {
+        use crate::testkit::{pooled, req};
+        use crate::trace::Run;
+        // One client, two requests of one token each on 10 ms steps: the second is sent when
+        // the first completes (10 ms), or 50 ms later with a 50 ms gap.
+        let t = pooled(
+            vec![
+                req(0, 0, vec![Run::new(1, 0, 32)], 1),
+                req(1, 0, vec![Run::new(2, 0, 32)], 1),
+            ],
+            1,
+        );
+        let mut cfg = RunConfig::default();
+        cfg.cost.fitted = Some(crate::cost::Fitted {
+            c0: 0.010,
+            c_prefill: 0.0,
+            c_decode: 0.0,
+            c_attn: 0.0,
+            c_ctx: 0.0,
+        });
+        let sent = |cfg: &RunConfig| run(&t, cfg).unwrap().records[1].arrival_s.unwrap();
+        assert!((sent(&cfg) - 0.010).abs() < 1e-9);
+        cfg.arrivals.client_gap_ms = 50.0;
+        assert!((sent(&cfg) - 0.060).abs() < 1e-9);
+        // Open-loop requests have no client to pause.
+        let open = crate::testkit::trace(
+            t.requests
+                .clone()
+                .into_iter()
+                .map(|mut r| {
+                    r.pool = None;
+                    r
+                })
+                .collect(),
+        );
+        assert!(matches!(
+            add_client_gap(Cow::Borrowed(&open), 50.0),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -485,6 +485,16 @@ pub static KEYS: &[Key] = &[
         }
     ),
     key!(
+        ["client_gap_ms"],
+        "closed-loop clients' pause between a response and their next request (client-side work), ms",
+        || RunConfig::default().arrivals.client_gap_ms.to_string(),
+        false,
+        |c, v| {
+            c.arrivals.client_gap_ms = nonneg(v)?;
+            Ok(())
+        }
+    ),
+    key!(
         ["gpu_compute_efficiency"],
         "override the GPU profile's fraction of peak FLOP/s",
         || "the profile's".into(),

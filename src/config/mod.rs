@@ -132,6 +132,10 @@ pub struct ArrivalKeys {
     pub qps_scale: f64,
     /// Server time per request before it reaches the scheduler, ms.
     pub request_overhead_ms: f64,
+    /// Closed-loop clients' pause between a response and their next request (client-side work
+    /// such as llmperf's result handling), ms, added to every pooled request's think time.
+    #[serde(default)]
+    pub client_gap_ms: f64,
 }
 
 impl Default for ArrivalKeys {
@@ -139,6 +143,7 @@ impl Default for ArrivalKeys {
         ArrivalKeys {
             qps_scale: 1.0,
             request_overhead_ms: 0.0,
+            client_gap_ms: 0.0,
         }
     }
 }
@@ -536,6 +541,9 @@ impl RunConfig {
             "gpu_overrides": self.cost.gpu,
             "request_overhead_ms": self.arrivals.request_overhead_ms,
         });
+        if self.arrivals.client_gap_ms > 0.0 {
+            v["client_gap_ms"] = serde_json::json!(self.arrivals.client_gap_ms);
+        }
         // A fleet's settings appear only for a fleet: one replica reads as it always has.
         if self.fleet.replicas > 1 {
             v["fleet"] = serde_json::to_value(&self.fleet).unwrap_or(Value::Null);

@@ -34,7 +34,8 @@ use study::{Role, Study, StudyRun, set_dotted};
 pub struct Options {
     /// Fit the open parameters on `fit` runs.
     pub fit: bool,
-    /// Most simulations-sets the fit may evaluate.
+    /// Most simulation sets the fit may evaluate for four parameters (proportionally more for
+    /// more).
     pub max_evals: usize,
 }
 
@@ -127,6 +128,8 @@ struct StudyCase {
     measured_from: usize,
     /// With `warmup_repeat`, how far the measured copy's rounds were shifted.
     round_shift: u32,
+    /// For a tool that counts output tokens itself (llmperf), its tokens per generated token.
+    counted_output: Option<f64>,
 }
 
 /// The GPU profile a study's `gpu` text names, or H100 80GB when it names none (then `false`:
@@ -213,9 +216,17 @@ fn prepare(
         }
     }
     // With LMCache configured but no tier named, the study's setup describes the tier.
+    let mut token_ratio = None;
     for (k, v) in overrides {
+        if k == LLMPERF_TOKEN_RATIO {
+            token_ratio = v.as_f64();
+            continue;
+        }
         cfg.set(k, v).map_err(ctx)?;
     }
+    // llmperf counts output tokens its own way (see LLMPERF_TOKEN_RATIO).
+    let counted_output = crate::trace::generate::counts_output_tokens_itself(&study.kind)
+        .then(|| token_ratio.unwrap_or(1.0));
     let seed = workload.get("seed").and_then(Value::as_u64).unwrap_or(0);
     let trace = from_study(&study.kind, &workload, seed, &study.file)?;
     if !warmup_repeat {
@@ -224,6 +235,7 @@ fn prepare(
             trace,
             measured_from: 0,
             round_shift: 0,
+            counted_output,
         });
     }
     // The identical workload ran once, unmeasured, right before: simulate it alone to know when
@@ -260,6 +272,7 @@ fn prepare(
         trace: combined,
         measured_from: n,
         round_shift: max_round + 1,
+        counted_output,
     })
 }
 
@@ -282,11 +295,23 @@ fn predict(p: &StudyCase, names: &[String]) -> Result<BTreeMap<String, Option<f6
             .fold(f64::INFINITY, f64::min);
         result.start = crate::time::SimTime::from_ns((first * 1e9).round() as u64);
     }
+    if let Some(ratio) = p.counted_output {
+        count_as_llmperf(&mut recs, ratio);
+    }
     let summary = RunSummary::new(&recs, &result);
     Ok(names
         .iter()
         .map(|n| (n.clone(), summary.metric(&recs, n)))
         .collect())
+}
+
+/// The records as llmperf counts their output tokens: it re-tokenizes each answer with the
+/// Llama-2 tokenizer, which gives `ratio` tokens per token the model generated, plus the BOS
+/// its `encode` adds; its throughputs and inter-token latency divide by that count.
+fn count_as_llmperf(recs: &mut [crate::metrics::record::RequestRecord], ratio: f64) {
+    for r in recs {
+        r.output_len = (r.output_len as f64 * ratio).round() as u32 + 1;
+    }
 }
 
 fn rel(pred: Option<f64>, meas: f64) -> Option<f64> {
@@ -311,23 +336,86 @@ fn objective(preds: &[BTreeMap<String, Option<f64>>], runs: &[&StudyRun]) -> f64
     if n == 0 { f64::INFINITY } else { s / n as f64 }
 }
 
-/// The continuous parameters the fit may move, in log space: the GPU's compute efficiency,
-/// memory efficiency and per-step overhead (us), and the server's per-request overhead (ms).
-const FIT_KEYS: [&str; 4] = [
-    "gpu_compute_efficiency",
-    "gpu_memory_efficiency",
-    "gpu_step_overhead_us",
-    "request_overhead_ms",
-];
+/// A continuous parameter the fit may move, in log space.
+struct FitParam {
+    /// Its configuration key (or [`LLMPERF_TOKEN_RATIO`]).
+    key: &'static str,
+    /// Its starting value, which the prior pulls towards.
+    start: f64,
+    /// The simplex's first step, in log space.
+    step: f64,
+    /// Bounds.
+    lo: f64,
+    hi: f64,
+}
 
-fn fit_overrides(z: &[f64], base: &Map<String, Value>) -> Map<String, Value> {
+/// Output tokens llmperf counts per token the model generated (it re-tokenizes each answer
+/// with the Llama-2 tokenizer and adds a BOS: counted = ratio x generated + 1): 1 for a model
+/// with Llama-2's tokenizer, an open parameter for any other. Not a configuration key: it
+/// changes how the tool counts, not what the server does.
+pub const LLMPERF_TOKEN_RATIO: &str = "llmperf_token_ratio";
+
+/// The parameters the fit may move for `study` on `gpu`: the GPU's compute efficiency, memory
+/// efficiency and per-step overhead (us) and the server's per-request overhead (ms); for an
+/// llmperf study also its client's gap between requests (ms: Ray's round trip and the result
+/// handling) and its output-token count ratio.
+fn fit_params(study: &Study, gpu: &GpuProfile) -> Vec<FitParam> {
+    let mut p = vec![
+        FitParam {
+            key: "gpu_compute_efficiency",
+            start: gpu.compute_efficiency,
+            step: 0.7,
+            lo: 0.01,
+            hi: 1.0,
+        },
+        FitParam {
+            key: "gpu_memory_efficiency",
+            start: gpu.memory_efficiency,
+            step: 0.7,
+            lo: 0.01,
+            hi: 1.0,
+        },
+        FitParam {
+            key: "gpu_step_overhead_us",
+            start: gpu.step_overhead_us.max(1.0),
+            step: 1.0,
+            lo: 1.0,
+            hi: 1e6,
+        },
+        // A server spends milliseconds per request, not seconds: bound it so that the fit
+        // cannot explain queueing away as overhead.
+        FitParam {
+            key: "request_overhead_ms",
+            start: 1.0,
+            step: 1.5,
+            lo: 0.001,
+            hi: 50.0,
+        },
+    ];
+    if crate::trace::generate::counts_output_tokens_itself(&study.kind) {
+        p.push(FitParam {
+            key: "client_gap_ms",
+            start: 10.0,
+            step: 2.0,
+            lo: 0.001,
+            hi: 200.0,
+        });
+        p.push(FitParam {
+            key: LLMPERF_TOKEN_RATIO,
+            start: 1.0,
+            step: 0.2,
+            lo: 0.5,
+            hi: 2.0,
+        });
+    }
+    p
+}
+
+fn fit_overrides(params: &[FitParam], z: &[f64], base: &Map<String, Value>) -> Map<String, Value> {
     let mut m = base.clone();
-    m.insert(FIT_KEYS[0].into(), json!(z[0].exp().clamp(0.01, 1.0)));
-    m.insert(FIT_KEYS[1].into(), json!(z[1].exp().clamp(0.01, 1.0)));
-    m.insert(FIT_KEYS[2].into(), json!(z[2].exp().clamp(1.0, 1e6)));
-    // A server spends milliseconds per request, not seconds: bound it so that the fit cannot
-    // explain queueing away as overhead.
-    m.insert(FIT_KEYS[3].into(), json!(z[3].exp().clamp(0.001, 50.0)));
+    for (p, z) in params.iter().zip(z) {
+        m.insert(p.key.into(), json!(z.exp().clamp(p.lo, p.hi)));
+    }
     m
 }
 
@@ -345,14 +433,11 @@ fn fit(
 ) -> Result<(Map<String, Value>, FitReport)> {
     let names_of = |r: &StudyRun| r.measured.keys().cloned().collect::<Vec<_>>();
     let profile = GpuProfile::lookup(gpu)?;
-    let z0 = [
-        profile.compute_efficiency.ln(),
-        profile.memory_efficiency.ln(),
-        profile.step_overhead_us.max(1.0).ln(),
-        1.0f64.ln(),
-    ];
+    let params = fit_params(study, &profile);
+    let z0: Vec<f64> = params.iter().map(|p| p.start.ln()).collect();
+    let steps: Vec<f64> = params.iter().map(|p| p.step).collect();
     let eval = |z: &[f64]| -> f64 {
-        let ov = fit_overrides(z, base);
+        let ov = fit_overrides(&params, z, base);
         let preds: Result<Vec<_>> = fit_runs
             .par_iter()
             .map(|r| prepare(study, r, gpu, &ov).and_then(|p| predict(&p, &names_of(r))))
@@ -372,9 +457,10 @@ fn fit(
             predict(&prepare(study, r, gpu, base)?, &names_of(r))?;
         }
     }
-    let (z, after, evals) =
-        optimize::nelder_mead(eval, &z0, &[0.7, 0.7, 1.0, 1.5], opts.max_evals, 1e-4);
-    let ov = fit_overrides(&z, base);
+    // The evaluation budget is for four parameters; more get proportionally more.
+    let budget = opts.max_evals * params.len().max(4) / 4;
+    let (z, after, evals) = optimize::nelder_mead(eval, &z0, &steps, budget, 1e-4);
+    let ov = fit_overrides(&params, &z, base);
     let report = FitReport {
         params: ov
             .iter()
@@ -548,6 +634,27 @@ mod tests {
             }
             assert!(r.check_median_rel_error.is_some() && r.fitted.is_none());
         }
+    }
+
+    #[test]
+    fn llmperf_counts_output_tokens_with_its_own_tokenizer_and_a_bos() {
+        use crate::metrics::record::records;
+        use crate::metrics::summary::RunSummary;
+        use crate::testkit::{req, run, trace};
+        use crate::trace::Run;
+        // One request generating 64 tokens, counted by llmperf as 64 x 1.25 + 1 = 81: its
+        // throughput and inter-token latency divide by 81, not 64.
+        let t = trace(vec![req(0, 0, vec![Run::new(1, 0, 100)], 64)]);
+        let r = run(&t, Default::default());
+        let mut recs = records(&t, &r);
+        let e2e = recs[0].e2e_s.unwrap();
+        count_as_llmperf(&mut recs, 1.25);
+        assert_eq!(recs[0].output_len, 81);
+        let s = RunSummary::new(&recs, &r);
+        let got = s.metric(&recs, "throughput_mean_tok_s").unwrap();
+        assert!((got - 81.0 / e2e).abs() < 1e-9, "{got}");
+        let itl = s.metric(&recs, "itl_mean_s").unwrap();
+        assert!((itl - e2e / 81.0).abs() < 1e-12, "{itl}");
     }
 
     #[test]
