@@ -206,13 +206,7 @@ mod tests {
             1,
         );
         let mut cfg = RunConfig::default();
-        cfg.cost.fitted = Some(crate::cost::Fitted {
-            c0: 0.010,
-            c_prefill: 0.0,
-            c_decode: 0.0,
-            c_attn: 0.0,
-            c_ctx: 0.0,
-        });
+        cfg.cost.fitted = Some(crate::testkit::ten_ms_steps());
         let sent = |cfg: &RunConfig| run(&t, cfg).unwrap().records[1].arrival_s.unwrap();
         assert!((sent(&cfg) - 0.010).abs() < 1e-9);
         cfg.arrivals.client_gap_ms = 50.0;

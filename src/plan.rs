@@ -620,13 +620,7 @@ mod tests {
             requests: reqs,
         };
         let mut cfg = RunConfig::default();
-        cfg.cost.fitted = Some(crate::cost::Fitted {
-            c0: 0.010,
-            c_prefill: 0.0,
-            c_decode: 0.0,
-            c_attn: 0.0,
-            c_ctx: 0.0,
-        });
+        cfg.cost.fitted = Some(crate::testkit::ten_ms_steps());
         (t, cfg)
     }
 

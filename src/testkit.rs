@@ -43,6 +43,17 @@ pub fn pooled(mut requests: Vec<Request>, clients: u32) -> Trace {
     t
 }
 
+/// Step-time coefficients making every step take exactly 10 ms.
+pub fn ten_ms_steps() -> Fitted {
+    Fitted {
+        c0: 0.010,
+        c_prefill: 0.0,
+        c_decode: 0.0,
+        c_attn: 0.0,
+        c_ctx: 0.0,
+    }
+}
+
 /// Llama-3.1-8B on an H100 with every step taking exactly 10 ms, free transfers and KV usage
 /// sampled every 10 ms.
 pub fn setup(flags: EngineFlags, offload: OffloadConfig) -> SimSetup {
@@ -50,13 +61,7 @@ pub fn setup(flags: EngineFlags, offload: OffloadConfig) -> SimSetup {
     let gpu = GpuProfile::lookup("H100").unwrap();
     let engine = EngineConfig::resolve(&card, &gpu, &flags).unwrap();
     let mut step_model = StepModel::roofline(&card, &gpu, 1);
-    step_model.fitted = Some(Fitted {
-        c0: 0.010,
-        c_prefill: 0.0,
-        c_decode: 0.0,
-        c_attn: 0.0,
-        c_ctx: 0.0,
-    });
+    step_model.fitted = Some(ten_ms_steps());
     let mut transfer = TransferProfile::spec_defaults(&gpu);
     transfer.chunk_overhead_us = 0.0;
     SimSetup {
