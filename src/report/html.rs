@@ -1160,6 +1160,7 @@ fn validation_page(path: &Path, opts: &Options) -> Result<String> {
                     )
                 }
             }),
+            Cell::from(pct(s.get("check_coverage").and_then(Value::as_f64))),
             Cell::from(if s.get("fitted").is_some_and(|f| !f.is_null()) {
                 "yes"
             } else {
@@ -1177,6 +1178,7 @@ fn validation_page(path: &Path, opts: &Options) -> Result<String> {
             "check median |error|",
             "check max |error|",
             "check runs with inconsistent measurements",
+            "check values inside their 95 % intervals",
             "fitted",
         ],
         overview,

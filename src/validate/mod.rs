@@ -59,6 +59,9 @@ pub struct MetricRow {
     pub measured: f64,
     /// (predicted - measured) / measured.
     pub error: Option<f64>,
+    /// The prediction's 95 % interval (see [`StudyResult::interval_log_sigma`]); `None` without
+    /// a fit or a prediction.
+    pub interval: Option<(f64, f64)>,
 }
 
 /// One run's comparison.
@@ -118,6 +121,14 @@ pub struct StudyResult {
     pub inconsistent_check_median_rel_error: Option<f64>,
     /// Largest |relative error| over their metrics.
     pub inconsistent_check_max_rel_error: Option<f64>,
+    /// Standard deviation of ln(predicted / measured) over the fit runs' metrics once fitted:
+    /// the model's error where it was fitted, taken as a log-normal predictive error, so each
+    /// prediction's 95 % interval is `predicted x exp(±1.96 sigma)` (uncertainty of the fitted
+    /// parameters beyond it, and of transfer parameters, which studies run at spec values, is
+    /// not included). `None` without a fit.
+    pub interval_log_sigma: Option<f64>,
+    /// Share of the consistent check runs' measured values inside their predictions' intervals.
+    pub check_coverage: Option<f64>,
 }
 
 /// A study run made ready to simulate: its configuration and workload.
@@ -556,12 +567,44 @@ pub fn validate_study(study: &Study, opts: &Options) -> Result<StudyResult> {
                             predicted: pred,
                             measured: *meas,
                             error: rel(pred, *meas),
+                            interval: None,
                         }
                     })
                     .collect(),
             })
         })
         .collect::<Result<_>>()?;
+    // Intervals from the fit runs' residual spread, and the check runs' coverage.
+    let mut runs = runs;
+    let sigma = fitted.as_ref().and_then(|_| {
+        let logs: Vec<f64> = runs
+            .iter()
+            .filter(|r| r.role == Role::Fit)
+            .flat_map(|r| r.metrics.iter())
+            .filter_map(|m| {
+                m.predicted
+                    .filter(|p| *p > 0.0 && m.measured > 0.0)
+                    .map(|p| (p / m.measured).ln())
+            })
+            .collect();
+        (!logs.is_empty())
+            .then(|| (logs.iter().map(|x| x * x).sum::<f64>() / logs.len() as f64).sqrt())
+    });
+    let (mut inside, mut counted) = (0usize, 0usize);
+    for r in &mut runs {
+        for m in &mut r.metrics {
+            m.interval = sigma
+                .zip(m.predicted)
+                .map(|(s, p)| (p * (-1.96 * s).exp(), p * (1.96 * s).exp()));
+            if let (Some((lo, hi)), Role::Check, true) =
+                (m.interval, r.role, r.inconsistencies.is_empty())
+            {
+                counted += 1;
+                inside += usize::from(lo <= m.measured && m.measured <= hi);
+            }
+        }
+    }
+    let check_coverage = (counted > 0).then(|| inside as f64 / counted as f64);
     for r in &runs {
         for m in r.metrics.iter().filter(|m| m.predicted.is_none()) {
             notes.push(format!(
@@ -596,6 +639,8 @@ pub fn validate_study(study: &Study, opts: &Options) -> Result<StudyResult> {
         check_max_rel_error: max,
         inconsistent_check_median_rel_error: bad_median,
         inconsistent_check_max_rel_error: bad_max,
+        interval_log_sigma: sigma,
+        check_coverage,
     })
 }
 
@@ -655,6 +700,48 @@ mod tests {
         assert!((got - 81.0 / e2e).abs() < 1e-9, "{got}");
         let itl = s.metric(&recs, "itl_mean_s").unwrap();
         assert!((itl - e2e / 81.0).abs() < 1e-12, "{itl}");
+    }
+
+    #[test]
+    fn intervals_spread_the_fit_runs_log_error_and_coverage_counts_check_values_inside() {
+        let Some(p) = shared("long-doc-qa.json") else {
+            return;
+        };
+        let s = Study::read(&p).unwrap();
+        let r = validate_study(&s, &Options::default()).unwrap();
+        // sigma: root mean square of ln(predicted / measured) over the fit run's 4 metrics.
+        let logs: Vec<f64> = r.runs[0]
+            .metrics
+            .iter()
+            .map(|m| (m.predicted.unwrap() / m.measured).ln())
+            .collect();
+        assert_eq!((r.runs[0].role, logs.len()), (Role::Fit, 4));
+        let sigma = (logs.iter().map(|x| x * x).sum::<f64>() / 4.0).sqrt();
+        assert!((r.interval_log_sigma.unwrap() - sigma).abs() < 1e-12);
+        let (mut inside, mut n) = (0, 0);
+        for run in &r.runs {
+            for m in &run.metrics {
+                let (lo, hi) = m.interval.unwrap();
+                let p = m.predicted.unwrap();
+                assert!((lo - p * (-1.96 * sigma).exp()).abs() < 1e-9 * p);
+                assert!((hi - p * (1.96 * sigma).exp()).abs() < 1e-9 * p);
+                if run.role == Role::Check {
+                    n += 1;
+                    inside += usize::from(lo <= m.measured && m.measured <= hi);
+                }
+            }
+        }
+        assert_eq!(r.check_coverage, Some(inside as f64 / n as f64));
+        // Without a fit there is no interval.
+        let nofit = validate_study(
+            &s,
+            &Options {
+                fit: false,
+                max_evals: 0,
+            },
+        )
+        .unwrap();
+        assert!(nofit.interval_log_sigma.is_none() && nofit.check_coverage.is_none());
     }
 
     #[test]

@@ -113,8 +113,8 @@ pub fn render(r: &StudyResult) -> String {
     }
     let _ = writeln!(
         s,
-        "  {:<4} {:<6} {:<40} {:<24} {:>12} {:>12} {:>9}",
-        "run", "role", "set", "metric", "predicted", "measured", "error"
+        "  {:<4} {:<6} {:<40} {:<24} {:>12} {:>23} {:>12} {:>9}",
+        "run", "role", "set", "metric", "predicted", "95% interval", "measured", "error"
     );
     for run in &r.runs {
         let set = run
@@ -133,7 +133,7 @@ pub fn render(r: &StudyResult) -> String {
         for (i, m) in run.metrics.iter().enumerate() {
             let _ = writeln!(
                 s,
-                "  {:<4} {:<6} {:<40} {:<24} {:>12} {:>12.4} {:>9}",
+                "  {:<4} {:<6} {:<40} {:<24} {:>12} {:>23} {:>12.4} {:>9}",
                 if i == 0 {
                     run.index.to_string()
                 } else {
@@ -157,6 +157,9 @@ pub fn render(r: &StudyResult) -> String {
                 m.predicted
                     .map(|p| format!("{p:.4}"))
                     .unwrap_or_else(|| "-".into()),
+                m.interval
+                    .map(|(lo, hi)| format!("[{lo:.4}, {hi:.4}]"))
+                    .unwrap_or_else(|| "-".into()),
                 m.measured,
                 m.error
                     .map(|e| format!("{:+.1}%", e * 100.0))
@@ -177,6 +180,14 @@ pub fn render(r: &StudyResult) -> String {
         pct(r.check_median_rel_error),
         pct(r.check_max_rel_error),
     );
+    if let Some(sigma) = r.interval_log_sigma {
+        let _ = writeln!(
+            s,
+            "  intervals: predicted x exp(±1.96 x {sigma:.3}), the fit runs' log-error spread; \
+             consistent check values inside: {}",
+            pct(r.check_coverage)
+        );
+    }
     if !r.inconsistent_check_runs.is_empty() {
         let _ = writeln!(
             s,
