@@ -521,7 +521,12 @@ pub fn calibrate_redis(o: &RedisOptions) -> Result<Section> {
         .filter(|p| p.op == "chunk_get" && p.concurrency == 1 && p.via_rtt_ms.is_none())
         .max_by_key(|p| p.bytes)
     {
-        let net = p.mean_ms / 1e3 - 2.0 * op_s.unwrap_or(0.0);
+        // When the intercept is noisier than the chunk's own time (a loaded machine can make it
+        // exceed it), the whole time is taken: a lower bound on the bandwidth, not none at all.
+        let whole = p.mean_ms / 1e3;
+        let net = Some(whole - 2.0 * op_s.unwrap_or(0.0))
+            .filter(|n| *n > 0.0)
+            .unwrap_or(whole);
         if net > 0.0 {
             params.insert("remote_gbps".to_string(), p.bytes as f64 / net / 1e9);
             // The spread of chunk-sized transfers: a normal's p90 - p50 is 1.28 sigma.
