@@ -9,6 +9,7 @@ use crate::engine::config::{DEFAULT_BLOCK_SIZE, DEFAULT_GPU_MEMORY_UTILIZATION};
 use crate::error::{Error, Result};
 use crate::fleet::RouterKind;
 use crate::tiers::lmcache::{LmCacheConfig, RemoteConfig, RemoteKind, Serde};
+use crate::tiers::remote_client::{Connections, DEFAULT_WINDOW_BYTES};
 use serde_json::Value;
 
 /// What a value must be, when it is not (the error says "expected {it}").
@@ -385,6 +386,29 @@ pub static KEYS: &[Key] = &[
         false,
         |c, v| {
             c.lmcache.remote_concurrency = Some(count(v)?);
+            Ok(())
+        }
+    ),
+    key!(
+        ["remote_connections"],
+        "serial (one connection, operations in order: lm://) | pool (remote_concurrency at once, lookups before queued puts: redis, mooncake)",
+        || "by store: serial for lmcache_server, pool otherwise".into(),
+        false,
+        |c, v| {
+            const WANT: Want = "serial or pool";
+            let s = text(v).map_err(|_| WANT)?.to_ascii_lowercase();
+            Connections::from_name(&s).ok_or(WANT)?;
+            c.lmcache.remote_connections = Some(s);
+            Ok(())
+        }
+    ),
+    key!(
+        ["remote_window_mib"],
+        "TCP window of one connection to the remote store, MiB (a stream moves one window per round trip)",
+        || format!("{}", DEFAULT_WINDOW_BYTES as f64 / (1u64 << 20) as f64),
+        false,
+        |c, v| {
+            c.lmcache.remote_window_mib = Some(pos(v)?);
             Ok(())
         }
     ),

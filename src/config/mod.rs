@@ -16,6 +16,7 @@ use crate::model::ModelCard;
 use crate::sim::SimSetup;
 use crate::tiers::OffloadConfig;
 use crate::tiers::lmcache::{LmCacheConfig, RemoteConfig, RemoteKind, Serde};
+use crate::tiers::remote_client::Connections;
 use crate::time::SimDuration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -66,6 +67,12 @@ pub struct LmCacheKeys {
     /// Remote operations in flight.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_concurrency: Option<u32>,
+    /// How the engine's remote operations share its connections: `serial` or `pool`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_connections: Option<String>,
+    /// The TCP window of one connection to the remote store, MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_window_mib: Option<f64>,
     /// Remote store capacity, GiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_size_gb: Option<f64>,
@@ -362,6 +369,15 @@ impl RunConfig {
                 shared: self.fleet.replicas > 1 && self.fleet.shared_store,
                 replica_rtt_s: self.fleet.rtt_ms.iter().map(|ms| ms / 1e3).collect(),
                 store_gbps: self.fleet.store_gbps,
+                connections: k
+                    .remote_connections
+                    .as_deref()
+                    .and_then(Connections::from_name)
+                    .unwrap_or(kind.default_connections()),
+                window_bytes: match k.remote_window_mib {
+                    Some(m) => ((m * (1u64 << 20) as f64) as u64).max(1),
+                    None => rd.window_bytes,
+                },
             })
         };
         let base = LmCacheConfig {
@@ -660,6 +676,7 @@ mod tests {
             json!("prefiller"),
             json!("whole"),
             json!("events"),
+            json!("serial"),
             json!("x"),
             json!([{"count": 2, "gpu": "A100"}]),
         ];

@@ -16,6 +16,7 @@
 
 use super::lru::LruTier;
 use super::remote::{RemoteTier, StoreHandle};
+use super::remote_client::{Connections, DEFAULT_WINDOW_BYTES, LinkCost, RemoteClient};
 use crate::cost::TransferProfile;
 use crate::cost::shared_link::OpId;
 use crate::time::{SimDuration, SimTime};
@@ -39,6 +40,16 @@ impl RemoteKind {
             // GET data + GET metadata; SET data + SET metadata; EXISTS.
             RemoteKind::Redis => (2, 2, 1),
             RemoteKind::LmServer | RemoteKind::Mooncake => (1, 1, 1),
+        }
+    }
+
+    /// How LMCache's connector for this kind shares its connections: `lm://` sends every
+    /// operation over one socket under one lock; the Redis and Mooncake connectors run up to
+    /// `concurrency` at once.
+    pub fn default_connections(self) -> Connections {
+        match self {
+            RemoteKind::LmServer => Connections::Serial,
+            RemoteKind::Redis | RemoteKind::Mooncake => Connections::Pool,
         }
     }
 
@@ -95,17 +106,34 @@ pub struct RemoteConfig {
     /// A shared store's data-path bandwidth, GB/s (`None`: the transfer profile's
     /// `remote_gbps`).
     pub store_gbps: Option<f64>,
+    /// How the engine's operations share its connections ([`crate::tiers::remote_client`]).
+    pub connections: Connections,
+    /// The TCP window of one connection, bytes: a stream moves at most this per round trip.
+    pub window_bytes: u64,
 }
 
 impl RemoteConfig {
     /// The store a remote tier uses when no `remote_url` is given.
     pub const DEFAULT_URL: &'static str = "redis://remote:6379";
 
-    /// The time `bytes` take through a shared store's data path at its full rate.
-    pub fn store_data(&self, bytes: u64, tp: &TransferProfile) -> SimDuration {
-        match self.store_gbps {
-            Some(g) => SimDuration::from_secs_f64(bytes as f64 / (g * 1e9)),
-            None => SimDuration::from_secs_f64(tp.remote_op_s(bytes, 0, 0.0)),
+    /// The time `bytes` take through a shared store's data path at its full rate, moved by
+    /// `streams` connections each limited to one window per round trip.
+    pub fn store_data(&self, bytes: u64, streams: u64, tp: &TransferProfile) -> SimDuration {
+        let rate = match self.store_gbps {
+            Some(g) => bytes as f64 / (g * 1e9),
+            None => tp.remote_op_s(bytes, 0, 0.0),
+        };
+        let window = bytes as f64 * self.rtt_s / (self.window_bytes.max(1) * streams.max(1)) as f64;
+        SimDuration::from_secs_f64(rate.max(window))
+    }
+
+    /// What one operation costs on the engine's connections.
+    pub fn link_cost(&self, tp: &TransferProfile) -> LinkCost {
+        LinkCost {
+            rtt_s: self.rtt_s,
+            op_s: tp.remote_op_us * 1e-6,
+            bytes_per_s: tp.remote_gbps * 1e9,
+            window_bytes: self.window_bytes,
         }
     }
 }
@@ -122,6 +150,8 @@ impl Default for RemoteConfig {
             shared: false,
             replica_rtt_s: Vec::new(),
             store_gbps: None,
+            connections: Connections::Pool,
+            window_bytes: DEFAULT_WINDOW_BYTES,
         }
     }
 }
@@ -221,7 +251,8 @@ pub struct LmCache {
     /// Remote chunks this engine's puts evicted.
     remote_evictions: u64,
     disk_free_at: Vec<SimTime>,
-    remote_free_at: Vec<SimTime>,
+    /// The engine's connections to a store of its own (made at the first remote operation).
+    client: Option<RemoteClient>,
     /// Counters.
     pub stats: LmCacheStats,
 }
@@ -284,13 +315,24 @@ impl LmCache {
             remote,
             remote_evictions: 0,
             disk_free_at: vec![SimTime::ZERO; cfg.disk_writers.max(1) as usize],
-            remote_free_at: vec![
-                SimTime::ZERO;
-                cfg.remote.as_ref().map_or(1, |r| r.concurrency.max(1)) as usize
-            ],
+            client: None,
             stats: LmCacheStats::default(),
             cfg,
         }
+    }
+
+    /// A store of its own: the engine's connections to it, with the puts that go before an
+    /// operation at `now` started (and their chunks visible from when they complete).
+    fn own_client(&mut self, now: SimTime, tp: &TransferProfile) -> Option<&mut RemoteClient> {
+        let rc = self.cfg.remote.as_ref()?;
+        let Some(RemoteTier::Own(tier)) = &mut self.remote else {
+            return None;
+        };
+        let client = self.client.get_or_insert_with(|| {
+            RemoteClient::new(rc.connections, rc.concurrency, rc.link_cost(tp))
+        });
+        client.advance(now, |key, at| tier.restamp(key, at));
+        Some(client)
     }
 
     fn chunk_tokens(chunks: &[Chunk], i: usize) -> u64 {
@@ -327,6 +369,8 @@ impl LmCache {
             hits.disk = (i - s) as u32;
         }
         let mut lookup_s = 0.0;
+        // Puts that completed by now are visible.
+        self.own_client(now, tp);
         if let (Some(remote), Some(rc)) = (&self.remote, &self.cfg.remote) {
             let s = i;
             while i < chunks.len() && remote.contains(chunks[i].1, now) {
@@ -334,11 +378,17 @@ impl LmCache {
             }
             hits.remote = (i - s) as u32;
             // Existence checks for every chunk the remote tier was asked about, the first miss
-            // included.
+            // included, one after another.
             let checked = (i - s + usize::from(i < chunks.len())) as u64;
             let (_, _, exists_rt) = rc.kind.round_trips();
             lookup_s = checked as f64 * tp.remote_op_s(0, exists_rt, rc.rtt_s);
             self.stats.remote_ops += checked;
+            if let Some(c) = self.own_client(now, tp) {
+                lookup_s = c
+                    .exists_chain(now, checked, exists_rt)
+                    .since(now)
+                    .as_secs_f64();
+            }
         }
         // Touch suffix first so that the prefix ends most recently used.
         let (c, d) = (hits.cpu as usize, (hits.cpu + hits.disk) as usize);
@@ -388,16 +438,26 @@ impl LmCache {
             let (get_rt, _, _) = rc.kind.round_trips();
             let wire = self.wire_bytes_with(per_chunk, tp);
             let n = hits.remote as u64;
-            s += match self.remote.as_ref().and_then(RemoteTier::shared) {
+            let shared_store = self.remote.as_ref().and_then(RemoteTier::shared).cloned();
+            s += match shared_store {
                 // Round trips in waves of `concurrency`, this engine's; the bytes through the
                 // store's shared data path, their time apart.
                 Some(store) => {
                     let latency = tp.remote_batch_s(n, 0, get_rt, rc.rtt_s, rc.concurrency);
-                    let data = rc.store_data(n * wire, tp);
-                    shared = Some(store.get(now, data, waits));
+                    let streams = match rc.connections {
+                        Connections::Serial => 1,
+                        Connections::Pool => n.min(rc.concurrency as u64),
+                    };
+                    let data = rc.store_data(n * wire, streams, tp);
+                    let serial = rc.connections == Connections::Serial;
+                    shared = Some(store.get(now, data, waits, serial));
                     latency
                 }
-                None => tp.remote_batch_s(n, wire, get_rt, rc.rtt_s, rc.concurrency),
+                // The gets on the engine's connections, after what occupies them.
+                None => match self.own_client(now, tp) {
+                    Some(c) => c.get_batch(now, n, wire, get_rt).since(now).as_secs_f64(),
+                    None => tp.remote_batch_s(n, wire, get_rt, rc.rtt_s, rc.concurrency),
+                },
             };
             s += match rc.serde {
                 Serde::Naive => tp.memcpy_s(b),
@@ -522,7 +582,7 @@ impl LmCache {
                     // The bytes go through the store's shared data path from when they are
                     // serialised; the chunk is visible once the acknowledgements are back.
                     Some(store) => {
-                        let data = rc.store_data(wire, tp);
+                        let data = rc.store_data(wire, 1, tp);
                         let acks = SimDuration::from_secs_f64(tp.remote_op_s(0, put_rt, rc.rtt_s));
                         let staging = self.cfg.cpu_bytes.unwrap_or(DEFAULT_STAGING_BYTES);
                         match store.put(key, b, ready, data, acks, staging) {
@@ -533,13 +593,14 @@ impl LmCache {
                             }
                         }
                     }
+                    // Queued on the engine's connections; visible once it completes.
                     None => {
-                        let dur =
-                            SimDuration::from_secs_f64(tp.remote_op_s(wire, put_rt, rc.rtt_s));
-                        let end = enqueue(&mut self.remote_free_at, ready, dur);
+                        if let Some(c) = self.own_client(now, tp) {
+                            c.put(key, ready, wire, put_rt);
+                        }
                         if let Some(RemoteTier::Own(t)) = &mut self.remote {
                             let before = t.evictions;
-                            t.insert(key, b, end);
+                            t.insert(key, b, SimTime::MAX);
                             self.remote_evictions += t.evictions - before;
                         }
                     }

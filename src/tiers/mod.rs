@@ -1,12 +1,14 @@
 //! KV offload in front of the GPU: LMCache's tiers ([`lmcache`]) or vLLM's native CPU offload
 //! ([`native`]), over LRU byte-bounded stores ([`lru`], and [`block_runs`] for whole blocks held
-//! as runs); LMCache's remote tier may be one store a fleet shares ([`remote`]).
+//! as runs); LMCache's remote tier may be one store a fleet shares ([`remote`]), reached through
+//! an engine's connections to it ([`remote_client`]).
 
 pub mod block_runs;
 pub mod lmcache;
 pub mod lru;
 pub mod native;
 pub mod remote;
+pub mod remote_client;
 
 use serde::Serialize;
 

@@ -149,9 +149,12 @@ impl StoreHandle {
     /// Gets bytes taking `data` through the store at its full rate, from `start`. A get the
     /// caller `waits` for is asked about ([`StoreHandle::through`]) until it has been
     /// [`StoreHandle::forget`]-ed; any other is done with once [`StoreHandle::projected`].
-    pub fn get(&self, start: SimTime, data: SimDuration, waits: bool) -> OpId {
+    /// With `serial` (one connection, see [`crate::tiers::remote_client`]) the get goes
+    /// after this replica's puts, in the stream of its puts.
+    pub fn get(&self, start: SimTime, data: SimDuration, waits: bool, serial: bool) -> OpId {
         let mut s = self.lock();
-        let op = s.link.submit(self.replica as u64 * 2 + 1, start, data);
+        let class = self.replica as u64 * 2 + u64::from(!serial);
+        let op = s.link.submit(class, start, data);
         if waits {
             s.waits.insert(op, None);
         }
@@ -231,6 +234,7 @@ mod tests {
     use crate::cost::shared_link::OpId;
     use crate::cost::{GpuProfile, TransferProfile};
     use crate::tiers::lmcache::{Chunk, LmCache, LmCacheConfig, RemoteConfig, TierHits};
+    use crate::tiers::remote_client::Connections;
 
     const MS: u64 = 1_000_000;
 
@@ -288,6 +292,56 @@ mod tests {
 
     fn at(ns: u64) -> SimTime {
         SimTime::from_ns(ns)
+    }
+
+    /// A remote-only LMCache (no CPU tier) with a Redis of its own 5 ms away, its connections
+    /// `mode`.
+    fn own(mode: Connections) -> LmCache {
+        let cfg = LmCacheConfig {
+            chunk_size: 250,
+            cpu_bytes: None,
+            remote: Some(RemoteConfig {
+                rtt_s: 0.005,
+                connections: mode,
+                window_bytes: 1 << 40,
+                ..RemoteConfig::default()
+            }),
+            ..LmCacheConfig::default()
+        };
+        LmCache::new(cfg, 4000)
+    }
+
+    #[test]
+    fn on_one_connection_a_lookup_waits_for_the_puts_before_it() {
+        let tp = profile();
+        let c = chunks(3);
+        // Two 1 MB chunks stored at 0: the copy (2 ms) and the serialisation (2 ms) end at
+        // 4 ms; each put is 10 ms of bytes and two 5 ms round trips.
+        let (mut serial, mut pool) = (own(Connections::Serial), own(Connections::Pool));
+        for l in [&mut serial, &mut pool] {
+            let (critical, _) = l.store(&c, 0, 2, at(0), &tp);
+            assert!((critical - 0.004).abs() < 1e-9, "{critical}");
+        }
+        // One connection: the puts run 4-24 ms and 24-44 ms. A lookup at 10 ms finds nothing
+        // visible yet and its one existence check waits for both: answered at 49 ms.
+        let (hits, s) = serial.lookup(&c, at(10 * MS), &tp);
+        assert_eq!(hits.remote, 0);
+        assert!((s - 0.039).abs() < 1e-9, "{s}");
+        // Four workers: the second put's bytes follow the first's on the link (14-24 ms), both
+        // on their own workers; the check takes a free one at once: 5 ms.
+        let (hits, s) = pool.lookup(&c, at(10 * MS), &tp);
+        assert_eq!(hits.remote, 0);
+        assert!((s - 0.005).abs() < 1e-9, "{s}");
+        // At 50 ms both puts are visible: two hits, three checks one after another.
+        let (hits, s) = serial.lookup(&c, at(50 * MS), &tp);
+        assert_eq!(hits.remote, 2);
+        assert!((s - 0.015).abs() < 1e-9, "{s}");
+        // The pool's second put completed at 34 ms: visible at 34, not at 33.
+        let (hits, _) = own(Connections::Pool).lookup(&c, at(0), &tp);
+        assert_eq!(hits.remote, 0);
+        let (h33, _) = pool.lookup(&c, at(33 * MS), &tp);
+        let (h34, _) = pool.lookup(&c, at(34 * MS), &tp);
+        assert_eq!((h33.remote, h34.remote), (1, 2));
     }
 
     #[test]
