@@ -4,7 +4,10 @@
 //! Every chunk read from one side is stamped and written to the other side once `rtt / 2` has
 //! passed since it was read, in order (one FIFO per direction, so nothing is reordered and a large
 //! transfer pays the delay once, not per chunk). An optional rate limit (token bucket) caps each
-//! direction's throughput, like `tc tbf`. The proxy's own cost is a thread hand-off per chunk
+//! direction's throughput, like `tc tbf`. An optional window caps the bytes in flight per
+//! direction, as a TCP sender's window does on a long path: bytes read count until their
+//! acknowledgement would be back (half a round trip after they are delivered), so a stream moves
+//! at most one window per round trip. The proxy's own cost is a thread hand-off per chunk
 //! (tens of microseconds); `calibrate redis --via-proxy` measures it.
 
 use std::io::{self, Read, Write};
@@ -22,6 +25,8 @@ pub struct DelaySpec {
     pub rtt: Duration,
     /// Bytes per second per direction; `None` for no limit.
     pub rate: Option<f64>,
+    /// Bytes in flight per direction (a TCP window); `None` for no limit.
+    pub window: Option<u64>,
 }
 
 /// A running proxy; stops (closing every connection) when dropped.
@@ -173,31 +178,62 @@ fn serve(
         c.push(server.try_clone()?);
     }
     let one_way = spec.rtt / 2;
-    pump(client.try_clone()?, server.try_clone()?, one_way, spec.rate)?;
-    pump(server, client, one_way, spec.rate)?;
+    pump(client.try_clone()?, server.try_clone()?, one_way, spec)?;
+    pump(server, client, one_way, spec)?;
     Ok(())
 }
 
 /// Forwards `from` to `to` with a delay: a reader thread stamps chunks, a writer thread sends
-/// each at its stamp plus `delay`, paced by `rate`.
+/// each at its stamp plus `delay`, paced by the spec's rate; with a window, the reader stops
+/// while a window's bytes are unacknowledged.
 fn pump(
     mut from: TcpStream,
     mut to: TcpStream,
     delay: Duration,
-    rate: Option<f64>,
+    spec: DelaySpec,
 ) -> io::Result<()> {
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+    // Acknowledgements: when each delivered chunk's credit is back, and its size.
+    let (ack_tx, ack_rx) = mpsc::channel::<(Instant, usize)>();
+    let (rate, window) = (spec.rate, spec.window);
     std::thread::Builder::new()
         .name("netdelay-read".into())
         .spawn(move || {
             let mut buf = vec![0u8; 256 * 1024];
+            let mut in_flight = 0u64;
+            let mut acks: std::collections::VecDeque<(Instant, usize)> = Default::default();
             loop {
-                match from.read(&mut buf) {
+                let mut room = buf.len();
+                if let Some(w) = window {
+                    loop {
+                        acks.extend(ack_rx.try_iter());
+                        while let Some(&(t, n)) = acks.front() {
+                            if t > Instant::now() {
+                                break;
+                            }
+                            acks.pop_front();
+                            in_flight = in_flight.saturating_sub(n as u64);
+                        }
+                        if in_flight < w {
+                            break;
+                        }
+                        match acks.front() {
+                            Some(&(t, _)) => wait_until(t),
+                            None => match ack_rx.recv() {
+                                Ok(a) => acks.push_back(a),
+                                Err(_) => return,
+                            },
+                        }
+                    }
+                    room = room.min((w - in_flight) as usize);
+                }
+                match from.read(&mut buf[..room]) {
                     Ok(0) | Err(_) => {
                         let _ = tx.send((Instant::now(), Vec::new()));
                         return;
                     }
                     Ok(n) => {
+                        in_flight += n as u64;
                         if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
                             return;
                         }
@@ -232,6 +268,9 @@ fn pump(
                 wait_until(due);
                 if to.write_all(&data).is_err() {
                     return;
+                }
+                if window.is_some() {
+                    let _ = ack_tx.send((due + delay, data.len()));
                 }
             }
         })?;
@@ -293,6 +332,7 @@ mod tests {
             DelaySpec {
                 rtt: Duration::from_millis(20),
                 rate: None,
+                window: None,
             },
         )
         .unwrap();
@@ -346,6 +386,7 @@ mod tests {
             DelaySpec {
                 rtt: Duration::ZERO,
                 rate: Some(4e6),
+                window: None,
             },
         )
         .unwrap();
@@ -353,6 +394,44 @@ mod tests {
         // 1 MB each way at 4 MB/s cannot take less than 0.25 s.
         let d = round_trip(&mut c, &vec![5u8; 1_000_000]);
         assert!(d >= Duration::from_millis(240), "{d:?}");
+        drop(c);
+        drop(p);
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn a_window_moves_at_most_one_window_per_round_trip() {
+        let (up, h) = echo_server();
+        let p = DelayProxy::start(
+            "127.0.0.1:0".parse().unwrap(),
+            up,
+            DelaySpec {
+                rtt: Duration::from_millis(40),
+                rate: None,
+                window: Some(256 * 1024),
+            },
+        )
+        .unwrap();
+        let mut c = TcpStream::connect(p.local_addr()).unwrap();
+        c.set_nodelay(true).unwrap();
+        // 1 MiB with a 256 KiB window: 4 windows, the last read 3 round trips after the first
+        // (120 ms), then half a trip to the echo and half a trip back (the way back keeps up:
+        // its credits return as fast as the windows arrive): at least 160 ms, where without a
+        // window it takes one round trip (40 ms).
+        let msg = vec![9u8; 1 << 20];
+        let writer = {
+            let mut w = c.try_clone().unwrap();
+            let m = msg.clone();
+            std::thread::spawn(move || w.write_all(&m).unwrap())
+        };
+        let t0 = Instant::now();
+        let mut got = vec![0u8; msg.len()];
+        c.read_exact(&mut got).unwrap();
+        let d = t0.elapsed();
+        writer.join().unwrap();
+        assert_eq!(got, msg);
+        assert!(d >= Duration::from_millis(158), "{d:?}");
+        assert!(d < Duration::from_secs(5), "{d:?}");
         drop(c);
         drop(p);
         h.join().unwrap();

@@ -108,6 +108,12 @@ impl Resp {
         self.r.simple()
     }
 
+    /// EXISTS key.
+    pub fn exists(&mut self, key: &[u8]) -> io::Result<()> {
+        self.command(&[b"EXISTS", key], None)?;
+        self.r.simple()
+    }
+
     /// GET key into `buf` (resized to the value); returns false for a missing key.
     pub fn get(&mut self, key: &[u8], buf: &mut Vec<u8>) -> io::Result<bool> {
         self.command(&[b"GET", key], None)?;

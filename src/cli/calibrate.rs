@@ -26,6 +26,10 @@ pub enum CalibrateCommand {
         /// Also measure through the delay proxy at these RTTs (ms), e.g. 0,10,20,50.
         #[arg(long, value_delimiter = ',')]
         via_proxy_rtt: Vec<f64>,
+        /// The proxy's TCP window (MiB per direction) for the gets and lookups interleaved with
+        /// puts that --via-proxy-rtt also measures.
+        #[arg(long, default_value_t = 3.0)]
+        via_proxy_window_mib: f64,
         /// Profile to write or update.
         #[arg(short, long, default_value = "output/profile.json")]
         output: PathBuf,
@@ -133,6 +137,23 @@ fn print_rtt_check(s: &Section) {
             );
         }
     }
+    if let Some(rows) = s.fit["interleaved"].as_array().filter(|r| !r.is_empty()) {
+        println!(
+            "interleaved with a put: measured vs the connection model (no-delay time + what it adds at the RTT)"
+        );
+        for r in rows {
+            println!(
+                "  {:<14} {:>10} B  window {:>9} B  rtt {:>6} ms  measured {:>10.3} ms  predicted {:>10.3} ms  error {:>+6.2} %",
+                r["pattern"].as_str().unwrap_or(""),
+                r["bytes"],
+                r["window_bytes"],
+                r["rtt_ms"],
+                r["measured_ms"].as_f64().unwrap_or(f64::NAN),
+                r["predicted_ms"].as_f64().unwrap_or(f64::NAN),
+                r["error"].as_f64().unwrap_or(f64::NAN) * 100.0
+            );
+        }
+    }
 }
 
 /// Runs a calibration.
@@ -153,8 +174,17 @@ pub fn calibrate(cmd: CalibrateCommand) -> Result<()> {
             start_local,
             quick,
             via_proxy_rtt,
+            via_proxy_window_mib,
             output,
-        } => calibrate_redis(url, start_local, quick, via_proxy_rtt, &output),
+        } => {
+            if !(via_proxy_window_mib.is_finite() && via_proxy_window_mib > 0.0) {
+                anyhow::bail!(
+                    "--via-proxy-window-mib {via_proxy_window_mib}: expected a positive size"
+                );
+            }
+            let window = ((via_proxy_window_mib * (1u64 << 20) as f64) as u64).max(1);
+            calibrate_redis(url, start_local, quick, via_proxy_rtt, window, &output)
+        }
         CalibrateCommand::Disk {
             dir,
             chunk_mib,
@@ -190,6 +220,7 @@ fn calibrate_redis(
     start_local: bool,
     quick: bool,
     via_proxy_rtt: Vec<f64>,
+    via_window_bytes: u64,
     output: &Path,
 ) -> Result<()> {
     {
@@ -210,6 +241,7 @@ fn calibrate_redis(
                 RedisOptions::full(&url)
             };
             o.via_rtts_ms = via_proxy_rtt;
+            o.via_window_bytes = via_window_bytes;
             let s = cr::calibrate_redis(&o)?;
             print_points(&s);
             print_rtt_check(&s);
@@ -220,7 +252,14 @@ fn calibrate_redis(
 
 /// `kvreplay calibrate redis` in a build without Redis.
 #[cfg(not(feature = "redis"))]
-fn calibrate_redis(_: Option<String>, _: bool, _: bool, _: Vec<f64>, _: &Path) -> Result<()> {
+fn calibrate_redis(
+    _: Option<String>,
+    _: bool,
+    _: bool,
+    _: Vec<f64>,
+    _: u64,
+    _: &Path,
+) -> Result<()> {
     Err(super::without("redis"))
 }
 
@@ -270,8 +309,16 @@ pub fn netdelay(listen: &str, upstream: &str, rtt: &str, rate: Option<&str>) -> 
         .ok()
         .and_then(|mut a| a.next())
         .with_context(|| format!("--upstream {upstream:?}: expected HOST:PORT"))?;
-    let p = DelayProxy::start(listen, upstream, DelaySpec { rtt, rate })
-        .with_context(|| format!("listening on {listen}"))?;
+    let p = DelayProxy::start(
+        listen,
+        upstream,
+        DelaySpec {
+            rtt,
+            rate,
+            window: None,
+        },
+    )
+    .with_context(|| format!("listening on {listen}"))?;
     println!(
         "netdelay: {} -> {upstream}, +{:?} round trip{}; Ctrl-C to stop",
         p.local_addr(),

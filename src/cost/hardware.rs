@@ -37,10 +37,29 @@ pub struct GpuProfile {
     pub per_seq_overhead_us: f64,
     /// Memory outside PyTorch's allocator (CUDA context, NCCL, graphs), GiB.
     pub non_torch_gib: f64,
+    /// Where each figure comes from, by field name, for figures anchored on a published
+    /// measurement rather than assumed (the JSON's optional `sources`).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sources: std::collections::BTreeMap<String, String>,
     /// Whether vLLM's API server picks its large-GPU defaults here (>= 70 GiB and not an A100:
     /// max_num_batched_tokens 8192, max_num_seqs 1024; else 2048 and 256).
     pub large_gpu_defaults: bool,
 }
+
+/// The figures a profile's `sources` may name.
+const SOURCED_FIELDS: &[&str] = &[
+    "memory_gib",
+    "peak_tflops",
+    "hbm_gbps",
+    "pcie_h2d_gbps",
+    "pcie_d2h_gbps",
+    "interconnect_gbps",
+    "compute_efficiency",
+    "memory_efficiency",
+    "step_overhead_us",
+    "per_seq_overhead_us",
+    "non_torch_gib",
+];
 
 const SHIPPED: &[&str] = &[
     include_str!("../../models/gpus/H100-80GB.json"),
@@ -96,7 +115,26 @@ impl GpuProfile {
                 })
                 .ok_or_else(|| o.err("aliases", "expected an array of strings"))?,
         };
+        let mut sources = std::collections::BTreeMap::new();
+        if o.get("sources").is_some() {
+            let so = o.object("sources", "sources.")?;
+            for k in so.map.keys() {
+                if !SOURCED_FIELDS.contains(&k.as_str()) {
+                    return Err(so
+                        .err(
+                            k,
+                            format!(
+                                "not a figure of the profile (known: {})",
+                                SOURCED_FIELDS.join(", ")
+                            ),
+                        )
+                        .into());
+                }
+                sources.insert(k.clone(), so.str(k)?.to_string());
+            }
+        }
         let p = GpuProfile {
+            sources,
             name: o.str("name")?.to_string(),
             provenance: o
                 .opt_str("provenance")?
@@ -189,13 +227,26 @@ mod tests {
         );
         assert!(!GpuProfile::lookup("A100").unwrap().large_gpu_defaults);
         for n in GpuProfile::shipped_names() {
-            assert!(
-                GpuProfile::lookup(&n)
-                    .unwrap()
-                    .provenance
-                    .starts_with("spec, not measured")
-            );
+            let p = GpuProfile::lookup(&n).unwrap();
+            assert!(p.provenance.starts_with("spec"), "{n}: {}", p.provenance);
         }
+        // The H100's efficiencies name the published measurements they come from.
+        let h = GpuProfile::lookup("H100").unwrap();
+        for f in ["compute_efficiency", "memory_efficiency"] {
+            assert!(h.sources[f].contains("microsoft/vidur"), "{f}");
+        }
+        assert!(h.sources["step_overhead_us"].starts_with("assumed"));
+        let bad = r#"{"name": "X", "memory_gib": 1, "peak_tflops": 1, "hbm_gbps": 1,
+            "pcie_h2d_gbps": 1, "pcie_d2h_gbps": 1, "interconnect_gbps": 1,
+            "compute_efficiency": 0.5, "memory_efficiency": 0.5,
+            "sources": {"compute_eficiency": "a paper"}}"#;
+        let e = GpuProfile::from_json_str(bad, "x.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.json") && e.contains("sources.compute_eficiency"),
+            "{e}"
+        );
         let e = GpuProfile::lookup("B200").unwrap_err().to_string();
         assert!(e.contains("unknown GPU \"B200\""), "{e}");
     }

@@ -166,19 +166,21 @@ mod tests {
         let m = h100_8b();
         let gpu = GpuProfile::lookup("H100").unwrap();
         let overhead = gpu.step_overhead_us * 1e-6;
-        // One decode token at short context: reading 16 GB of weights at 0.8 x 3352 GB/s.
+        // One decode token at short context: reading 16 GB of weights at the profile's
+        // efficiency x 3352 GB/s.
         let mut d = BatchShape::default();
         d.add_decode(100);
-        let want = 8_030_261_248.0 * 2.0 / (3352e9 * 0.8) + overhead + 5e-6;
+        let want = 8_030_261_248.0 * 2.0 / (3352e9 * gpu.memory_efficiency) + overhead + 5e-6;
         let got = m.step_s(&d);
         assert!((got - want).abs() / want < 0.01, "{got} vs {want}");
-        // A 8192-token prefill: ~2 x 7.5e9 x 8192 linear FLOPs plus attention, at 0.6 x 989 TF/s.
+        // A 8192-token prefill: ~2 x 7.5e9 x 8192 linear FLOPs plus attention, at the profile's
+        // efficiency x 989 TF/s.
         let mut p = BatchShape::default();
         p.add_prefill(8192, 0);
         let card = lookup("meta-llama/Llama-3.1-8B").unwrap();
         let flops = 2.0 * card.active_matmul_params() as f64 * 8192.0
             + 4.0 * 32.0 * 32.0 * 128.0 * (8192.0 * 8193.0 / 2.0);
-        let want = flops / (989.4e12 * 0.6) + overhead + 5e-6;
+        let want = flops / (989.4e12 * gpu.compute_efficiency) + overhead + 5e-6;
         let got = m.step_s(&p);
         assert!((got - want).abs() / want < 1e-9, "{got} vs {want}");
     }

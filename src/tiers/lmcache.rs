@@ -8,7 +8,9 @@
 //!   the earlier tiers missed; the first miss ends the hit. Hit chunks are touched, suffix first,
 //!   so that a prefix outlives its suffix.
 //! - Retrieve (blocking, before the forward pass) moves the hit minus what vLLM already has on the
-//!   GPU; disk and remote hits are read, promoted into the CPU tier, then loaded.
+//!   GPU; disk and remote hits are read, promoted into the CPU tier, then loaded. A CPU hit is
+//!   the pinned object itself (no allocation): one scatter kernel per chunk reads it from host
+//!   memory, one synchronisation per request; a step's requests retrieve one after another.
 //! - Store (after the forward pass) is write-through: the GPU-to-CPU copy is on the critical
 //!   path, disk writes go to a pool of writer threads, remote puts are serialised synchronously
 //!   and sent asynchronously with bounded concurrency. Chunks that were hits are not stored
@@ -123,7 +125,9 @@ impl RemoteConfig {
             Some(g) => bytes as f64 / (g * 1e9),
             None => tp.remote_op_s(bytes, 0, 0.0),
         };
-        let window = bytes as f64 * self.rtt_s / (self.window_bytes.max(1) * streams.max(1)) as f64;
+        // Every window after each stream's first takes a round trip.
+        let windows = bytes.div_ceil(self.window_bytes.max(1) * streams.max(1));
+        let window = windows.saturating_sub(1) as f64 * self.rtt_s;
         SimDuration::from_secs_f64(rate.max(window))
     }
 

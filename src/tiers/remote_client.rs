@@ -17,9 +17,10 @@
 //! An operation is its round trips (each `rtt + remote_op_us`; a Redis get is two, one for the
 //! metadata key and one for the data) plus its bytes. The bytes of every connection go through
 //! the engine's link to the store in turn, at `remote_gbps`; on its own connection a transfer
-//! moves at most one TCP window per round trip, so at large RTT a chunk takes
-//! `bytes x rtt / window` (the bandwidth-delay limit), whatever the link's rate. Slow start
-//! after an idle connection is not modelled (a stream is taken at its full window).
+//! moves at most one TCP window per round trip, so at large RTT a chunk of `k` windows takes
+//! `k - 1` round trips beyond its request's own (the bandwidth-delay limit), whatever the link's
+//! rate. Slow start after an idle connection is not modelled (a stream is taken at its full
+//! window).
 //!
 //! A put becomes visible when its last reply is back; [`RemoteClient::advance`] starts the puts
 //! due before a time and reports when each completes.
@@ -75,12 +76,14 @@ pub struct LinkCost {
 }
 
 impl LinkCost {
-    /// Seconds `bytes` take on one connection alone: the link's rate, or one window per round
-    /// trip, whichever is slower.
+    /// Seconds `bytes` take on one connection alone, beyond the round trip that carries them:
+    /// the link's rate, or, when the window is the limit, a round trip for every window after
+    /// the first (the first goes with the request; each next one once the previous one's
+    /// acknowledgement is back).
     pub fn stream_s(&self, bytes: u64) -> f64 {
         let link = bytes as f64 / self.bytes_per_s;
-        let window = bytes as f64 * self.rtt_s / self.window_bytes.max(1) as f64;
-        link.max(window)
+        let windows = bytes.div_ceil(self.window_bytes.max(1));
+        link.max(windows.saturating_sub(1) as f64 * self.rtt_s)
     }
 
     /// Seconds of `round_trips` sequential requests.
@@ -247,15 +250,16 @@ mod tests {
 
     #[test]
     fn the_window_limits_a_stream_once_the_rtt_is_large() {
-        // 32 MiB = 33,554,432 bytes: 33.55 ms at 1 GB/s. One window per round trip moves
-        // 3 MiB / rtt, slower than the link once rtt > 3.146 ms.
+        // 32 MiB = 33,554,432 bytes: 33.55 ms at 1 GB/s; 11 windows of 3 MiB, the first with
+        // the request, each next one a round trip later: 10 round trips, slower than the link
+        // once rtt > 3.355 ms.
         let b = 32 * MIB;
         for (rtt_ms, want) in [
             (0.0, 0.033_554_432),
-            (1.0, 0.033_554_432),
-            (10.0, 32.0 / 3.0 * 0.010),
-            (100.0, 32.0 / 3.0 * 0.100),
-            (1000.0, 32.0 / 3.0),
+            (3.0, 0.033_554_432),
+            (10.0, 0.100),
+            (100.0, 1.0),
+            (1000.0, 10.0),
         ] {
             let got = cost(rtt_ms * MS).stream_s(b);
             assert!(
@@ -263,13 +267,16 @@ mod tests {
                 "rtt {rtt_ms} ms: {got} vs {want}"
             );
         }
+        // What fits in one window goes with its round trip: only the link's time.
+        assert!((cost(1.0).stream_s(3 * MIB) - 0.003_145_728).abs() < 1e-12);
+        assert_eq!(cost(1.0).stream_s(0), 0.0);
     }
 
     #[test]
     fn on_one_connection_a_lookup_waits_behind_a_put() {
-        // RTT 100 ms: a 32 MiB put (two SETs) at t = 0 takes 32/3 x 100 ms = 1.0667 s of
-        // bytes then 200 ms of replies: done at 1.2667 s. An existence check submitted at
-        // 10 ms waits for it, then takes its round trip: answered at 1.3667 s.
+        // RTT 100 ms: a 32 MiB put (two SETs) at t = 0 takes 10 round trips of windows (1 s)
+        // then its two round trips: done at 1.2 s. An existence check submitted at 10 ms waits
+        // for it, then takes its round trip: answered at 1.3 s.
         for rtt_ms in [0.0, 10.0, 100.0, 1000.0] {
             let rtt = rtt_ms * MS;
             let mut c = RemoteClient::new(Connections::Serial, 4, cost(rtt));
@@ -296,11 +303,11 @@ mod tests {
     fn in_a_pool_a_lookup_takes_a_free_worker_and_goes_before_queued_puts() {
         let rtt = 0.100;
         let mut c = RemoteClient::new(Connections::Pool, 2, cost(rtt));
-        // Three 3 MiB puts at t = 0: each 100 ms of bytes (one window) + 200 ms of replies.
-        // Two workers take two of them at 0 (the link serialises their bytes: 3.15 ms each,
-        // far below the window's 100 ms); the third waits for a worker.
+        // Three 6 MiB puts at t = 0: each two windows (one round trip beyond its own, 100 ms)
+        // and two round trips. Two workers take two of them at 0 (the link serialises their
+        // bytes, 6.3 ms each, far below the window's 100 ms); the third waits for a worker.
         for k in 0..3 {
-            c.put(k, SimTime::ZERO, 3 * MIB, 2);
+            c.put(k, SimTime::ZERO, 6 * MIB, 2);
         }
         let mut done = Vec::new();
         c.advance(at(0.010), |k, t| done.push((k, secs(t))));
@@ -311,7 +318,8 @@ mod tests {
         );
         assert_eq!(c.queued_puts(), 1);
         // A check at 10 ms: both workers busy until 300 ms; it goes before the queued put,
-        // answered at 400 ms; the put starts after it (400 ms) and completes at 700 ms.
+        // answered at 400 ms; the queued put takes the other worker when it frees (300 ms) and
+        // completes at 600 ms.
         let answered = secs(c.exists_chain(at(0.010), 1, 1));
         assert!((answered - 0.400).abs() < 1e-6, "{answered}");
         c.advance(at(10.0), |k, t| done.push((k, secs(t))));
@@ -320,7 +328,7 @@ mod tests {
         // Serial: the same check waits for all three puts: 3 x 300 ms, then 100 ms.
         let mut s = RemoteClient::new(Connections::Serial, 2, cost(rtt));
         for k in 0..3 {
-            s.put(k, SimTime::ZERO, 3 * MIB, 2);
+            s.put(k, SimTime::ZERO, 6 * MIB, 2);
         }
         s.advance(at(0.010), |_, _| {});
         assert!((secs(s.exists_chain(at(0.010), 1, 1)) - 1.0).abs() < 1e-6);
@@ -329,11 +337,9 @@ mod tests {
     #[test]
     fn gets_go_in_waves_and_share_the_link() {
         // 9 gets of 1 MB, 4 workers, 2 round trips of 10 ms, 1 GB/s, a window the link never
-        // hits (1 MB / 10 ms = 100 MB/s would be slower: use a large window): each wave's
-        // bytes go through the link one after another, 1 ms each.
-        let mut k = cost(0.010);
-        k.window_bytes = 1 << 40;
-        let mut c = RemoteClient::new(Connections::Pool, 4, k);
+        // each 1 MB within one window: each wave's bytes go through the link one after another,
+        // 1 ms each.
+        let mut c = RemoteClient::new(Connections::Pool, 4, cost(0.010));
         let end = secs(c.get_batch(SimTime::ZERO, 9, 1_000_000, 2));
         // Wave 1: bytes end at 1, 2, 3, 4 ms, replies 20 ms later: workers free at 21..24 ms.
         // Wave 2 starts at 21..24 ms, its bytes at 22, 23, 24, 25 ms: free at 42..45 ms.
