@@ -99,6 +99,42 @@ fn lmcache_cpu_tier_hits_full_chunks_and_loads_what_the_gpu_lacks() {
 }
 
 #[test]
+fn requests_scheduled_together_retrieve_one_after_another_before_the_step() {
+    // Prefix caching off: two 512-token documents stored at 0, both asked again at 1 s and
+    // scheduled in one step. Each retrieve is the hit but its last token (recomputed): 511
+    // tokens x 128 KiB = 66,977,792 bytes at 1 GB/s, and 2 chunks (100 us of launch each):
+    // 67,177,792 ns. LMCache runs them one after another, each synchronised, before the forward
+    // pass, so both first tokens come at 1 s + 2 x 67,177,792 ns + the 10 ms step.
+    let f = EngineFlags {
+        enable_prefix_caching: Some(false),
+        ..Default::default()
+    };
+    let doc = |id, at, content| req(id, at, vec![Run::new(content, 0, 512)], 1);
+    let mut s = setup(f, lmcache_cpu(256, 5));
+    s.transfer.h2d_gbps = 1.0;
+    s.transfer.chunk_overhead_us = 100.0;
+    let both = trace(vec![
+        doc(0, 0, 1),
+        doc(1, 0, 2),
+        doc(2, 1000, 1),
+        doc(3, 1000, 2),
+    ]);
+    let r = simulate(&both, &s).unwrap();
+    let one = 67_177_792u64;
+    for i in [2, 3] {
+        assert_eq!(r.reqs[i].origin.cpu, 511, "the last token is recomputed");
+        let got = r.reqs[i].first_token.map(SimTime::as_ns).unwrap();
+        let want = 1_000 * MS + 2 * one + 10 * MS;
+        assert!(got.abs_diff(want) <= 2, "{got} vs {want}");
+    }
+    // Asked alone, a document's first token waits for its own retrieve only.
+    let alone = trace(vec![doc(0, 0, 1), doc(1, 0, 2), doc(2, 1000, 1)]);
+    let r = simulate(&alone, &s).unwrap();
+    let got = r.reqs[2].first_token.map(SimTime::as_ns).unwrap();
+    assert!(got.abs_diff(1_000 * MS + one + 10 * MS) <= 2, "{got}");
+}
+
+#[test]
 fn lmcache_loads_only_beyond_the_gpu_hit() {
     let t = trace(vec![
         req(0, 0, vec![Run::new(1, 0, 600)], 1),

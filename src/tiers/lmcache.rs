@@ -521,9 +521,15 @@ impl LmCache {
         if to <= from {
             return (0.0, 0);
         }
+        // One launch per chunk the range touches, a partial one included (a whole-prompt hit
+        // loads its last chunk but one token).
         let n_chunks = chunks
             .iter()
-            .filter(|(end, _)| *end > from && *end - 1 < to)
+            .enumerate()
+            .filter(|(i, (end, _))| {
+                let start = if *i == 0 { 0 } else { chunks[i - 1].0 };
+                *end > from && start < to
+            })
             .count()
             .max(1) as u64;
         let bytes = (to - from) as u64 * self.bytes_per_token;
