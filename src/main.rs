@@ -187,8 +187,18 @@ enum ModelCommand {
         /// Tensor-parallel ranks for the per-rank figures.
         #[arg(long, default_value_t = 1)]
         tp: u32,
+        /// A GPU (shipped profile or JSON path): also print the KV capacity at vLLM's default
+        /// memory utilisation.
+        #[arg(long)]
+        gpu: Option<String>,
+        /// vLLM's `--kv-cache-dtype` (auto, fp8, fp8_e4m3, fp8_e5m2).
+        #[arg(long, default_value = "auto")]
+        kv_cache_dtype: String,
+        /// Host memory, GiB: also print the largest LMCache CPU tier it allows.
+        #[arg(long)]
+        host_memory_gib: Option<f64>,
     },
-    /// List the shipped model cards.
+    /// List the shipped model cards with their KV bytes per token and weights.
     List,
 }
 
@@ -355,43 +365,158 @@ fn run(cli: Cli) -> Result<()> {
             rate,
         } => cli::calibrate::netdelay(&listen, &upstream, &rtt, rate.as_deref()),
         Command::Model(ModelCommand::List) => {
-            for id in kvreplay::model::shipped_ids() {
-                println!("{id}");
-            }
-            Ok(())
-        }
-        Command::Model(ModelCommand::Show { model, tp }) => {
-            anyhow::ensure!(tp > 0, "--tp must be at least 1");
-            let c = kvreplay::model::lookup(&model)?;
-            println!("model               {} ({})", c.name, c.model_type);
             println!(
-                "shape               {} layers, hidden {}, {} heads / {} KV heads x {}, MLP {}, vocab {}",
-                c.layers, c.hidden, c.heads, c.kv_heads, c.head_dim, c.intermediate, c.vocab
+                "{:<28} {:>10} {:>10} {:>12}  notes",
+                "model", "params B", "weights GiB", "KV KiB/token"
             );
-            if let Some(m) = &c.moe {
+            for id in kvreplay::model::shipped_ids() {
+                let c = kvreplay::model::lookup(id)?;
+                let mut notes = Vec::new();
+                if let Some(m) = &c.moe {
+                    notes.push(format!("MoE {}/{} experts", m.experts_per_token, m.experts));
+                }
+                if c.mla.is_some() {
+                    notes.push("MLA".to_string());
+                }
+                if let Some(q) = &c.quant {
+                    notes.push(q.method.clone());
+                }
+                if let Some(sl) = &c.sliding {
+                    notes.push(format!(
+                        "sliding window {} on {} layers",
+                        sl.window, sl.layers
+                    ));
+                }
                 println!(
-                    "experts             {} routed, {} per token, expert MLP {}, shared {}",
-                    m.experts, m.experts_per_token, m.expert_intermediate, m.shared_intermediate
+                    "{:<28} {:>10.2} {:>10.2} {:>12}  {}",
+                    id,
+                    c.params() as f64 / 1e9,
+                    c.weight_bytes() as f64 / GIB,
+                    c.kv_bytes_per_token(1) as f64 / 1024.0,
+                    notes.join(", ")
                 );
             }
-            println!("parameters          {:.3} B", c.params() as f64 / 1e9);
-            println!(
-                "weights per rank    {:.2} GiB (tp {tp}, {} bytes per element)",
-                c.weight_bytes_per_rank(tp) as f64 / (1u64 << 30) as f64,
-                c.dtype_bytes
-            );
-            println!(
-                "FLOPs per token     {:.3} GFLOP at context 1, +{:.1} kFLOP per context token",
-                c.flops_per_token(1) / 1e9,
-                (c.flops_per_token(1001) - c.flops_per_token(1)) / 1000.0 / 1e3
-            );
-            println!(
-                "KV per token        {} KiB per rank (tp {tp})",
-                c.kv_bytes_per_token(tp) as f64 / 1024.0
-            );
             Ok(())
         }
+        Command::Model(ModelCommand::Show {
+            model,
+            tp,
+            gpu,
+            kv_cache_dtype,
+            host_memory_gib,
+        }) => model_show(&model, tp, gpu.as_deref(), &kv_cache_dtype, host_memory_gib),
     }
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// `kvreplay model show`.
+fn model_show(
+    model: &str,
+    tp: u32,
+    gpu: Option<&str>,
+    kv_cache_dtype: &str,
+    host_memory_gib: Option<f64>,
+) -> Result<()> {
+    anyhow::ensure!(tp > 0, "--tp must be at least 1");
+    let kv_bytes =
+        kvreplay::model::card::kv_cache_dtype_bytes(kv_cache_dtype).with_context(|| {
+            format!("--kv-cache-dtype {kv_cache_dtype:?}: expected auto, fp8, fp8_e4m3 or fp8_e5m2")
+        })?;
+    let c = kvreplay::model::lookup(model)?.with_kv_cache_dtype(kv_bytes);
+    println!("model               {} ({})", c.name, c.model_type);
+    println!(
+        "shape               {} layers, hidden {}, {} heads / {} KV heads x {}, MLP {}, vocab {}",
+        c.layers, c.hidden, c.heads, c.kv_heads, c.head_dim, c.intermediate, c.vocab
+    );
+    if let Some(m) = &c.moe {
+        println!(
+            "experts             {} routed, {} per token, expert MLP {}, shared {}{}",
+            m.experts,
+            m.experts_per_token,
+            m.expert_intermediate,
+            m.shared_intermediate,
+            if c.first_dense_layers > 0 {
+                format!(", first {} layers dense", c.first_dense_layers)
+            } else {
+                String::new()
+            }
+        );
+    }
+    if let Some(m) = &c.mla {
+        println!(
+            "attention           MLA: KV latent {} + rotary key {} per layer, the same on every rank",
+            m.kv_lora_rank, m.qk_rope_head_dim
+        );
+    }
+    println!(
+        "parameters          {:.3} B ({:.3} B active per token in matrix multiplies)",
+        c.params() as f64 / 1e9,
+        c.active_matmul_params() as f64 / 1e9
+    );
+    let dtype = match &c.quant {
+        Some(q) => format!(
+            "{} at {:.4} bytes per weight{}, the rest {} bytes",
+            q.method,
+            q.bytes_per_weight,
+            if q.experts_only {
+                " on the experts"
+            } else {
+                ""
+            },
+            c.dtype_bytes
+        ),
+        None => format!("{} bytes per element", c.dtype_bytes),
+    };
+    println!(
+        "weights per rank    {:.2} GiB (tp {tp}, {dtype})",
+        c.weight_bytes_per_rank(tp) as f64 / GIB
+    );
+    println!(
+        "FLOPs per token     {:.3} GFLOP at context 1, +{:.1} kFLOP per context token",
+        c.flops_per_token(1) / 1e9,
+        (c.flops_per_token(1001) - c.flops_per_token(1)) / 1000.0 / 1e3
+    );
+    let kv = c.kv_bytes_per_token(tp);
+    println!(
+        "KV per token        {} KiB per rank (tp {tp}, {} byte{} per element)",
+        kv as f64 / 1024.0,
+        c.kv_dtype_bytes,
+        if c.kv_dtype_bytes == 1 { "" } else { "s" }
+    );
+    if let Some(g) = gpu {
+        let gpu = kvreplay::cost::GpuProfile::lookup(g)?;
+        let flags = kvreplay::engine::EngineFlags {
+            tensor_parallel_size: Some(tp),
+            ..Default::default()
+        };
+        match kvreplay::engine::EngineConfig::resolve(&c, &gpu, &flags) {
+            Ok(e) => println!(
+                "KV capacity         {} tokens per rank on {} at utilisation 0.9 ({})",
+                e.kv_capacity_tokens(),
+                gpu.name,
+                e.kv_capacity_note
+            ),
+            Err(e) => println!("KV capacity         none: {e}"),
+        }
+    }
+    if let Some(h) = host_memory_gib {
+        anyhow::ensure!(
+            h.is_finite() && h > 0.0,
+            "--host-memory-gib {h}: expected a positive size"
+        );
+        // LMCache pins max_local_cpu_size per rank; the OS and the serving processes keep a tenth.
+        let per_rank = (h * 0.9 / tp as f64).floor();
+        println!(
+            "largest CPU tier    max_local_cpu_size {per_rank} GiB per rank = {} tokens ({h} GiB host, a tenth left to the OS and the serving processes, {tp} rank{} pinning theirs)",
+            (per_rank * GIB / kv as f64).floor() as u64,
+            if tp == 1 { "" } else { "s" }
+        );
+    }
+    for n in c.modelling_notes() {
+        println!("note                {n}");
+    }
+    Ok(())
 }
 
 fn run_trace(cmd: TraceCommand) -> Result<()> {

@@ -676,4 +676,41 @@ mod tests {
         assert!(p.evidence.iter().any(|e| e.x == g && e.ok));
         assert!(p.evidence.iter().filter(|e| e.x < g).all(|e| !e.ok));
     }
+
+    #[test]
+    fn an_fp8_kv_cache_halves_the_cpu_tier_long_doc_qa_needs() {
+        use crate::trace::generate::long_doc_qa;
+        // 16 documents of 2,048 tokens (8 chunks of 256), asked again in the same order: a
+        // GPU holding 4,096 tokens keeps none of them for the query round, so every query-round
+        // hit comes from the CPU tier, which must hold all 16: 16 x 2,048 x 128 KiB = 4 GiB in
+        // bf16, 2 GiB at one byte per element. A whole-document hit loads all but the last
+        // token: 2,047 of each 4,096 prompt tokens of the run, 0.49976.
+        let t = long_doc_qa::generate(
+            &long_doc_qa::Params {
+                num_documents: 16,
+                document_length: 2048,
+                output_len: 4,
+                repeat_count: 1,
+                repeat_mode: long_doc_qa::RepeatMode::Tile,
+                max_inflight_requests: 1,
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+        let target = [Target::parse("hit_rate_total=0.4997").unwrap()];
+        let mut answers = Vec::new();
+        for dtype in ["auto", "fp8"] {
+            let mut cfg = RunConfig {
+                tier: Some(crate::config::Tier::Cpu),
+                ..Default::default()
+            };
+            cfg.engine.num_gpu_blocks = Some(256);
+            cfg.set("kv_cache_dtype", &serde_json::json!(dtype))
+                .unwrap();
+            let p = smallest_tier(&t, &cfg, Knob::CpuGib, &target, 0.125).unwrap();
+            answers.push(p.answer.unwrap());
+        }
+        assert_eq!(answers, [4.0, 2.0]);
+    }
 }

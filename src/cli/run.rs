@@ -33,6 +33,11 @@ pub fn run(
     for n in notes {
         eprintln!("note: {n}");
     }
+    if let Ok(card) = kvreplay::model::lookup(&cfg.model) {
+        for n in card.modelling_notes() {
+            eprintln!("note: {n}");
+        }
+    }
     let o = pipeline::run(&t, &cfg)?;
     let dir = out_dir(out, &stem(trace_path));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -13,7 +13,8 @@ pub struct SimArgs {
     /// Model: a Hugging Face id with a shipped card, or a config.json path.
     #[arg(long, default_value = "meta-llama/Llama-3.1-8B")]
     pub model: String,
-    /// GPU: H100, A100, L40S, RTX4090, or a GPU profile JSON.
+    /// GPU: a shipped profile (H100, H200, B200, A100, A40, A10G, L4, L40, L40S, RTX4090, MI300X)
+    /// or a GPU profile JSON.
     #[arg(long, default_value = "H100")]
     pub gpu: String,
     /// vLLM --max-num-batched-tokens (default by GPU).
@@ -25,6 +26,9 @@ pub struct SimArgs {
     /// vLLM --block-size.
     #[arg(long)]
     pub block_size: Option<u32>,
+    /// vLLM --kv-cache-dtype: auto, fp8, fp8_e4m3 or fp8_e5m2.
+    #[arg(long)]
+    pub kv_cache_dtype: Option<String>,
     /// vLLM --gpu-memory-utilization.
     #[arg(long)]
     pub gpu_memory_utilization: Option<f64>,
@@ -142,6 +146,10 @@ impl SimArgs {
         );
         opt("max_num_seqs", self.max_num_seqs.map(Value::from));
         opt("block_size", self.block_size.map(Value::from));
+        opt(
+            "kv_cache_dtype",
+            self.kv_cache_dtype.clone().map(Value::from),
+        );
         opt(
             "gpu_memory_utilization",
             self.gpu_memory_utilization.map(Value::from),

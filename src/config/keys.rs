@@ -152,7 +152,7 @@ pub static KEYS: &[Key] = &[
     ),
     key!(
         ["gpu"],
-        "H100, A100, L40S, RTX4090, or a GPU profile JSON path",
+        "a shipped GPU (H100, H200, B200, A100, A40, A10G, L4, L40, L40S, RTX4090, MI300X) or a GPU profile JSON path",
         || RunConfig::default().gpu,
         false,
         |c, v| {
@@ -167,6 +167,19 @@ pub static KEYS: &[Key] = &[
         false,
         |c, v| {
             c.engine.tensor_parallel_size = Some(count(v)?);
+            Ok(())
+        }
+    ),
+    key!(
+        ["kv_cache_dtype"],
+        "vLLM KV-cache element type: auto | fp8 | fp8_e4m3 | fp8_e5m2",
+        || "auto".into(),
+        false,
+        |c, v| {
+            const WANT: Want = "auto, fp8, fp8_e4m3 or fp8_e5m2";
+            let s = text(v).map_err(|_| WANT)?.to_ascii_lowercase();
+            crate::model::card::kv_cache_dtype_bytes(&s).ok_or(WANT)?;
+            c.engine.kv_cache_dtype = Some(s);
             Ok(())
         }
     ),

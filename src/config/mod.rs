@@ -429,7 +429,15 @@ impl RunConfig {
 
     /// Resolves the model, GPU, engine, cost and offload into a simulation setup.
     pub fn setup(&self) -> Result<(SimSetup, ModelCard, GpuProfile)> {
-        let card = crate::model::lookup(&self.model)?;
+        let kv_bytes = match &self.engine.kv_cache_dtype {
+            Some(d) => crate::model::card::kv_cache_dtype_bytes(d).ok_or_else(|| {
+                Error::Config(format!(
+                    "kv_cache_dtype {d:?}: expected auto, fp8, fp8_e4m3 or fp8_e5m2"
+                ))
+            })?,
+            None => None,
+        };
+        let card = crate::model::lookup(&self.model)?.with_kv_cache_dtype(kv_bytes);
         let mut gpu = GpuProfile::lookup(&self.gpu)?;
         let o = &self.cost.gpu;
         let set = |slot: &mut f64, x: Option<f64>| {
@@ -677,6 +685,7 @@ mod tests {
             json!("whole"),
             json!("events"),
             json!("serial"),
+            json!("fp8"),
             json!("x"),
             json!([{"count": 2, "gpu": "A100"}]),
         ];

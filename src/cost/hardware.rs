@@ -17,8 +17,11 @@ pub struct GpuProfile {
     pub provenance: String,
     /// Device memory as the driver reports it, GiB.
     pub memory_gib: f64,
-    /// Peak dense tensor throughput at the model's dtype, TFLOP/s.
+    /// Peak dense tensor throughput at 16-bit (bf16/fp16), TFLOP/s.
     pub peak_tflops: f64,
+    /// Peak dense FP8 tensor throughput, TFLOP/s, on GPUs with FP8 tensor cores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_fp8_tflops: Option<f64>,
     /// HBM bandwidth, GB/s.
     pub hbm_gbps: f64,
     /// Host-to-device bandwidth over PCIe with pinned memory, GB/s.
@@ -50,6 +53,7 @@ pub struct GpuProfile {
 const SOURCED_FIELDS: &[&str] = &[
     "memory_gib",
     "peak_tflops",
+    "peak_fp8_tflops",
     "hbm_gbps",
     "pcie_h2d_gbps",
     "pcie_d2h_gbps",
@@ -66,6 +70,13 @@ const SHIPPED: &[&str] = &[
     include_str!("../../models/gpus/A100-80GB.json"),
     include_str!("../../models/gpus/L40S.json"),
     include_str!("../../models/gpus/RTX4090.json"),
+    include_str!("../../models/gpus/H200-141GB.json"),
+    include_str!("../../models/gpus/B200.json"),
+    include_str!("../../models/gpus/L4.json"),
+    include_str!("../../models/gpus/A10G.json"),
+    include_str!("../../models/gpus/A40.json"),
+    include_str!("../../models/gpus/L40.json"),
+    include_str!("../../models/gpus/MI300X.json"),
 ];
 
 fn key(s: &str) -> String {
@@ -142,6 +153,10 @@ impl GpuProfile {
                 .to_string(),
             memory_gib: pos("memory_gib")?,
             peak_tflops: pos("peak_tflops")?,
+            peak_fp8_tflops: match o.get("peak_fp8_tflops") {
+                Some(_) => Some(pos("peak_fp8_tflops")?),
+                None => None,
+            },
             hbm_gbps: pos("hbm_gbps")?,
             pcie_h2d_gbps: pos("pcie_h2d_gbps")?,
             pcie_d2h_gbps: pos("pcie_d2h_gbps")?,
@@ -247,8 +262,15 @@ mod tests {
             e.contains("x.json") && e.contains("sources.compute_eficiency"),
             "{e}"
         );
-        let e = GpuProfile::lookup("B200").unwrap_err().to_string();
-        assert!(e.contains("unknown GPU \"B200\""), "{e}");
+        let e = GpuProfile::lookup("GB300").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown GPU \"GB300\"") && e.contains("MI300X 192GB"),
+            "{e}"
+        );
+        // L40 and L40S, A10G and A100 are told apart.
+        assert_eq!(GpuProfile::lookup("L40").unwrap().peak_tflops, 181.0);
+        assert_eq!(GpuProfile::lookup("L40S").unwrap().peak_tflops, 362.0);
+        assert_eq!(GpuProfile::lookup("a10g").unwrap().hbm_gbps, 600.0);
     }
 
     #[test]

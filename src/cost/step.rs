@@ -72,6 +72,13 @@ pub struct StepModel {
     weight_bytes: f64,
     kv_bytes_per_token: f64,
     flops_per_s: f64,
+    /// The rate of the linear layers' FLOPs when it differs from `flops_per_s` (FP8).
+    linear_flops_per_s: Option<f64>,
+    /// Of `weight_bytes`, the routed experts' (0 for a dense model): a step reads only the
+    /// experts its tokens were routed to.
+    expert_weight_bytes: f64,
+    /// The share of the experts one token is routed to.
+    expert_share: f64,
     bytes_per_s: f64,
     allreduce_bytes_per_token: f64,
     interconnect_bytes_per_s: f64,
@@ -97,10 +104,19 @@ impl StepModel {
         } else {
             0.0
         };
+        // FP8 checkpoints run their matrix multiplies at the GPU's FP8 peak where it has one.
+        let linear_flops_per_s = match (card.fp8_compute(), gpu.peak_fp8_tflops) {
+            (true, Some(p)) => Some(p * 1e12 * gpu.compute_efficiency),
+            _ => None,
+        };
+        // Under MLA every rank keeps the whole latent; the heads are still split.
         StepModel {
             linear_flops_per_token: 2.0 * card.active_matmul_params() as f64 / tp,
-            attn_flops_per_pair: 4.0 * (card.layers * card.heads * card.head_dim) as f64 / tp,
-            weight_bytes: card.params() as f64 * card.dtype_bytes as f64 / tp,
+            attn_flops_per_pair: card.attn_flops_per_pair() / tp,
+            weight_bytes: card.weight_bytes() as f64 / tp,
+            linear_flops_per_s,
+            expert_weight_bytes: card.expert_weight_bytes() as f64 / tp,
+            expert_share: card.expert_share(),
             kv_bytes_per_token: card.kv_bytes_per_token(tp as u32) as f64,
             flops_per_s: gpu.peak_tflops * 1e12 * gpu.compute_efficiency,
             bytes_per_s: gpu.hbm_gbps * 1e9 * gpu.memory_efficiency,
@@ -134,10 +150,26 @@ impl StepModel {
         let tokens = (b.prefill_tokens + b.decode_seqs) as f64;
         let flops = self.linear_flops_per_token * tokens
             + self.attn_flops_per_pair * (b.prefill_attn_pairs + b.decode_ctx as f64);
-        let bytes = self.weight_bytes
+        // A mixture of experts reads the experts its tokens were routed to: with each token
+        // choosing k of E, a share 1 - (1 - k/E)^tokens of them in expectation.
+        let weights = if self.expert_weight_bytes > 0.0 {
+            let touched = 1.0 - (1.0 - self.expert_share).powf(tokens);
+            self.weight_bytes - self.expert_weight_bytes * (1.0 - touched)
+        } else {
+            self.weight_bytes
+        };
+        let bytes = weights
             + self.kv_bytes_per_token
                 * (b.prefill_kv_tokens + b.decode_ctx + b.prefill_tokens) as f64;
-        let forward = (flops / self.flops_per_s).max(bytes / self.bytes_per_s);
+        let compute = match self.linear_flops_per_s {
+            None => flops / self.flops_per_s,
+            Some(r) => {
+                self.linear_flops_per_token * tokens / r
+                    + self.attn_flops_per_pair * (b.prefill_attn_pairs + b.decode_ctx as f64)
+                        / self.flops_per_s
+            }
+        };
+        let forward = compute.max(bytes / self.bytes_per_s);
         let comm = if self.allreduces_per_step > 0.0 {
             self.allreduces_per_step * ALLREDUCE_LATENCY_S
                 + self.allreduce_bytes_per_token * tokens / self.interconnect_bytes_per_s
@@ -216,5 +248,37 @@ mod tests {
         p.add_prefill(4096, 0);
         let (t1, t4) = (m1.step_s(&p), m4.step_s(&p));
         assert!(t4 < t1 / 3.0 && t4 > t1 / 4.0 - 0.01, "{t1} {t4}");
+    }
+
+    #[test]
+    fn a_mixture_of_experts_reads_the_experts_its_tokens_chose() {
+        // Qwen3-30B-A3B decoding one token: 8 of 128 experts, so 1/16 of the experts' weights
+        // and all the rest; 128 tokens touch 1 - (15/16)^128 of them, almost all.
+        let card = lookup("Qwen/Qwen3-30B-A3B").unwrap();
+        let gpu = GpuProfile::lookup("H100").unwrap();
+        let m = StepModel::roofline(&card, &gpu, 1);
+        let (all, experts) = (
+            card.weight_bytes() as f64,
+            card.expert_weight_bytes() as f64,
+        );
+        assert_eq!(experts, (48u64 * 128 * 3 * 2048 * 768 * 2) as f64);
+        let read = |tokens: u64| {
+            let mut b = BatchShape::default();
+            for _ in 0..tokens {
+                b.add_decode(0);
+            }
+            let overhead =
+                gpu.step_overhead_us * 1e-6 + tokens as f64 * gpu.per_seq_overhead_us * 1e-6;
+            let kv = tokens as f64 * card.kv_bytes_per_token(1) as f64;
+            // Decode is memory-bound here: the step is its bytes at the HBM rate.
+            (m.step_s(&b) - overhead) * gpu.hbm_gbps * 1e9 * gpu.memory_efficiency - kv
+        };
+        let one = all - experts + experts / 16.0;
+        assert!((read(1) / one - 1.0).abs() < 1e-9, "{} vs {one}", read(1));
+        let many = all - experts * (15.0f64 / 16.0).powi(128);
+        assert!((read(128) / many - 1.0).abs() < 1e-9);
+        // A dense model reads every weight whatever the batch.
+        let dense = StepModel::roofline(&lookup("meta-llama/Llama-3.1-8B").unwrap(), &gpu, 1);
+        assert_eq!(dense.expert_weight_bytes, 0.0);
     }
 }

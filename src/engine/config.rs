@@ -25,6 +25,9 @@ pub struct EngineFlags {
     pub num_gpu_blocks: Option<u32>,
     /// `--no-enable-prefix-caching` sets false.
     pub enable_prefix_caching: Option<bool>,
+    /// `--kv-cache-dtype` (auto, fp8, fp8_e4m3, fp8_e5m2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_cache_dtype: Option<String>,
 }
 
 /// The engine's effective settings.
