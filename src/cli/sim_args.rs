@@ -29,6 +29,9 @@ pub struct SimArgs {
     /// vLLM --kv-cache-dtype: auto, fp8, fp8_e4m3 or fp8_e5m2.
     #[arg(long)]
     pub kv_cache_dtype: Option<String>,
+    /// vLLM --enable-expert-parallel (mixture-of-experts models under tensor parallelism).
+    #[arg(long)]
+    pub enable_expert_parallel: bool,
     /// vLLM --gpu-memory-utilization.
     #[arg(long)]
     pub gpu_memory_utilization: Option<f64>,
@@ -149,6 +152,10 @@ impl SimArgs {
         opt(
             "kv_cache_dtype",
             self.kv_cache_dtype.clone().map(Value::from),
+        );
+        opt(
+            "enable_expert_parallel",
+            self.enable_expert_parallel.then_some(json!(true)),
         );
         opt(
             "gpu_memory_utilization",

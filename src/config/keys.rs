@@ -184,6 +184,16 @@ pub static KEYS: &[Key] = &[
         }
     ),
     key!(
+        ["enable_expert_parallel"],
+        "vLLM expert parallelism: whole experts per rank, an all-to-all per MoE layer",
+        || "false".into(),
+        false,
+        |c, v| {
+            c.engine.enable_expert_parallel = Some(boolean(v)?);
+            Ok(())
+        }
+    ),
+    key!(
         ["block_size"],
         "vLLM KV block size in tokens",
         || DEFAULT_BLOCK_SIZE.to_string(),

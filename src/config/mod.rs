@@ -466,6 +466,9 @@ impl RunConfig {
         }
         let engine = EngineConfig::resolve(&card, &gpu, &self.engine)?;
         let mut step_model = StepModel::roofline(&card, &gpu, engine.tp);
+        if self.engine.enable_expert_parallel == Some(true) {
+            step_model = step_model.with_expert_parallel(&card, engine.tp);
+        }
         step_model.fitted = self.cost.fitted;
         let transfer = match &self.cost.transfer_profile {
             Some(p) => TransferProfile::from_file(p, &gpu)?,

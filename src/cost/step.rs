@@ -133,6 +133,25 @@ impl StepModel {
         }
     }
 
+    /// The same model with vLLM's `--enable-expert-parallel`: each rank holds whole experts
+    /// instead of a slice of every one, so a mixture-of-experts layer's MLP all-reduce becomes an
+    /// all-to-all that sends each token's hidden state to the ranks of its `k` experts and back:
+    /// 2 x k x hidden x dtype bytes x (tp - 1) / tp per token and layer, where the all-reduce
+    /// moved 2 x hidden x dtype x 2 (tp - 1) / tp. Compute and weight bytes per rank are
+    /// unchanged (the experts are evenly spread). A dense model is unchanged.
+    pub fn with_expert_parallel(mut self, card: &ModelCard, tp: u32) -> Self {
+        let (Some(m), true) = (&card.moe, tp > 1) else {
+            return self;
+        };
+        let tp = tp as f64;
+        let act = card.hidden as f64 * card.dtype_bytes as f64;
+        let moe_layers = (card.layers - card.first_dense_layers) as f64;
+        let allreduce = act * 2.0 * (tp - 1.0) / tp;
+        let all_to_all = 2.0 * m.experts_per_token as f64 * act * (tp - 1.0) / tp;
+        self.allreduce_bytes_per_token += moe_layers * (all_to_all - allreduce);
+        self
+    }
+
     /// Seconds the forward pass of `b` takes.
     #[inline]
     pub fn step_s(&self, b: &BatchShape) -> f64 {
@@ -280,5 +299,28 @@ mod tests {
         // A dense model reads every weight whatever the batch.
         let dense = StepModel::roofline(&lookup("meta-llama/Llama-3.1-8B").unwrap(), &gpu, 1);
         assert_eq!(dense.expert_weight_bytes, 0.0);
+    }
+
+    #[test]
+    fn expert_parallelism_trades_the_moe_all_reduce_for_an_all_to_all() {
+        // Qwen3-30B-A3B at TP 4, a 1,024-token prefill: per token and MoE layer (48 of them)
+        // the all-reduce moved 2,048 x 2 bytes x 2 x 3/4 = 6,144 bytes; the all-to-all sends it
+        // to 8 experts and back, 2 x 8 x 4,096 x 3/4 = 49,152 bytes. 1,024 tokens x 48 layers x
+        // 43,008 more bytes over 450 GB/s: 4.697 ms longer.
+        let card = lookup("Qwen/Qwen3-30B-A3B").unwrap();
+        let gpu = GpuProfile::lookup("H100").unwrap();
+        let tp = StepModel::roofline(&card, &gpu, 4);
+        let ep = tp.clone().with_expert_parallel(&card, 4);
+        let mut b = BatchShape::default();
+        b.add_prefill(1024, 0);
+        let want = 1024.0 * 48.0 * 43_008.0 / 450e9;
+        let got = ep.step_s(&b) - tp.step_s(&b);
+        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        // Dense models and a single rank are unchanged.
+        let llama = lookup("meta-llama/Llama-3.1-8B").unwrap();
+        let d = StepModel::roofline(&llama, &gpu, 4);
+        assert_eq!(d.clone().with_expert_parallel(&llama, 4), d);
+        let one = StepModel::roofline(&card, &gpu, 1);
+        assert_eq!(one.clone().with_expert_parallel(&card, 1), one);
     }
 }

@@ -28,6 +28,9 @@ pub struct EngineFlags {
     /// `--kv-cache-dtype` (auto, fp8, fp8_e4m3, fp8_e5m2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_cache_dtype: Option<String>,
+    /// `--enable-expert-parallel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_expert_parallel: Option<bool>,
 }
 
 /// The engine's effective settings.

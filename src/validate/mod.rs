@@ -17,7 +17,7 @@ pub use output::{render, write_parquet};
 
 use crate::config::RunConfig;
 use crate::cost::GpuProfile;
-use crate::error::{Error, Result};
+use crate::error::{Error, InputError, Result};
 use crate::metrics::record::records;
 use crate::metrics::summary::RunSummary;
 use crate::pipeline;
@@ -143,24 +143,45 @@ struct StudyCase {
     counted_output: Option<f64>,
 }
 
-/// The GPU profile a study's `gpu` text names, or H100 80GB when it names none (then `false`:
-/// assumed, not stated).
-fn resolve_gpu(text: &str) -> (String, String, bool) {
+/// The GPU profile a study's `gpu` text names; for a GPU the study calls "unknown ...", the
+/// one its text suggests or H100 80GB (then `false`: assumed, not stated). A named GPU kvreplay
+/// has no profile for is an error listing the known ones, never a silent substitute.
+fn resolve_gpu(text: &str, file: &str) -> Result<(String, String, bool)> {
     if let Ok(p) = GpuProfile::lookup(text) {
-        return (p.name.clone(), format!("{} (as stated)", p.name), true);
+        return Ok((p.name.clone(), format!("{} (as stated)", p.name), true));
     }
+    let unknown = text.trim().to_ascii_lowercase().starts_with("unknown");
     match GpuProfile::find_in_text(text) {
-        Some(p) => (
+        Some(p) => Ok((
             p.name.clone(),
             format!("{} (named in {text:?})", p.name),
             true,
-        ),
-        None => (
+        )),
+        None if unknown => Ok((
             "H100".into(),
             format!("H100 80GB SXM assumed: the study says {text:?}"),
             false,
-        ),
+        )),
+        None => Err(Error::Input(InputError::new(
+            file,
+            0,
+            "setup.gpu",
+            format!(
+                "{text:?} is not a GPU kvreplay has a profile for (known: {}); write \"unknown ...\" when the GPU is not known",
+                GpuProfile::shipped_names().join(", ")
+            ),
+        ))),
     }
+}
+
+/// One line per vLLM setting of the study that kvreplay does not model.
+fn engine_notes(study: &Study) -> Vec<String> {
+    study
+        .engine
+        .iter()
+        .filter(|(k, _)| !RunConfig::is_key(k))
+        .map(|(k, v)| format!("setup.engine.{k} = {v} is not modelled (reported, not used)"))
+        .collect()
 }
 
 /// Why run `run`'s measurements do not hold together (see [`consistency`]).
@@ -213,6 +234,12 @@ fn prepare(
     cfg.set("model", &json!(study.model)).map_err(ctx)?;
     cfg.set("gpu", &json!(gpu)).map_err(ctx)?;
     cfg.set("tp", &json!(study.tp)).map_err(ctx)?;
+    // The vLLM settings kvreplay models; the others are reported ([`engine_notes`]).
+    for (k, v) in &study.engine {
+        if RunConfig::is_key(k) {
+            cfg.set(k, v).map_err(ctx)?;
+        }
+    }
     for (k, v) in &study.lmcache {
         // LMCache keys in a study are those of an lmcache_config.yaml; the ones kvreplay does
         // not model are left out, as `--lmcache-config` does.
@@ -493,8 +520,8 @@ fn fit(
 
 /// Validates one study.
 pub fn validate_study(study: &Study, opts: &Options) -> Result<StudyResult> {
-    let (gpu, gpu_note, gpu_stated) = resolve_gpu(&study.gpu);
-    let mut notes = Vec::new();
+    let (gpu, gpu_note, gpu_stated) = resolve_gpu(&study.gpu, &study.file)?;
+    let mut notes = engine_notes(study);
     for (name, c) in &study.cases {
         if let Some(n) = &c.note
             && study
@@ -778,6 +805,67 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r2.fitted.as_ref().unwrap().params, f.params);
+    }
+
+    #[test]
+    fn engine_settings_are_applied_or_reported_and_an_unknown_gpu_is_an_error() {
+        let Some(ldq) = shared("long-doc-qa.json") else {
+            return;
+        };
+        let text = std::fs::read_to_string(&ldq).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let no_fit = Options {
+            fit: false,
+            max_evals: 0,
+        };
+        let query_ttft = |r: &StudyResult| {
+            r.runs[1]
+                .metrics
+                .iter()
+                .find(|m| m.metric == "query_ttft_mean_s")
+                .and_then(|m| m.predicted)
+                .unwrap()
+        };
+        let base =
+            validate_study(&Study::parse(&v.to_string(), "ldq.json").unwrap(), &no_fit).unwrap();
+        // An FP8 cache halves the bytes each query-round retrieve moves: a shorter TTFT.
+        let mut fp8 = v.clone();
+        fp8["setup"]["engine"]["kv_cache_dtype"] = json!("fp8");
+        fp8["setup"]["engine"]["kv_connector"] = json!("LMCacheConnectorV1");
+        fp8["setup"]["engine"]["compilation_config"] = json!(3);
+        let r = validate_study(
+            &Study::parse(&fp8.to_string(), "ldq.json").unwrap(),
+            &no_fit,
+        )
+        .unwrap();
+        assert!(
+            query_ttft(&r) < 0.8 * query_ttft(&base),
+            "{} vs {}",
+            query_ttft(&r),
+            query_ttft(&base)
+        );
+        let reported: Vec<&String> = r
+            .notes
+            .iter()
+            .filter(|n| n.contains("not modelled"))
+            .collect();
+        assert_eq!(reported.len(), 2, "{:?}", r.notes);
+        assert!(
+            reported
+                .iter()
+                .any(|n| n.contains("setup.engine.kv_connector"))
+        );
+        assert!(!r.notes.iter().any(|n| n.contains("kv_cache_dtype")));
+        // A GPU the study names and kvreplay does not know: one error listing the known ones.
+        let mut gb = v.clone();
+        gb["setup"]["gpu"] = json!("GB300 NVL72");
+        let e = validate_study(&Study::parse(&gb.to_string(), "ldq.json").unwrap(), &no_fit)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ldq.json") && e.contains("setup.gpu") && e.contains("MI300X 192GB"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct Study {
     pub tp: u32,
     /// vLLM version, when stated.
     pub engine_version: Option<String>,
+    /// The other vLLM settings, by their vLLM names (`block_size`, `kv_cache_dtype`, ...).
+    pub engine: Map<String, Value>,
     /// LMCache configuration keys shared by all runs.
     pub lmcache: Map<String, Value>,
     /// Workload kind (`llmperf`, `long_doc_qa`, ...).
@@ -206,6 +208,12 @@ impl Study {
             gpu: setup.str("gpu")?.to_string(),
             tp: engine.opt_u32("tensor_parallel_size")?.unwrap_or(1),
             engine_version: engine.opt_str("version")?.map(str::to_string),
+            engine: engine
+                .map
+                .iter()
+                .filter(|(k, _)| !["name", "version", "tensor_parallel_size"].contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             lmcache,
             kind,
             workload: wl,
