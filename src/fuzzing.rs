@@ -80,6 +80,11 @@ pub fn import_llmperf(data: &[u8]) {
     import(Format::Llmperf, data)
 }
 
+/// A token-id request log (JSONL).
+pub fn import_token_ids(data: &[u8]) {
+    import(Format::TokenIds, data)
+}
+
 /// A canonical JSONL trace.
 pub fn trace_jsonl(data: &[u8]) {
     if let Ok(t) = crate::trace::jsonl::read_from(data, "fuzz.jsonl") {
@@ -442,6 +447,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("import_bailian", import_bailian),
     ("import_vllm_bench", import_vllm_bench),
     ("import_llmperf", import_llmperf),
+    ("import_token_ids", import_token_ids),
     ("trace_jsonl", trace_jsonl),
     ("trace_parquet", trace_parquet),
     ("yaml", yaml),

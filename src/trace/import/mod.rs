@@ -11,6 +11,7 @@ pub mod burstgpt;
 pub mod csvutil;
 pub mod llmperf;
 pub mod mooncake;
+pub mod token_ids;
 pub mod vllm_bench;
 
 use super::Trace;
@@ -42,6 +43,9 @@ pub enum Format {
     /// llmperf `*_individual_responses.json`: per-request lengths and measured TTFT, ITL and
     /// end-to-end latency; no send times (see `clients`).
     Llmperf,
+    /// A request log as token ids, JSONL: timestamp (s), prompt_token_ids, output_len, optional
+    /// session_id; shared token prefixes become shared content exactly.
+    TokenIds,
 }
 
 /// How to import.
@@ -179,6 +183,30 @@ impl Tally {
     }
 }
 
+/// Reads a JSONL input record by record: each non-blank line parsed as a JSON object and then by
+/// `parse` (given the object and the record's index), tallied, and handed to `keep` when it
+/// parsed.
+pub fn jsonl_records<T>(
+    input: &mut dyn BufRead,
+    name: &str,
+    tally: &mut Tally,
+    mut parse: impl FnMut(&crate::util::json::Obj, u64) -> std::result::Result<T, InputError>,
+    mut keep: impl FnMut(T),
+) -> Result<()> {
+    use crate::util::json::{Obj, nonblank_lines, parse_object};
+    for line in nonblank_lines(input, name) {
+        let (lineno, line) = line?;
+        let id = tally.report.read;
+        let parsed = line
+            .and_then(|line| parse_object(&line, name, lineno))
+            .and_then(|m| parse(&Obj::new(&m, name, lineno), id));
+        if let Some(v) = tally.record(parsed)? {
+            keep(v);
+        }
+    }
+    Ok(())
+}
+
 /// Imports the file at `path` in `format`.
 pub fn import(format: Format, path: &Path, opts: &ImportOptions) -> Result<(Trace, ImportReport)> {
     let name = path.display().to_string();
@@ -211,6 +239,7 @@ pub fn import_from(
         Format::Bailian => bailian::import(input, name, opts)?,
         Format::VllmBench => vllm_bench::import(input, name, opts)?,
         Format::Llmperf => llmperf::import(input, name, opts)?,
+        Format::TokenIds => token_ids::import(input, name, opts)?,
     };
     trace.validate(name)?;
     Ok((trace, report))

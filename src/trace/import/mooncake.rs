@@ -10,7 +10,7 @@
 use super::{ImportOptions, ImportReport, Tally, sort_by_arrival};
 use crate::error::{InputError, Result};
 use crate::trace::{Request, Run, Trace, TraceMeta};
-use crate::util::json::{Obj, nonblank_lines, parse_object};
+use crate::util::json::Obj;
 use std::io::BufRead;
 
 /// Mooncake's block size in tokens.
@@ -25,16 +25,13 @@ pub fn import(
     let block = opts.block_size.unwrap_or(BLOCK);
     let mut tally = Tally::new(opts);
     let mut requests = Vec::new();
-    for line in nonblank_lines(input, name) {
-        let (lineno, line) = line?;
-        let id = tally.report.read;
-        let parsed = line
-            .and_then(|line| parse_object(&line, name, lineno))
-            .and_then(|m| parse_hashed(&Obj::new(&m, name, lineno), id, block, "timestamp", 1e6));
-        if let Some(r) = tally.record(parsed)? {
-            requests.push(r);
-        }
-    }
+    super::jsonl_records(
+        input,
+        name,
+        &mut tally,
+        |o, id| parse_hashed(o, id, block, "timestamp", 1e6),
+        |r| requests.push(r),
+    )?;
     sort_by_arrival(&mut requests);
     let mut meta = TraceMeta::new("import:mooncake");
     meta.block_size = Some(block);
