@@ -221,6 +221,7 @@ fn evaluate(
 /// Evaluates the targets at `x`, keeps the point as evidence, and says whether they hold.
 fn probe(eval: &dyn Fn(f64) -> Result<Probe>, x: f64, evidence: &mut Vec<Probe>) -> Result<bool> {
     let p = eval(x)?;
+    crate::util::progress::note_probe();
     let ok = p.ok;
     evidence.push(p);
     Ok(ok)

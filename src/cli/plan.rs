@@ -273,6 +273,11 @@ fn targets(list: &[String]) -> Result<Vec<Target>> {
 
 /// Answers a capacity question.
 pub fn plan(cmd: PlanCommand) -> Result<()> {
+    // Its probes counted on a terminal while the search runs.
+    kvreplay::util::progress::while_planning("plan: probes", || plan_inner(cmd))
+}
+
+fn plan_inner(cmd: PlanCommand) -> Result<()> {
     match cmd {
         PlanCommand::Rate {
             trace,

@@ -38,7 +38,10 @@ pub fn run(
             eprintln!("note: {n}");
         }
     }
-    let o = pipeline::run(&t, &cfg)?;
+    let last = t.requests.iter().map(|r| r.arrival_ns).max().unwrap_or(0);
+    let o = kvreplay::util::progress::while_simulating("simulated s", last, || {
+        pipeline::run(&t, &cfg)
+    })?;
     let dir = out_dir(out, &stem(trace_path));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut config = cfg.to_json();

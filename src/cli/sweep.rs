@@ -4,7 +4,6 @@ use super::sim_args::SimArgs;
 use anyhow::{Context, Result};
 use kvreplay::sweep::{Grid, Shard, SweepPoint, output, run_grid};
 use kvreplay::trace;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Runs a grid (or this shard of it) and writes the points; prints them sorted by `sort_by`.
@@ -56,14 +55,18 @@ pub fn sweep(
         rayon::current_num_threads()
     );
     let t0 = std::time::Instant::now();
+    // A bar on a terminal once the sweep has taken a second; nothing on a pipe or in CI.
+    let bar = std::sync::Mutex::new(kvreplay::util::progress::Progress::new("sweep", None));
     let progress = |done: usize, total: usize| {
-        let mut e = std::io::stderr();
-        let _ = write!(e, "\r[{done}/{total}] {:.1} s", t0.elapsed().as_secs_f64());
-        if done == total {
-            let _ = writeln!(e);
+        if let Ok(mut b) = bar.lock() {
+            b.set_total(total as u64);
+            b.set(done as u64);
         }
     };
     let points = run_grid(&t, &base, &grid, shard, &progress)?;
+    if let Ok(mut b) = bar.lock() {
+        b.finish();
+    }
     let path = output::write_points(out, &grid, shard, &points)?;
     print_sorted(&points, &grid, sort_by);
     println!(

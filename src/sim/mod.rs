@@ -727,8 +727,15 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
             }
         }};
     }
+    let mut since_noted = 0u32;
     while let Some(t) = q.peek_time() {
         now = t;
+        // How far the run has got, for a progress display (never read by the simulation).
+        since_noted += 1;
+        if since_noted == 4096 {
+            since_noted = 0;
+            crate::util::progress::note_sim_time(t.as_ns());
+        }
         for r in idle_with_work.drain(..) {
             touch!(r);
         }

@@ -9,6 +9,7 @@ pub mod idhash;
 pub mod interrupt;
 pub mod json;
 pub mod parquet;
+pub mod progress;
 pub mod rng;
 pub mod slab;
 pub mod stats;
