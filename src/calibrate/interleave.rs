@@ -96,9 +96,9 @@ pub fn model_s(pattern: &str, bytes: u64, rtt_s: f64, window: u64, bytes_per_s: 
     c.put(1, t0, bytes, 2);
     c.advance(t0, |_, _| {});
     let end = if get {
-        c.get_batch(t0, 1, bytes, 2)
+        c.get_batch(t0, t0, 1, bytes, 2)
     } else {
-        c.exists_chain(t0, 1, 1)
+        c.exists_chain(t0, t0, 1, 1)
     };
     end.since(t0).as_secs_f64()
 }

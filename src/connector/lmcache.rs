@@ -39,6 +39,10 @@ pub struct LmCacheConnector {
     reqs: PerRequest<ReqChunks>,
     /// Gets through a shared store that this step's blocking loads wait for.
     waiting_on: Vec<OpId>,
+    /// The step whose blocking retrieves are being charged (its start) and when the last one
+    /// charged ends: LMCache retrieves a step's requests one after another, so the next one's
+    /// reads start then.
+    retrieves_at: (SimTime, SimTime),
 }
 
 impl LmCacheConnector {
@@ -59,6 +63,7 @@ impl LmCacheConnector {
             transfer,
             reqs: PerRequest::default(),
             waiting_on: Vec::new(),
+            retrieves_at: (SimTime::MAX, SimTime::MAX),
         }
     }
 
@@ -190,14 +195,22 @@ impl KvConnector for LmCacheConnector {
         // the GPU hit to the end of the LMCache hit is loaded.
         let chunks = st.chunks.as_deref().unwrap_or_default();
         let l = &mut self.cache;
-        let fetch = l.fetch_cost(chunks, &hits, now, &self.transfer, true);
+        if self.retrieves_at.0 != now {
+            self.retrieves_at = (now, now);
+        }
+        let start = self.retrieves_at.1;
+        l.retrieve_instant = Some(now);
+        let fetch = l.fetch_cost(chunks, &hits, start, &self.transfer, true);
+        l.retrieve_instant = None;
         if let Some(op) = fetch.shared {
             self.waiting_on.push(op);
         }
         l.promote(chunks, &hits, now);
         let (load, bytes) = l.gpu_load_s(chunks, local_hit, end, &self.transfer);
+        let time = fetch.s + load;
+        self.retrieves_at.1 = start + SimDuration::from_secs_f64(time);
         Load::Blocking {
-            time: Seconds(fetch.s + load),
+            time: Seconds(time),
             bytes,
         }
     }

@@ -135,6 +135,45 @@ fn requests_scheduled_together_retrieve_one_after_another_before_the_step() {
 }
 
 #[test]
+fn remote_retrieves_of_one_step_add_up_once() {
+    // The same as above from a Redis of the engine's own, 5 ms away: the two documents'
+    // retrieves run one after another, so the step waits for twice one retrieve, not for the
+    // first, then the first again with the second (regression: each retrieve was timed from
+    // the step's start, the second including the first, and the engine added them up).
+    let f = EngineFlags {
+        enable_prefix_caching: Some(false),
+        ..Default::default()
+    };
+    let doc = |id, at, content| req(id, at, vec![Run::new(content, 0, 512)], 1);
+    let remote = OffloadConfig::LmCache(LmCacheConfig {
+        chunk_size: 256,
+        cpu_bytes: None,
+        remote: Some(crate::tiers::lmcache::RemoteConfig {
+            rtt_s: 0.005,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let mut s = setup(f, remote);
+    s.transfer.remote_gbps = 1.0;
+    let first_token = |t: &crate::trace::Trace| {
+        let r = simulate(t, &s).unwrap();
+        r.reqs[2].first_token.map(SimTime::as_ns).unwrap() - 1_000 * MS - 10 * MS
+    };
+    let alone = first_token(&trace(vec![doc(0, 0, 1), doc(1, 0, 2), doc(2, 1000, 1)]));
+    let both = first_token(&trace(vec![
+        doc(0, 0, 1),
+        doc(1, 0, 2),
+        doc(2, 1000, 1),
+        doc(3, 1000, 2),
+    ]));
+    // Each retrieve: two 32 MiB gets (67 ms of bytes at 1 GB/s) and their round trips.
+    assert!(alone > 67 * MS, "{alone}");
+    let ratio = both as f64 / alone as f64;
+    assert!((ratio - 2.0).abs() < 0.05, "{both} vs {alone}: {ratio}");
+}
+
+#[test]
 fn lmcache_loads_only_beyond_the_gpu_hit() {
     let t = trace(vec![
         req(0, 0, vec![Run::new(1, 0, 600)], 1),

@@ -111,6 +111,11 @@ pub struct RemoteClient {
     /// When the link has moved every byte given to it so far.
     link_free: SimTime,
     queue: VecDeque<QueuedPut>,
+    /// The scheduling instant of the latest operation, and the connections as they were before
+    /// anything submitted at that instant: a step's lookups all come before its retrieves
+    /// (vLLM schedules, then the worker loads), so they wait only for what ran before the step.
+    instant: SimTime,
+    before: Vec<SimTime>,
 }
 
 impl RemoteClient {
@@ -127,6 +132,8 @@ impl RemoteClient {
             lanes: vec![SimTime::ZERO; n],
             link_free: SimTime::ZERO,
             queue: VecDeque::new(),
+            instant: SimTime::MAX,
+            before: vec![SimTime::ZERO; n],
         }
     }
 
@@ -199,21 +206,56 @@ impl RemoteClient {
         }
     }
 
-    /// `n` existence checks one after another from `now` (LMCache checks chunk by chunk and
-    /// stops at the first miss), each `round_trips` long; returns when the last answers.
-    /// Call [`RemoteClient::advance`] to `now` first.
-    pub fn exists_chain(&mut self, now: SimTime, n: u64, round_trips: u32) -> SimTime {
-        let mut t = now;
+    /// Notes the scheduling instant `at` of an operation: the first at a new instant keeps the
+    /// connections as they are then.
+    fn at_instant(&mut self, at: SimTime) {
+        if at != self.instant {
+            self.instant = at;
+            self.before.clone_from(&self.lanes);
+        }
+    }
+
+    /// `n` existence checks one after another from `start` (LMCache checks chunk by chunk and
+    /// stops at the first miss), each `round_trips` long, for a lookup the scheduler makes at
+    /// instant `at`; returns when the last answers. The checks wait for the connections as
+    /// they were before `at` and for the other lookups at `at`, not for the retrieves charged
+    /// at `at` (those run after the scheduler is done). Call [`RemoteClient::advance`] first.
+    pub fn exists_chain(
+        &mut self,
+        at: SimTime,
+        start: SimTime,
+        n: u64,
+        round_trips: u32,
+    ) -> SimTime {
+        self.at_instant(at);
+        let mut t = start;
         for _ in 0..n {
-            let (lane, free) = self.lane();
-            t = self.run(lane, free.max(t), 0, round_trips);
+            let (lane, free) = self
+                .before
+                .iter()
+                .copied()
+                .enumerate()
+                .min_by_key(|(i, f)| (*f, *i))
+                .unwrap_or((0, SimTime::ZERO));
+            t = free.max(t) + SimDuration::from_secs_f64(self.cost.round_trips_s(round_trips));
+            self.before[lane] = t;
+            self.lanes[lane] = self.lanes[lane].max(t);
         }
         t
     }
 
-    /// `n` gets of `bytes` each submitted together at `now`, each on the next free connection;
-    /// returns when the last completes. Call [`RemoteClient::advance`] to `now` first.
-    pub fn get_batch(&mut self, now: SimTime, n: u64, bytes: u64, round_trips: u32) -> SimTime {
+    /// `n` gets of `bytes` each submitted together at `now` by a retrieve the scheduler charged
+    /// at instant `at`, each on the next free connection; returns when the last completes.
+    /// Call [`RemoteClient::advance`] to `now` first.
+    pub fn get_batch(
+        &mut self,
+        at: SimTime,
+        now: SimTime,
+        n: u64,
+        bytes: u64,
+        round_trips: u32,
+    ) -> SimTime {
+        self.at_instant(at);
         let mut last = now;
         for _ in 0..n {
             let (lane, free) = self.lane();
@@ -290,7 +332,7 @@ mod tests {
                 (secs(seen[0].1) - put_end).abs() < 1e-6,
                 "{rtt_ms}: {seen:?}"
             );
-            let answered = secs(c.exists_chain(now, 1, 1));
+            let answered = secs(c.exists_chain(now, now, 1, 1));
             let want = put_end.max(0.010) + rtt;
             assert!(
                 (answered - want).abs() < 1e-6,
@@ -320,7 +362,7 @@ mod tests {
         // A check at 10 ms: both workers busy until 300 ms; it goes before the queued put,
         // answered at 400 ms; the queued put takes the other worker when it frees (300 ms) and
         // completes at 600 ms.
-        let answered = secs(c.exists_chain(at(0.010), 1, 1));
+        let answered = secs(c.exists_chain(at(0.010), at(0.010), 1, 1));
         assert!((answered - 0.400).abs() < 1e-6, "{answered}");
         c.advance(at(10.0), |k, t| done.push((k, secs(t))));
         assert_eq!(done[2].0, 2);
@@ -331,7 +373,7 @@ mod tests {
             s.put(k, SimTime::ZERO, 6 * MIB, 2);
         }
         s.advance(at(0.010), |_, _| {});
-        assert!((secs(s.exists_chain(at(0.010), 1, 1)) - 1.0).abs() < 1e-6);
+        assert!((secs(s.exists_chain(at(0.010), at(0.010), 1, 1)) - 1.0).abs() < 1e-6);
     }
 
     #[test]
@@ -340,7 +382,7 @@ mod tests {
         // each 1 MB within one window: each wave's bytes go through the link one after another,
         // 1 ms each.
         let mut c = RemoteClient::new(Connections::Pool, 4, cost(0.010));
-        let end = secs(c.get_batch(SimTime::ZERO, 9, 1_000_000, 2));
+        let end = secs(c.get_batch(SimTime::ZERO, SimTime::ZERO, 9, 1_000_000, 2));
         // Wave 1: bytes end at 1, 2, 3, 4 ms, replies 20 ms later: workers free at 21..24 ms.
         // Wave 2 starts at 21..24 ms, its bytes at 22, 23, 24, 25 ms: free at 42..45 ms.
         // The 9th starts at 42 ms: bytes 43 ms, done 63 ms.
