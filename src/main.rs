@@ -408,7 +408,7 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-const GIB: f64 = (1u64 << 30) as f64;
+use kvreplay::engine::config::GIB;
 
 /// `kvreplay model show`.
 fn model_show(

@@ -12,6 +12,7 @@ use crate::cost::TransferProfile;
 use crate::cost::shared_link::OpId;
 use crate::tiers::lmcache::{Chunk, LmCache, LmCacheConfig, TierHits};
 use crate::tiers::remote::StoreHandle;
+use crate::tiers::remote_client::InTurn;
 use crate::time::{Seconds, SimDuration, SimTime};
 use crate::trace::Request;
 use crate::trace::content::for_each_block;
@@ -39,10 +40,8 @@ pub struct LmCacheConnector {
     reqs: PerRequest<ReqChunks>,
     /// Gets through a shared store that this step's blocking loads wait for.
     waiting_on: Vec<OpId>,
-    /// The step whose blocking retrieves are being charged (its start) and when the last one
-    /// charged ends: LMCache retrieves a step's requests one after another, so the next one's
-    /// reads start then.
-    retrieves_at: (SimTime, SimTime),
+    /// A step's blocking retrieves: LMCache retrieves its requests one after another.
+    retrieves: InTurn,
 }
 
 impl LmCacheConnector {
@@ -63,7 +62,7 @@ impl LmCacheConnector {
             transfer,
             reqs: PerRequest::default(),
             waiting_on: Vec::new(),
-            retrieves_at: (SimTime::MAX, SimTime::MAX),
+            retrieves: InTurn::default(),
         }
     }
 
@@ -134,7 +133,7 @@ impl KvConnector for LmCacheConnector {
             // stays pinned for it).
             // A shared store's bytes are taken where they are projected to be through when
             // the prefetch starts.
-            let f = l.fetch_cost(chunks, &hits, now, tp, false);
+            let f = l.fetch_cost(chunks, &hits, now, now, tp, false);
             let through = match (f.shared, l.shared_store()) {
                 (Some(op), Some(store)) => store.projected(op).since(now),
                 _ => SimDuration::ZERO,
@@ -195,20 +194,16 @@ impl KvConnector for LmCacheConnector {
         // the GPU hit to the end of the LMCache hit is loaded.
         let chunks = st.chunks.as_deref().unwrap_or_default();
         let l = &mut self.cache;
-        if self.retrieves_at.0 != now {
-            self.retrieves_at = (now, now);
-        }
-        let start = self.retrieves_at.1;
-        l.retrieve_instant = Some(now);
-        let fetch = l.fetch_cost(chunks, &hits, start, &self.transfer, true);
-        l.retrieve_instant = None;
+        let start = self.retrieves.start(now);
+        let fetch = l.fetch_cost(chunks, &hits, now, start, &self.transfer, true);
         if let Some(op) = fetch.shared {
             self.waiting_on.push(op);
         }
         l.promote(chunks, &hits, now);
         let (load, bytes) = l.gpu_load_s(chunks, local_hit, end, &self.transfer);
         let time = fetch.s + load;
-        self.retrieves_at.1 = start + SimDuration::from_secs_f64(time);
+        self.retrieves
+            .done(start + SimDuration::from_secs_f64(time));
         Load::Blocking {
             time: Seconds(time),
             bytes,

@@ -56,7 +56,8 @@ pub struct EngineConfig {
     pub kv_capacity_note: String,
 }
 
-const GIB: f64 = (1u64 << 30) as f64;
+/// Bytes in a GiB, as vLLM sizes memory.
+pub const GIB: f64 = (1u64 << 30) as f64;
 
 /// vLLM's default `--block-size`.
 pub const DEFAULT_BLOCK_SIZE: u32 = 16;

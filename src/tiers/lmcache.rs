@@ -18,7 +18,7 @@
 
 use super::lru::LruTier;
 use super::remote::{RemoteTier, StoreHandle};
-use super::remote_client::{Connections, DEFAULT_WINDOW_BYTES, LinkCost, RemoteClient};
+use super::remote_client::{Connections, DEFAULT_WINDOW_BYTES, InTurn, LinkCost, RemoteClient};
 use crate::cost::TransferProfile;
 use crate::cost::shared_link::OpId;
 use crate::time::{SimDuration, SimTime};
@@ -257,12 +257,8 @@ pub struct LmCache {
     disk_free_at: Vec<SimTime>,
     /// The engine's connections to a store of its own (made at the first remote operation).
     client: Option<RemoteClient>,
-    /// The lookups the scheduler made at one instant, one after another: that instant and when
-    /// the last of them answered (the next one's remote checks start then).
-    lookups_at: (SimTime, SimTime),
-    /// The scheduling instant a blocking retrieve belongs to, when it starts later (after the
-    /// step's earlier retrieves): set by the connector around [`LmCache::fetch_cost`].
-    pub retrieve_instant: Option<SimTime>,
+    /// The scheduler's lookups at one instant, one after another.
+    lookups: InTurn,
     /// Counters.
     pub stats: LmCacheStats,
 }
@@ -326,8 +322,7 @@ impl LmCache {
             remote_evictions: 0,
             disk_free_at: vec![SimTime::ZERO; cfg.disk_writers.max(1) as usize],
             client: None,
-            lookups_at: (SimTime::MAX, SimTime::MAX),
-            retrieve_instant: None,
+            lookups: InTurn::default(),
             stats: LmCacheStats::default(),
             cfg,
         }
@@ -393,19 +388,19 @@ impl LmCache {
             // included, one after another.
             let checked = (i - s + usize::from(i < chunks.len())) as u64;
             let (_, _, exists_rt) = rc.kind.round_trips();
-            lookup_s = checked as f64 * tp.remote_op_s(0, exists_rt, rc.rtt_s);
             self.stats.remote_ops += checked;
             // The scheduler looks its waiting requests up one after another, adding up their
             // times: this one's checks start when the previous one's were answered.
-            if self.lookups_at.0 != now {
-                self.lookups_at = (now, now);
-            }
-            let start = self.lookups_at.1;
-            if let Some(c) = self.own_client(start, tp) {
-                let end = c.exists_chain(now, start, checked, exists_rt);
-                lookup_s = end.since(start).as_secs_f64();
-                self.lookups_at.1 = end;
-            }
+            let rtt_s = rc.rtt_s;
+            let start = self.lookups.start(now);
+            lookup_s = match self.own_client(start, tp) {
+                Some(c) => {
+                    let end = c.exists_chain(now, start, checked, exists_rt);
+                    self.lookups.done(end);
+                    end.since(start).as_secs_f64()
+                }
+                None => checked as f64 * tp.remote_op_s(0, exists_rt, rtt_s),
+            };
         }
         // Touch suffix first so that the prefix ends most recently used.
         let (c, d) = (hits.cpu as usize, (hits.cpu + hits.disk) as usize);
@@ -427,14 +422,16 @@ impl LmCache {
         if n == 0 { 0 } else { chunks[n as usize - 1].0 }
     }
 
-    /// What reading the disk and remote hits into host memory from `now` costs (a blocking
-    /// retrieve, which `waits` for a shared store's bytes and asks about them again, or an
-    /// asynchronous prefetch, which takes their projected time). A step's blocking retrieves
-    /// run one after another: the caller passes, as `now`, when the previous one ended.
+    /// What reading the disk and remote hits into host memory from `now` costs, for a retrieve
+    /// the scheduler charged at instant `at` (a blocking retrieve, which `waits` for a shared
+    /// store's bytes and asks about them again, or an asynchronous prefetch, which takes their
+    /// projected time). A step's blocking retrieves run one after another: the caller passes,
+    /// as `now`, when the previous one ended.
     pub fn fetch_cost(
         &mut self,
         chunks: &[Chunk],
         hits: &TierHits,
+        at: SimTime,
         now: SimTime,
         tp: &TransferProfile,
         waits: bool,
@@ -472,15 +469,12 @@ impl LmCache {
                     latency
                 }
                 // The gets on the engine's connections, after what occupies them.
-                None => match (
-                    self.retrieve_instant.unwrap_or(now),
-                    self.own_client(now, tp),
-                ) {
-                    (at, Some(c)) => c
+                None => match self.own_client(now, tp) {
+                    Some(c) => c
                         .get_batch(at, now, n, wire, get_rt)
                         .since(now)
                         .as_secs_f64(),
-                    (_, None) => tp.remote_batch_s(n, wire, get_rt, rc.rtt_s, rc.concurrency),
+                    None => tp.remote_batch_s(n, wire, get_rt, rc.rtt_s, rc.concurrency),
                 },
             };
             s += match rc.serde {

@@ -376,7 +376,8 @@ mod tests {
         // Alone (at 1 s, the store idle): one wave of 4 GETs (2 round trips of 5 ms) and 4 MB
         // deserialised (4 ms), and 4 MB through the store (40 ms): 54 ms.
         let h = SharedStore::replica(&store, 1);
-        let alone = cache(&store, 1, 4).fetch_cost(&c, &hits, at(1_000 * MS), &tp, true);
+        let alone =
+            cache(&store, 1, 4).fetch_cost(&c, &hits, at(1_000 * MS), at(1_000 * MS), &tp, true);
         assert!((alone.s - 0.014).abs() < 1e-12, "{}", alone.s);
         let through = h.projected(alone.shared.unwrap());
         assert_eq!(through, at(1_040 * MS));
@@ -385,10 +386,12 @@ mod tests {
         // Two at once (at 2 s): the first is projected alone (40 ms) until the second joins;
         // then each moves at half the store's rate, and both are through after 80 ms, twice
         // the time alone: each load takes 94 ms (with a link each, both would take 54).
-        let a = cache(&store, 1, 4).fetch_cost(&c, &hits, at(2_000 * MS), &tp, true);
+        let a =
+            cache(&store, 1, 4).fetch_cost(&c, &hits, at(2_000 * MS), at(2_000 * MS), &tp, true);
         let a_op = a.shared.unwrap();
         let a_alone = h.projected(a_op);
-        let b = cache(&store, 2, 4).fetch_cost(&c, &hits, at(2_000 * MS), &tp, true);
+        let b =
+            cache(&store, 2, 4).fetch_cost(&c, &hits, at(2_000 * MS), at(2_000 * MS), &tp, true);
         let b_op = b.shared.unwrap();
         assert_eq!(a_alone, at(2_040 * MS), "projected before B joined");
         assert_eq!(h.projected(b_op), at(2_080 * MS));
@@ -398,7 +401,14 @@ mod tests {
         // Three at once (at 3 s): a third each, 120 ms.
         let ops: Vec<OpId> = (1..=3)
             .map(|r| {
-                let f = cache(&store, r, 4).fetch_cost(&c, &hits, at(3_000 * MS), &tp, true);
+                let f = cache(&store, r, 4).fetch_cost(
+                    &c,
+                    &hits,
+                    at(3_000 * MS),
+                    at(3_000 * MS),
+                    &tp,
+                    true,
+                );
                 f.shared.unwrap()
             })
             .collect();
@@ -422,7 +432,8 @@ mod tests {
             remote: 1,
             ..TierHits::default()
         };
-        let load = cache(&store, 1, 4).fetch_cost(&c[..1], &hits, at(300 * MS), &tp, true);
+        let load =
+            cache(&store, 1, 4).fetch_cost(&c[..1], &hits, at(300 * MS), at(300 * MS), &tp, true);
         let h = SharedStore::replica(&store, 1);
         let op = load.shared.unwrap();
         assert_eq!(h.through(op, at(400 * MS)), Ok(at(320 * MS)));

@@ -92,6 +92,39 @@ impl LinkCost {
     }
 }
 
+/// Blocking work the scheduler charges at one instant, one after another (a step's lookups, a
+/// step's retrieves): the engine adds their times up, so each must start where the previous
+/// one ended, not at the instant itself.
+#[derive(Debug, Clone, Copy)]
+pub struct InTurn {
+    at: SimTime,
+    busy: SimTime,
+}
+
+impl Default for InTurn {
+    fn default() -> Self {
+        InTurn {
+            at: SimTime::MAX,
+            busy: SimTime::MAX,
+        }
+    }
+}
+
+impl InTurn {
+    /// When the next piece of work charged at instant `now` starts.
+    pub fn start(&mut self, now: SimTime) -> SimTime {
+        if self.at != now {
+            *self = InTurn { at: now, busy: now };
+        }
+        self.busy
+    }
+
+    /// The piece started last ends at `end`.
+    pub fn done(&mut self, end: SimTime) {
+        self.busy = end;
+    }
+}
+
 /// A put submitted but not yet started.
 #[derive(Debug, Clone, Copy)]
 struct QueuedPut {
