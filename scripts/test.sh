@@ -34,3 +34,26 @@ export LD_LIBRARY_PATH="$NVRTC_LIB:${LD_LIBRARY_PATH:-}"
 # plots).
 cargo build --no-default-features --locked
 cargo test --all-targets --locked
+
+# The Python package (python/): built with maturin into a virtual environment under target/,
+# sharing this build's compiled dependencies, then its tests, which compare its results with the
+# CLI binary built above.
+PYENV="$PWD/target/pyenv"
+if [ ! -x "$PYENV/bin/python" ]; then
+    echo "creating a Python environment in target/pyenv (maturin, pyarrow, pandas, pytest)"
+    if ! python3 -m venv "$PYENV" >/dev/null 2>&1; then
+        SUDO=""
+        if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+        $SUDO apt-get install -y -q python3-venv >/dev/null 2>&1 || {
+            $SUDO apt-get update -q >/dev/null
+            $SUDO apt-get install -y -q python3-venv >/dev/null
+        }
+        rm -rf "$PYENV"
+        python3 -m venv "$PYENV"
+    fi
+fi
+"$PYENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "maturin>=1.5,<2" "pyarrow>=16" "pandas>=1.5" "pytest>=7"
+VIRTUAL_ENV="$PYENV" PATH="$PYENV/bin:$PATH" \
+    "$PYENV/bin/maturin" develop --quiet --manifest-path python/Cargo.toml --locked
+KVREPLAY_BIN="$PWD/target/debug/kvreplay" "$PYENV/bin/python" -m pytest -q python/tests

@@ -66,6 +66,14 @@ pub fn write_requests(records: &[RequestRecord], path: &Path) -> Result<()> {
     write_rows(path, Arc::new(schema(fleet, pd)), records, to_batch)
 }
 
+/// `records` as the record batches of `requests.parquet` (same schema, same values): the
+/// per-request table the Python package returns.
+pub fn requests_arrow(records: &[RequestRecord]) -> Result<Vec<RecordBatch>> {
+    let fleet = records.iter().any(|r| r.replica.is_some());
+    let pd = records.iter().any(|r| r.prefill_replica.is_some());
+    crate::util::parquet::batches(Arc::new(schema(fleet, pd)), records, to_batch)
+}
+
 fn to_batch(
     recs: &[RequestRecord],
     schema: Arc<Schema>,

@@ -11,7 +11,7 @@ use super::{Grid, METRICS, Shard, SweepPoint};
 use crate::error::{Error, Result};
 use arrow_array::builder::{BooleanBuilder, Float64Builder, StringBuilder, UInt64Builder};
 use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::{ArrowError, DataType, Field, Schema};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,15 +44,14 @@ pub fn shard_dir(dir: &Path, shard: Shard) -> PathBuf {
     dir.join(format!("shard={}", shard.k))
 }
 
-/// Writes `points` (this shard's) under `dir`; returns the Parquet path.
-pub fn write_points(
-    dir: &Path,
+/// The points table's schema and its batch builder for `grid`.
+#[allow(clippy::type_complexity)]
+fn points_columns(
     grid: &Grid,
-    shard: Shard,
-    points: &[SweepPoint],
-) -> Result<PathBuf> {
-    let sd = shard_dir(dir, shard);
-    std::fs::create_dir_all(&sd).map_err(|e| Error::io(sd.display().to_string(), e))?;
+) -> (
+    Arc<Schema>,
+    impl Fn(&[SweepPoint], Arc<Schema>) -> std::result::Result<RecordBatch, ArrowError>,
+) {
     let kinds: Vec<(String, Kind)> = grid
         .axes
         .iter()
@@ -72,8 +71,7 @@ pub fn write_points(
     }
     fields.push(Field::new("params", DataType::Utf8, false));
     let schema = Arc::new(Schema::new(fields));
-    let path = sd.join("points.parquet");
-    crate::util::parquet::write_rows(&path, schema, points, |chunk, schema| {
+    let build = move |chunk: &[SweepPoint], schema: Arc<Schema>| {
         let mut cols: Vec<ArrayRef> = Vec::new();
         let mut idx = UInt64Builder::new();
         for p in chunk {
@@ -118,7 +116,29 @@ pub fn write_points(
         }
         cols.push(Arc::new(b.finish()));
         RecordBatch::try_new(schema, cols)
-    })?;
+    };
+    (schema, build)
+}
+
+/// `points` as the record batches of `points.parquet`: the sweep table the Python package
+/// returns.
+pub fn points_arrow(grid: &Grid, points: &[SweepPoint]) -> Result<Vec<RecordBatch>> {
+    let (schema, build) = points_columns(grid);
+    crate::util::parquet::batches(schema, points, build)
+}
+
+/// Writes `points` (this shard's) under `dir`; returns the Parquet path.
+pub fn write_points(
+    dir: &Path,
+    grid: &Grid,
+    shard: Shard,
+    points: &[SweepPoint],
+) -> Result<PathBuf> {
+    let sd = shard_dir(dir, shard);
+    std::fs::create_dir_all(&sd).map_err(|e| Error::io(sd.display().to_string(), e))?;
+    let (schema, build) = points_columns(grid);
+    let path = sd.join("points.parquet");
+    crate::util::parquet::write_rows(&path, schema, points, build)?;
     let json =
         serde_json::to_string_pretty(points).map_err(|e| Error::Invariant(e.to_string()))? + "\n";
     let jp = sd.join("points.json");

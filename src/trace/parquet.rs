@@ -79,6 +79,45 @@ pub fn write_to(trace: &Trace, w: impl std::io::Write + Send, name: &str) -> Res
     )
 }
 
+/// `trace` as the record batches of its Parquet form (header JSON in the schema's metadata):
+/// the table the Python package hands to pyarrow and pandas.
+pub fn to_arrow(trace: &Trace) -> Result<Vec<RecordBatch>> {
+    let meta_json =
+        serde_json::to_string(&trace.meta).map_err(|e| Error::Invariant(e.to_string()))?;
+    crate::util::parquet::batches(Arc::new(schema(meta_json)), &trace.requests, to_batch)
+}
+
+/// A trace from record batches in the Parquet form's columns (a table built by pyarrow or
+/// pandas); `meta` is the header when `schema` carries none (`kvreplay.trace` metadata wins
+/// over it). Checked as a file is: errors name `name`, the row and the column.
+pub fn from_arrow(
+    schema: &Schema,
+    batches: impl IntoIterator<Item = RecordBatch>,
+    meta: Option<TraceMeta>,
+    name: &str,
+) -> Result<Trace> {
+    let meta = match schema.metadata().get(META_KEY) {
+        Some(json) => serde_json::from_str(json)
+            .map_err(|e| InputError::new(name, 0, META_KEY, e.to_string()))?,
+        None => meta.ok_or_else(|| {
+            InputError::new(
+                name,
+                0,
+                META_KEY,
+                "no trace header in the table's metadata, and none given",
+            )
+        })?,
+    };
+    let mut requests = Vec::new();
+    for batch in batches {
+        let row0 = requests.len() as u64;
+        read_batch(&batch, name, row0, &mut requests)?;
+    }
+    let trace = Trace { meta, requests };
+    trace.validate(name)?;
+    Ok(trace)
+}
+
 fn to_batch(
     reqs: &[Request],
     schema: Arc<Schema>,
@@ -413,6 +452,37 @@ mod tests {
             .map(|i| crate::testkit::numbered(i, vec![Run::new(i, 0, 5), Run::new(9, 0, 2)]))
             .collect();
         crate::testkit::trace(reqs)
+    }
+
+    #[test]
+    fn arrow_batches_round_trip_and_need_a_header() {
+        let t = three();
+        let batches = to_arrow(&t).unwrap();
+        let schema = batches[0].schema();
+        let back = from_arrow(&schema, batches.clone(), None, "tbl").unwrap();
+        assert_eq!(back, t);
+        // Without the header in the schema, the one given is used; with neither, an error.
+        let bare = Schema::new(schema.fields().clone());
+        let stripped = batches;
+        let mut meta = t.meta.clone();
+        meta.source = "given".into();
+        let given = from_arrow(&bare, stripped.clone(), Some(meta), "tbl").unwrap();
+        assert_eq!(given.meta.source, "given");
+        assert_eq!(given.requests, t.requests);
+        let e = from_arrow(&bare, stripped, None, "tbl")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "tbl: kvreplay.trace: no trace header in the table's metadata, and none given"
+        );
+        // An empty trace is one empty batch with the schema.
+        let empty = Trace {
+            meta: t.meta.clone(),
+            requests: Vec::new(),
+        };
+        let b = to_arrow(&empty).unwrap();
+        assert_eq!((b.len(), b[0].num_rows()), (1, 0));
     }
 
     #[test]

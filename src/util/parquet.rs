@@ -51,3 +51,22 @@ pub fn write_rows_to<T, W: Write + Send>(
     w.close().map_err(perr)?;
     Ok(())
 }
+
+/// `rows` as record batches of at most [`BATCH`] rows with `schema`, as [`write_rows`] would
+/// write them: the same table handed to another Arrow consumer (the Python package) without a
+/// file in between.
+pub fn batches<T>(
+    schema: Arc<Schema>,
+    rows: &[T],
+    to_batch: impl Fn(&[T], Arc<Schema>) -> std::result::Result<RecordBatch, ArrowError>,
+) -> Result<Vec<RecordBatch>> {
+    if rows.is_empty() {
+        return Ok(vec![RecordBatch::new_empty(schema)]);
+    }
+    rows.chunks(BATCH)
+        .map(|chunk| {
+            to_batch(chunk, schema.clone())
+                .map_err(|e| Error::Invariant(format!("building a record batch: {e}")))
+        })
+        .collect()
+}
