@@ -37,9 +37,9 @@ enum Command {
         output: Option<PathBuf>,
         /// Also write the run as a Chrome / Perfetto trace (open in ui.perfetto.dev): steps,
         /// loads, stores, bandwidth and KV usage counters per engine, and the first 200
-        /// requests. Bounded: at most 100,000 step and 100,000 transfer records per run (split
-        /// between replicas); what is past the bound is left out, counted in the file and
-        /// printed.
+        /// requests. Bounded: at most 100,000 step records and 100,000 of each kind of transfer
+        /// record (GPU loads and saves; disk writes and remote puts) per run, split between
+        /// replicas; what is past the bound is left out, counted in the file and printed.
         #[arg(long, value_name = "FILE")]
         timeline: Option<PathBuf>,
     },

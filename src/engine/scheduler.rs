@@ -242,11 +242,23 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
     /// timeline); results are unchanged.
     pub fn record_steps(&mut self, limit: usize) {
         self.log = Some(Box::new(StepLog::new(limit, self.cfg.kv_bytes_per_token)));
+        self.connector.record_tier_writes();
     }
 
     /// The records so far, if recording (see [`Engine::record_steps`]); recording stops.
     pub fn take_step_log(&mut self) -> Option<StepLog> {
+        self.take_tier_writes();
         self.log.take().map(|l| *l)
+    }
+
+    /// Moves the connector's tier writes since the last call into the log.
+    #[cold]
+    fn take_tier_writes(&mut self) {
+        if let Some(log) = &mut self.log {
+            let mut w = Vec::new();
+            self.connector.take_tier_writes(&mut w);
+            log.tier_writes(&mut w);
+        }
     }
 
     /// The KV connector (for its counters at the end of a run).
@@ -754,6 +766,7 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
             running: self.running.len() as u32,
             waiting: self.waiting.len() as u32,
         };
+        self.take_tier_writes();
         let log = self.log.as_mut().expect("recording");
         log.step(record);
         if stored > 0 {
@@ -1062,6 +1075,7 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
         record.running = self.running.len() as u32;
         record.waiting = self.waiting.len() as u32;
         record.used_blocks = self.pool.num_used();
+        self.take_tier_writes();
         let log = self.log.as_mut().expect("recording");
         let mut at = loads_from;
         for (req, s, bytes, tiers) in std::mem::take(&mut log.pending_loads) {

@@ -5,7 +5,7 @@
 //! records are what the step loop already computes (its parts' seconds, the loads and saves the
 //! connector returned): recording changes no result.
 
-use crate::connector::TierTokens;
+use crate::connector::{TierTokens, TierWrite};
 use crate::time::SimTime;
 
 /// What kind of work a [`StepRecord`] covers.
@@ -96,6 +96,9 @@ pub struct StepLog {
     pub steps: Vec<StepRecord>,
     /// Transfers, in the order they were charged.
     pub transfers: Vec<TransferRecord>,
+    /// Writes into tiers beside the engine (disk writes, remote puts), as the connector
+    /// reported them.
+    pub tier_writes: Vec<TierWrite>,
     /// Most records of each kind kept.
     pub limit: usize,
     /// KV bytes per token of this engine (to turn a load's tier tokens into bytes).
@@ -127,6 +130,18 @@ impl StepLog {
         } else {
             self.dropped_steps += 1;
         }
+    }
+
+    /// Keeps the tier writes in `w` (emptied) while there is room, counts the others as
+    /// dropped transfers.
+    pub fn tier_writes(&mut self, w: &mut Vec<TierWrite>) {
+        let room = self
+            .limit
+            .saturating_sub(self.tier_writes.len())
+            .min(w.len());
+        self.dropped_transfers += (w.len() - room) as u64;
+        self.tier_writes.extend(w.drain(..room));
+        w.clear();
     }
 
     /// Keeps `t`, or counts it when the log is full.

@@ -17,7 +17,11 @@
 //!   - `stores N`: saves out of the GPU (args: bytes), over their critical-path time; a save off
 //!     the critical path is a zero-length slice, and a decode stretch's block-filling saves are
 //!     one zero-length slice at its end.
-//!   - counters: `PCIe H2D GB/s` and `PCIe D2H GB/s` (bytes of the loads and saves above over
+//!   - `disk writes N`: LMCache's writes of stored chunks to its disk (args: bytes), over their
+//!     time on the disk writers; `remote puts N`: its puts to a remote store, zero-length
+//!     slices when they are handed to the store's client (args: bytes on the wire; their
+//!     network time is not drawn).
+//!   - counters: `disk write GB/s`, `PCIe H2D GB/s` and `PCIe D2H GB/s` (bytes of the loads and saves above over
 //!     their time), `disk read GB/s` and `network read GB/s` (the disk and remote shares of a
 //!     load, over that load's time), `GPU KV used` (fraction of blocks, at the run's usage
 //!     samples) and `requests` (running, waiting).
@@ -26,14 +30,14 @@
 //!   a request that never ran is an instant `rejected`.
 //!
 //! # Size
-//! At most `limit` step records and `limit` transfer records ([`DEFAULT_LIMIT`] from the CLI)
-//! over the whole run, split evenly between replicas; what a replica does past its share is
+//! At most `limit` step records, `limit` GPU load/save records and `limit` tier write records
+//! ([`DEFAULT_LIMIT`] from the CLI) over the whole run, split evenly between replicas; what a replica does past its share is
 //! left out and counted in `otherData` (`dropped_steps`, `dropped_transfers`). Each step gives
 //! at most five slices, each transfer one slice and up to six counter points.
 //!
 //! Output is a pure function of the run: the same run gives the same bytes.
 
-use crate::connector::TierTokens;
+use crate::connector::{TierTokens, WriteTier};
 use crate::engine::step_log::{Direction, StepKind, StepLog, StepRecord, TransferRecord};
 use crate::error::{Error, Result};
 use crate::pipeline::RunOutput;
@@ -162,6 +166,8 @@ impl Lanes {
 const STEPS_TID: u32 = 1;
 const LOADS_TID: u32 = 100;
 const STORES_TID: u32 = 100_000;
+const DISK_WRITES_TID: u32 = 200_000;
+const REMOTE_PUTS_TID: u32 = 300_000;
 
 /// A load's bytes by source tier (cpu, disk, remote): the disk and remote tokens' bytes, the
 /// rest from host memory; they add up to the load's bytes.
@@ -294,6 +300,30 @@ fn replica_tracks(b: &mut Builder, pid: u32, log: &StepLog, samples: &[KvSample]
             }
         }
     }
+    let (mut disk_lanes, mut put_lanes) = (Lanes::default(), Lanes::default());
+    let mut disk_w = Vec::new();
+    let mut writes: Vec<_> = log.tier_writes.iter().collect();
+    writes.sort_by_key(|w| w.start);
+    for w in writes {
+        let args = json!({ "bytes": w.bytes });
+        match w.tier {
+            WriteTier::Disk => {
+                let tid = DISK_WRITES_TID + disk_lanes.take(w.start, w.end);
+                b.thread(pid, tid, format!("disk writes {}", tid - DISK_WRITES_TID));
+                b.slice("disk write", "tier write", (pid, tid), w.start, w.end, args);
+                let secs = (w.end - w.start).as_secs_f64();
+                if secs > 0.0 {
+                    disk_w.push((w.start, w.end, w.bytes as f64 / secs / 1e9));
+                }
+            }
+            WriteTier::Remote => {
+                let tid = REMOTE_PUTS_TID + put_lanes.take(w.start, w.end);
+                b.thread(pid, tid, format!("remote puts {}", tid - REMOTE_PUTS_TID));
+                b.slice("remote put", "tier write", (pid, tid), w.start, w.end, args);
+            }
+        }
+    }
+    rate_counter(b, "disk write GB/s", pid, &mut disk_w);
     rate_counter(b, "PCIe H2D GB/s", pid, &mut h2d);
     rate_counter(b, "PCIe D2H GB/s", pid, &mut d2h);
     rate_counter(b, "disk read GB/s", pid, &mut disk);
@@ -463,9 +493,10 @@ pub fn write(path: &Path, o: &mut RunOutput<'_>) -> Result<TimelineInfo> {
         "generator": "kvreplay",
         "time_unit": "ts and dur in microseconds of simulated time (the trace's clock)",
         "limit": format!(
-            "at most {} step records and {} transfer records per replica; later ones are \
-             left out and counted below",
-            info.limit_per_replica, info.limit_per_replica
+            "at most {} step records, {} GPU load/save records and {} tier write records per \
+             replica; later ones are left out and counted below (tier writes among \
+             dropped_transfers)",
+            info.limit_per_replica, info.limit_per_replica, info.limit_per_replica
         ),
         "limit_per_replica": info.limit_per_replica,
         "dropped_steps": info.dropped_steps,

@@ -358,3 +358,53 @@ fn a_fleet_has_a_process_per_replica() {
         .sum();
     assert_eq!(n, o.result.stats.steps);
 }
+
+#[test]
+fn disk_writes_and_remote_puts_are_the_tiers_stores() {
+    // LMCache with CPU, disk and a remote store of its own: every saved chunk is written to the
+    // disk and put to the remote store once; a request repeating a prompt loads it back.
+    let f = EngineFlags {
+        enable_prefix_caching: Some(false),
+        ..Default::default()
+    };
+    let offload = OffloadConfig::LmCache(crate::tiers::lmcache::LmCacheConfig {
+        chunk_size: 256,
+        cpu_bytes: Some(1 << 30),
+        disk_bytes: Some(4 << 30),
+        remote: Some(crate::tiers::lmcache::RemoteConfig {
+            rtt_s: 0.002,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let t = trace(vec![
+        req(0, 0, vec![Run::new(1, 0, 1024)], 3),
+        req(1, 50, vec![Run::new(2, 0, 600)], 3),
+        req(2, 2000, vec![Run::new(1, 0, 1024)], 3),
+    ]);
+    let (o, v, _) = timeline(&t, &setup(f, offload), 1000, "tiers");
+    check_format(&v);
+    let Some(crate::connector::ConnectorStats::LmCache { counters, .. }) = &o.summary.offload
+    else {
+        panic!("LMCache counters");
+    };
+    // 4 + 2 full chunks stored (request 2 hits its prompt's chunks, stored already).
+    assert_eq!(counters.disk_stores, 6);
+    assert_eq!(named(&v, "disk write").len() as u64, counters.disk_stores);
+    assert_eq!(named(&v, "remote put").len() as u64, counters.remote_stores);
+    let chunk = 256 * 128 * 1024;
+    for e in named(&v, "disk write") {
+        assert_eq!(e["args"]["bytes"], chunk);
+        assert!(e["dur"].as_f64().unwrap() > 0.0);
+    }
+    let disk_rate = v["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "C" && e["name"] == "disk write GB/s")
+        .count();
+    assert!(disk_rate >= 2);
+    let loads = named(&v, "load");
+    assert_eq!(loads.len(), 1);
+    assert_eq!(loads[0]["args"]["bytes"], 1023 * 128 * 1024);
+}
