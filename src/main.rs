@@ -35,6 +35,13 @@ enum Command {
         /// Output folder (default output/<trace name>).
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Also write the run as a Chrome / Perfetto trace (open in ui.perfetto.dev): steps,
+        /// loads, stores, bandwidth and KV usage counters per engine, and the first 200
+        /// requests. Bounded: at most 100,000 step records and 100,000 of each kind of transfer
+        /// record (GPU loads and saves; disk writes and remote puts) per run, split between
+        /// replicas; what is past the bound is left out, counted in the file and printed.
+        #[arg(long, value_name = "FILE")]
+        timeline: Option<PathBuf>,
     },
     /// Replay a trace against a live server (`live`), compare with a prediction
     /// (`live-compare`), fit the server's step time (`live-fit`).
@@ -269,7 +276,14 @@ fn run(cli: Cli) -> Result<()> {
             interval,
             samples,
             output,
-        } => cli::run::run(&trace, &sim, &output, interval.then_some(samples)),
+            timeline,
+        } => cli::run::run(
+            &trace,
+            &sim,
+            &output,
+            interval.then_some(samples),
+            timeline.as_deref(),
+        ),
         #[cfg(feature = "live")]
         Command::Live(c) => cli::live::run(c),
         Command::Compare {

@@ -132,6 +132,31 @@ impl<'t> Prepared<'t> {
         Ok(self.finish(result))
     }
 
+    /// [`Prepared::run`] that also writes the run's timeline (a Chrome / Perfetto trace, see
+    /// [`crate::report::timeline`]) to `path`, keeping at most
+    /// [`crate::report::timeline::DEFAULT_LIMIT`] step and transfer records. Records and summary
+    /// are the same as [`Prepared::run`]'s.
+    pub fn run_with_timeline(
+        self,
+        path: &std::path::Path,
+    ) -> Result<(RunOutput<'t>, crate::report::timeline::TimelineInfo)> {
+        self.run_with_timeline_limit(path, crate::report::timeline::DEFAULT_LIMIT)
+    }
+
+    /// [`Prepared::run_with_timeline`] keeping at most `limit` step and transfer records (each;
+    /// split evenly between replicas).
+    pub fn run_with_timeline_limit(
+        self,
+        path: &std::path::Path,
+        limit: usize,
+    ) -> Result<(RunOutput<'t>, crate::report::timeline::TimelineInfo)> {
+        let prep = TracePrep::new(&self.trace, None);
+        let result = crate::sim::simulate_recorded(&self.trace, &self.setup, &prep, limit)?;
+        let mut out = self.finish(result);
+        let info = crate::report::timeline::write(path, &mut out)?;
+        Ok((out, info))
+    }
+
     /// [`Prepared::run`] with [`Prepared::simulate_shared`].
     pub fn run_shared(self, prep: &TracePrep) -> Result<RunOutput<'t>> {
         let result = self.simulate_shared(prep)?;

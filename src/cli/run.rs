@@ -27,6 +27,7 @@ pub fn run(
     args: &SimArgs,
     out: &Option<PathBuf>,
     interval_samples: Option<u32>,
+    timeline: Option<&Path>,
 ) -> Result<()> {
     let t = trace::read(trace_path)?;
     let (cfg, notes) = args.run_config()?;
@@ -39,9 +40,14 @@ pub fn run(
         }
     }
     let last = t.requests.iter().map(|r| r.arrival_ns).max().unwrap_or(0);
-    let o = kvreplay::util::progress::while_simulating("simulated s", last, || {
-        pipeline::run(&t, &cfg)
-    })?;
+    let (o, timeline_info) =
+        kvreplay::util::progress::while_simulating("simulated s", last, || {
+            let p = pipeline::prepare(&t, &cfg)?;
+            match timeline {
+                Some(path) => p.run_with_timeline(path).map(|(o, i)| (o, Some(i))),
+                None => p.run().map(|o| (o, None)),
+            }
+        })?;
     let dir = out_dir(out, &stem(trace_path));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut config = cfg.to_json();
@@ -72,6 +78,18 @@ pub fn run(
         let f = dir.join("intervals.json");
         std::fs::write(&f, serde_json::to_string_pretty(&r)? + "\n")
             .with_context(|| format!("writing {}", f.display()))?;
+    }
+    if let (Some(path), Some(i)) = (timeline, &timeline_info) {
+        println!(
+            "timeline     {} ({} events; at most {} step and transfer records per replica, {} \
+             steps and {} transfers past that left out; first {} requests)",
+            path.display(),
+            i.events,
+            i.limit_per_replica,
+            i.dropped_steps,
+            i.dropped_transfers,
+            i.sampled_requests
+        );
     }
     println!("wrote {}", dir.display());
     Ok(())

@@ -306,4 +306,14 @@ impl KvConnector for LmCacheConnector {
     fn local_chunk_since(&self, key: u64) -> Option<SimTime> {
         self.cache.local_since(key)
     }
+
+    fn record_tier_writes(&mut self) {
+        self.cache.writes = Some(Vec::new());
+    }
+
+    fn take_tier_writes(&mut self, out: &mut Vec<super::TierWrite>) {
+        if let Some(w) = &mut self.cache.writes {
+            out.append(w);
+        }
+    }
 }

@@ -300,6 +300,29 @@ impl<T: Default> PerRequest<T> {
     }
 }
 
+/// Which tier a [`TierWrite`] goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteTier {
+    /// A local disk.
+    Disk,
+    /// A remote store.
+    Remote,
+}
+
+/// A write into an offload tier beside the engine (off every step's critical path), recorded
+/// for timelines when asked ([`KvConnector::record_tier_writes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TierWrite {
+    /// Where it goes.
+    pub tier: WriteTier,
+    /// When it starts (a remote put: when it is handed to the store's client).
+    pub start: SimTime,
+    /// When it ends (a remote put: equal to `start`, its network time being the client's).
+    pub end: SimTime,
+    /// Bytes written (a remote put: on the wire).
+    pub bytes: u64,
+}
+
 /// The scheduler side of a KV connector (see the module doc).
 pub trait KvConnector: std::fmt::Debug + Send {
     /// For a waiting request whose first `local_hit` tokens are on the GPU: the tokens beyond
@@ -367,6 +390,13 @@ pub trait KvConnector: std::fmt::Debug + Send {
     fn local_chunk_since(&self, _key: u64) -> Option<SimTime> {
         None
     }
+
+    /// Starts recording the writes into tiers that run beside the engine (for a timeline);
+    /// nothing else changes. Connectors without such writes ignore it.
+    fn record_tier_writes(&mut self) {}
+
+    /// Moves the writes recorded since the last call to the end of `out`.
+    fn take_tier_writes(&mut self, _out: &mut Vec<TierWrite>) {}
 }
 
 impl KvConnector for Box<dyn KvConnector> {
@@ -416,6 +446,12 @@ impl KvConnector for Box<dyn KvConnector> {
     }
     fn local_chunk_since(&self, key: u64) -> Option<SimTime> {
         (**self).local_chunk_since(key)
+    }
+    fn record_tier_writes(&mut self) {
+        (**self).record_tier_writes()
+    }
+    fn take_tier_writes(&mut self, out: &mut Vec<TierWrite>) {
+        (**self).take_tier_writes(out)
     }
 }
 

@@ -159,4 +159,12 @@ impl<C: KvConnector> KvConnector for PdConnector<C> {
     fn local_chunk_since(&self, key: u64) -> Option<SimTime> {
         self.inner.local_chunk_since(key)
     }
+
+    fn record_tier_writes(&mut self) {
+        self.inner.record_tier_writes()
+    }
+
+    fn take_tier_writes(&mut self, out: &mut Vec<super::TierWrite>) {
+        self.inner.take_tier_writes(out)
+    }
 }

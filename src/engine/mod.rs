@@ -7,6 +7,7 @@ pub mod pool;
 pub mod request;
 pub mod scheduler;
 pub mod segments;
+pub mod step_log;
 
 pub use config::{EngineConfig, EngineFlags};
 pub use scheduler::Engine;

@@ -33,6 +33,7 @@ use super::config::EngineConfig;
 use super::pool::KvPool;
 use super::request::{Origin, Phase, RejectReason, ReqState};
 use super::segments::SegmentPool;
+use super::step_log::{Direction, StepKind, StepLog, StepRecord, TransferRecord};
 use crate::connector::{ConnectorRequest, DecodeSaves, KvConnector, Load, Matched};
 use crate::cost::{BatchShape, StepModel};
 use crate::time::{Seconds, SimDuration, SimTime};
@@ -168,6 +169,8 @@ pub struct Engine<'t, P: KvPool = SegmentPool, C: KvConnector = Box<dyn KvConnec
     stretch_classes: StretchClasses,
     /// The step waiting for shared data, if any (its plan in `plan`).
     pending: Option<PendingStep>,
+    /// Step and transfer records, when a timeline was asked for.
+    log: Option<Box<StepLog>>,
 }
 
 /// See [`Engine::stretch_classes`].
@@ -231,6 +234,30 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
             blocked: None,
             stretch_classes: Default::default(),
             pending: None,
+            log: None,
+        }
+    }
+
+    /// Starts recording steps and transfers, at most `limit` records of each (for a
+    /// timeline); results are unchanged.
+    pub fn record_steps(&mut self, limit: usize) {
+        self.log = Some(Box::new(StepLog::new(limit, self.cfg.kv_bytes_per_token)));
+        self.connector.record_tier_writes();
+    }
+
+    /// The records so far, if recording (see [`Engine::record_steps`]); recording stops.
+    pub fn take_step_log(&mut self) -> Option<StepLog> {
+        self.take_tier_writes();
+        self.log.take().map(|l| *l)
+    }
+
+    /// Moves the connector's tier writes since the last call into the log.
+    #[cold]
+    fn take_tier_writes(&mut self) {
+        if let Some(log) = &mut self.log {
+            let mut w = Vec::new();
+            self.connector.take_tier_writes(&mut w);
+            log.tier_writes(&mut w);
         }
     }
 
@@ -615,6 +642,14 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
             // The first k with (c + k) % bs == 0.
             fill[((bs - c % bs) % bs) as usize].push(idx);
         }
+        let stored_before: u64 = match &self.log {
+            Some(_) => self
+                .running
+                .iter()
+                .map(|&i| self.reqs[i as usize].bytes_stored)
+                .sum(),
+            None => 0,
+        };
         let mut t = now;
         // End of the first step, and the longest later step (every request's gap then).
         let (mut first_end, mut max_gap) = (SimTime::ZERO, SimDuration::ZERO);
@@ -693,10 +728,84 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
             let idx = self.running[j];
             self.cache_full_blocks(idx);
         }
+        if self.log.is_some() {
+            self.log_stretch(now, last_end, k, n, stored_before);
+        }
         Some(StepOutcome {
             end: last_end,
             ..StepOutcome::default()
         })
+    }
+
+    /// Records a decode-only stretch of `k` steps of `n` requests from `start` to `end` as one
+    /// span; its saves (of blocks filled, off the critical path) as one store at its end.
+    #[cold]
+    fn log_stretch(&mut self, start: SimTime, end: SimTime, k: u64, n: u64, stored_before: u64) {
+        let stored: u64 = self
+            .running
+            .iter()
+            .map(|&i| self.reqs[i as usize].bytes_stored)
+            .sum::<u64>()
+            - stored_before;
+        let record = StepRecord {
+            kind: StepKind::Stretch,
+            start,
+            end,
+            steps: k,
+            prefill_tokens: 0,
+            decode_tokens: n * k,
+            requests: n as u32,
+            lookup_s: 0.0,
+            load_s: 0.0,
+            forward_s: (end - start).as_secs_f64(),
+            store_s: 0.0,
+            transfer_s: 0.0,
+            layerwise: self.connector.layerwise(),
+            bytes_stored: stored,
+            used_blocks: self.pool.num_used(),
+            running: self.running.len() as u32,
+            waiting: self.waiting.len() as u32,
+        };
+        self.take_tier_writes();
+        let log = self.log.as_mut().expect("recording");
+        log.step(record);
+        if stored > 0 {
+            log.transfer(TransferRecord {
+                req: u32::MAX,
+                dir: Direction::Store,
+                start: end,
+                end,
+                bytes: stored,
+                blocking: false,
+            });
+        }
+    }
+
+    /// Records a step that ran no batch but spent `lookup` in connector lookups.
+    #[cold]
+    fn log_lookup_only(&mut self, start: SimTime, end: SimTime, lookup: Seconds) {
+        let record = StepRecord {
+            kind: StepKind::LookupOnly,
+            start,
+            end,
+            steps: 0,
+            prefill_tokens: 0,
+            decode_tokens: 0,
+            requests: 0,
+            lookup_s: lookup.0,
+            load_s: 0.0,
+            forward_s: 0.0,
+            store_s: 0.0,
+            transfer_s: 0.0,
+            layerwise: self.connector.layerwise(),
+            bytes_stored: 0,
+            used_blocks: self.pool.num_used(),
+            running: self.running.len() as u32,
+            waiting: self.waiting.len() as u32,
+        };
+        let log = self.log.as_mut().expect("recording");
+        log.pending_loads.clear();
+        log.step(record);
     }
 
     /// Runs one step starting at `now`; `None` when there is nothing to run.
@@ -784,6 +893,9 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
                 None
             } else {
                 out.end = now + lookup.to_duration();
+                if self.log.is_some() {
+                    self.log_lookup_only(now, out.end, lookup);
+                }
                 Some(out)
             };
         }
@@ -856,10 +968,19 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
         let forward = Seconds(self.step_model.step_s(shape));
         let fwd_end = now + (lookup + load + forward).to_duration();
         let mut store = Seconds::ZERO;
+        let logging = self.log.is_some();
+        let mut stored_bytes = 0u64;
         for &(idx, n) in &plan {
             self.reqs[idx as usize].num_computed += n;
             self.cache_full_blocks(idx);
-            store += self.save(idx, fwd_end);
+            let before = self.reqs[idx as usize].bytes_stored;
+            let s = self.save(idx, fwd_end);
+            if logging {
+                let bytes = self.reqs[idx as usize].bytes_stored - before;
+                stored_bytes += bytes;
+                self.log_save(idx, fwd_end + store.to_duration(), s, bytes);
+            }
+            store += s;
         }
         let (lookup_s, load_s, forward_s, store_s) = (lookup.0, load.0, forward.0, store.0);
         let transfer_s = if self.connector.layerwise() {
@@ -876,6 +997,25 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
         let used = self.pool.num_used();
         self.stats.peak_used_blocks = self.stats.peak_used_blocks.max(used);
         self.stats.used_block_ns += used as f64 * (end - now).as_ns() as f64;
+        let logged = logging.then(|| StepRecord {
+            kind: StepKind::Step,
+            start: now,
+            end,
+            steps: 1,
+            prefill_tokens: shape.prefill_tokens,
+            decode_tokens: shape.decode_seqs,
+            requests: plan.len() as u32,
+            lookup_s,
+            load_s,
+            forward_s,
+            store_s,
+            transfer_s,
+            layerwise: self.connector.layerwise(),
+            bytes_stored: stored_bytes,
+            used_blocks: used,
+            running: 0,
+            waiting: 0,
+        });
 
         // 4. Sample tokens, finish requests.
         for &(idx, _) in &plan {
@@ -902,9 +1042,55 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
             self.running
                 .retain(|i| reqs[*i as usize].phase == Phase::Running);
         }
+        if let Some(record) = logged {
+            self.log_step(record, now + lookup.to_duration());
+        }
         self.plan = plan;
         out.end = end;
         out
+    }
+
+    /// Records a save of `bytes` for slot `idx` taking `critical` from `at`.
+    #[cold]
+    fn log_save(&mut self, idx: u32, at: SimTime, critical: Seconds, bytes: u64) {
+        if bytes == 0 && critical == Seconds::ZERO {
+            return;
+        }
+        let req = self.reqs[idx as usize].idx;
+        let log = self.log.as_mut().expect("recording");
+        log.transfer(TransferRecord {
+            req,
+            dir: Direction::Store,
+            start: at,
+            end: at + critical.to_duration(),
+            bytes,
+            blocking: critical.0 > 0.0,
+        });
+    }
+
+    /// Records step `record` (its end-of-step counts filled in here) and lays its blocking
+    /// loads out one after another from `loads_from`.
+    #[cold]
+    fn log_step(&mut self, mut record: StepRecord, loads_from: SimTime) {
+        record.running = self.running.len() as u32;
+        record.waiting = self.waiting.len() as u32;
+        record.used_blocks = self.pool.num_used();
+        self.take_tier_writes();
+        let log = self.log.as_mut().expect("recording");
+        let mut at = loads_from;
+        for (req, s, bytes, tiers) in std::mem::take(&mut log.pending_loads) {
+            let end = at + SimDuration::from_secs_f64(s);
+            log.transfer(TransferRecord {
+                req,
+                dir: Direction::Load(tiers),
+                start: at,
+                end,
+                bytes,
+                blocking: true,
+            });
+            at = end;
+        }
+        log.step(record);
     }
 
     fn add_to_shape(&mut self, shape: &mut BatchShape, idx: u32, n: u32) {
@@ -1053,11 +1239,24 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
             Load::Blocking { time, bytes } => {
                 *load += time;
                 r.bytes_loaded += bytes;
+                if let Some(log) = &mut self.log {
+                    log.pending_loads.push((r.idx, time.0, bytes, tiers));
+                }
             }
             Load::Async { ready, bytes } => {
                 r.bytes_loaded += bytes;
                 r.phase = Phase::Loading;
                 r.ready = ready;
+                if let Some(log) = &mut self.log {
+                    log.transfer(TransferRecord {
+                        req: r.idx,
+                        dir: Direction::Load(tiers),
+                        start: now,
+                        end: ready,
+                        bytes,
+                        blocking: false,
+                    });
+                }
                 return Admit::Loading(ready);
             }
         }

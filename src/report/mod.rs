@@ -10,6 +10,7 @@
 pub mod html;
 pub mod parquet;
 pub mod text;
+pub mod timeline;
 
 pub use parquet::write_requests;
 pub use text::print_summary;

@@ -23,6 +23,7 @@ use crate::cost::{StepModel, TransferProfile};
 use crate::engine::pool::KvPool;
 use crate::engine::request::{Phase, RejectReason, ReqState};
 use crate::engine::scheduler::EngineStats;
+use crate::engine::step_log::StepLog;
 use crate::engine::{Engine, EngineConfig};
 use crate::error::{Error, Result};
 use crate::fleet::FleetConfig;
@@ -153,6 +154,9 @@ pub struct SimResult {
     pub replicas: Vec<ReplicaResult>,
     /// A heterogeneous fleet's pools (their labels), replicas numbered pool by pool.
     pub pools: Vec<String>,
+    /// Per replica, its steps and transfers, when recorded ([`simulate_recorded`]; empty
+    /// otherwise).
+    pub step_logs: Vec<StepLog>,
 }
 
 /// One replica's results in a fleet.
@@ -343,16 +347,44 @@ impl TracePrep {
 
 /// [`simulate`] with what depends on the trace alone computed beforehand.
 pub fn simulate_shared(trace: &Trace, setup: &SimSetup, prep: &TracePrep) -> Result<SimResult> {
+    simulate_with(trace, setup, prep, None)
+}
+
+/// [`simulate_shared`] that also records every replica's steps and transfers
+/// ([`SimResult::step_logs`]), at most `limit` records of each kind over the run (split evenly
+/// between replicas), for a timeline. Every other result is the same as without recording.
+pub fn simulate_recorded(
+    trace: &Trace,
+    setup: &SimSetup,
+    prep: &TracePrep,
+    limit: usize,
+) -> Result<SimResult> {
+    simulate_with(trace, setup, prep, Some(limit))
+}
+
+/// The replay, recording up to `record` records when given.
+fn simulate_with(
+    trace: &Trace,
+    setup: &SimSetup,
+    prep: &TracePrep,
+    record: Option<usize>,
+) -> Result<SimResult> {
     /// The replay, for whichever connector the setup describes.
     struct Replay<'a> {
         trace: &'a Trace,
         setup: &'a SimSetup,
         prep: &'a TracePrep,
+        record: Option<usize>,
     }
     impl WithConnector for Replay<'_> {
         type Output = Result<SimResult>;
         fn with<C: KvConnector + 'static, F: Fn(usize) -> C>(self, make: F) -> Result<SimResult> {
-            let Replay { trace, setup, prep } = self;
+            let Replay {
+                trace,
+                setup,
+                prep,
+                record,
+            } = self;
             if setup.fleet.pd.is_some() {
                 if setup.reference_mode {
                     return Err(Error::Config(
@@ -367,16 +399,26 @@ pub fn simulate_shared(trace: &Trace, setup: &SimSetup, prep: &TracePrep) -> Res
                     prep,
                     move |r| PdConnector::new(make(r), a.clone()),
                     Some(arrivals),
+                    record,
                 );
             }
             if setup.reference_mode {
-                replay::<crate::engine::blocks::BlockPool, C, F>(trace, setup, prep, make, None)
+                replay::<crate::engine::blocks::BlockPool, C, F>(
+                    trace, setup, prep, make, None, record,
+                )
             } else {
-                replay::<crate::engine::segments::SegmentPool, C, F>(trace, setup, prep, make, None)
+                replay::<crate::engine::segments::SegmentPool, C, F>(
+                    trace, setup, prep, make, None, record,
+                )
             }
         }
     }
-    let job = Replay { trace, setup, prep };
+    let job = Replay {
+        trace,
+        setup,
+        prep,
+        record,
+    };
     if setup.pools.is_empty() {
         return with_connector(&setup.offload, &setup.engine, &setup.transfer, job);
     }
@@ -542,6 +584,7 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
     prep: &TracePrep,
     make: F,
     arrivals: Option<Arrivals>,
+    record: Option<usize>,
 ) -> Result<SimResult> {
     let pd = setup.fleet.pd.as_ref().filter(|_| arrivals.is_some());
     // Disaggregated: replicas 0..np prefill (each request a one-token request there), the rest
@@ -578,6 +621,9 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
             let mut engine =
                 Engine::<P, C>::new(cfg.clone(), own, make(r), step_model.clone(), layers);
             engine.set_reference_mode(setup.reference_mode);
+            if let Some(limit) = record {
+                engine.record_steps(limit / n);
+            }
             engine.set_shareable(&prep.shareable);
             if let Some((bs, chains)) = &prep.block_hashes
                 && *bs == cfg.block_size
@@ -1026,6 +1072,10 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
             state,
         });
     }
+    let step_logs: Vec<StepLog> = replicas
+        .iter_mut()
+        .filter_map(|r| r.engine.take_step_log())
+        .collect();
     let per: Vec<ReplicaResult> = replicas
         .into_iter()
         .enumerate()
@@ -1066,6 +1116,7 @@ fn replay<P: KvPool, C: KvConnector, F: Fn(usize) -> C>(
         prefill_of,
         replicas: if one { Vec::new() } else { per },
         pools: setup.pools.iter().map(|p| p.label.clone()).collect(),
+        step_logs,
     })
 }
 

@@ -19,6 +19,7 @@
 use super::lru::LruTier;
 use super::remote::{RemoteTier, StoreHandle};
 use super::remote_client::{Connections, DEFAULT_WINDOW_BYTES, InTurn, LinkCost, RemoteClient};
+use crate::connector::{TierWrite, WriteTier};
 use crate::cost::TransferProfile;
 use crate::cost::shared_link::OpId;
 use crate::time::{SimDuration, SimTime};
@@ -261,6 +262,9 @@ pub struct LmCache {
     lookups: InTurn,
     /// Counters.
     pub stats: LmCacheStats,
+    /// Disk writes and remote puts since they were last taken, when a timeline records them
+    /// (`None`: not recorded).
+    pub writes: Option<Vec<TierWrite>>,
 }
 
 /// A chunk of a request's token sequence: where it ends (exclusive token index) and its key.
@@ -321,6 +325,7 @@ impl LmCache {
             remote,
             remote_evictions: 0,
             disk_free_at: vec![SimTime::ZERO; cfg.disk_writers.max(1) as usize],
+            writes: None,
             client: None,
             lookups: InTurn::default(),
             stats: LmCacheStats::default(),
@@ -576,11 +581,16 @@ impl LmCache {
                 self.stats.cpu_stores += 1;
             }
             if self.disk.as_ref().is_some_and(|d| !d.has(key)) {
-                let end = enqueue(
-                    &mut self.disk_free_at,
-                    done_copy,
-                    SimDuration::from_secs_f64(tp.disk_write_s(b)),
-                );
+                let dur = SimDuration::from_secs_f64(tp.disk_write_s(b));
+                let end = enqueue(&mut self.disk_free_at, done_copy, dur);
+                if let Some(w) = &mut self.writes {
+                    w.push(TierWrite {
+                        tier: WriteTier::Disk,
+                        start: SimTime::from_ns(end.as_ns() - dur.as_ns()),
+                        end,
+                        bytes: b,
+                    });
+                }
                 if let Some(disk) = &mut self.disk {
                     disk.insert(key, b, end);
                 }
@@ -628,6 +638,14 @@ impl LmCache {
                             self.remote_evictions += t.evictions - before;
                         }
                     }
+                }
+                if let Some(w) = &mut self.writes {
+                    w.push(TierWrite {
+                        tier: WriteTier::Remote,
+                        start: ready,
+                        end: ready,
+                        bytes: wire,
+                    });
                 }
                 self.stats.remote_stores += 1;
                 self.stats.remote_ops += put_rt as u64;
