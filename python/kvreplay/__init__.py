@@ -230,13 +230,16 @@ class RunResult:
     ``requests``: one row per request (the columns of ``requests.parquet``: times in seconds,
     tokens served by each tier, bytes moved); ``summary``: the aggregates of ``summary.json``;
     ``config``: the resolved configuration with the provenance of its inputs; ``label``: the
-    variant's name in :func:`compare`.
+    variant's name in :func:`compare`; ``timeline``: with :func:`run`'s ``timeline=``, what the
+    file holds (``events``, ``limit_per_replica``, ``dropped_steps``, ``dropped_transfers``,
+    ``sampled_requests``).
     """
 
     requests: pa.Table
     summary: Dict[str, Any]
     config: Dict[str, Any]
     label: Optional[str] = None
+    timeline: Optional[Dict[str, Any]] = None
 
     def to_pandas(self) -> Any:
         """The per-request table as a pandas DataFrame."""
@@ -260,16 +263,17 @@ def run(
     applied, as ``kvreplay run --set KEY=VALUE`` would (``model``, ``gpu``, ``tier``,
     ``max_local_cpu_size``, ``chunk_size``, ``rtt_ms``, ...; see :func:`keys`).
 
-    ``timeline``: also write the run as a Chrome / Perfetto trace-event JSON file there.
+    ``timeline``: also write the run as a Chrome / Perfetto trace-event JSON file there (open
+    it in https://ui.perfetto.dev): a track per engine (steps and their lookup / load / forward
+    / store parts), loads and stores by tier, bandwidth and KV-usage counters and the first 200
+    requests' phases, at most 100,000 step and transfer records per run (what was dropped past
+    that is in ``RunResult.timeline``).
     Raises :class:`KvreplayError` for an unknown key or a bad value, naming it.
     """
     t = _as_trace(trace)
-    args = (t._native, _keys(config, keys))
-    if timeline is not None:
-        requests, summary, cfg = _native.run(*args, os.fspath(timeline))
-    else:
-        requests, summary, cfg = _native.run(*args)
-    return RunResult(pa.table(requests), summary, cfg)
+    path = None if timeline is None else os.fspath(timeline)
+    requests, summary, cfg, info = _native.run(t._native, _keys(config, keys), path)
+    return RunResult(pa.table(requests), summary, cfg, timeline=info)
 
 
 def compare(

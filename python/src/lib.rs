@@ -186,18 +186,47 @@ fn run_tuple<'py>(
     Ok((table, json_to_py(py, &summary)?, json_to_py(py, &config)?))
 }
 
-/// Simulates `trace` under the default configuration with `config`'s keys applied.
+/// Simulates `trace` under the default configuration with `config`'s keys applied; with
+/// `timeline`, also writes the run there as a Chrome / Perfetto trace and returns what it holds
+/// (events, the per-replica record limit, records dropped past it, requests drawn) as a fourth
+/// element.
 #[pyfunction]
+#[pyo3(signature = (trace, config, timeline=None))]
 fn run<'py>(
     py: Python<'py>,
     trace: &NativeTrace,
     config: &Bound<'py, PyDict>,
-) -> PyResult<RunTuple<'py>> {
+    timeline: Option<PathBuf>,
+) -> PyResult<(
+    ArrowTable,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+)> {
     let cfg = config_of(config)?;
-    let o = py
-        .detach(|| kvreplay::pipeline::run(&trace.trace, &cfg))
+    let (o, info) = py
+        .detach(|| {
+            let p = kvreplay::pipeline::prepare(&trace.trace, &cfg)?;
+            match &timeline {
+                Some(path) => p.run_with_timeline(path).map(|(o, i)| (o, Some(i))),
+                None => p.run().map(|o| (o, None)),
+            }
+        })
         .map_err(err)?;
-    run_tuple(py, &o, &cfg)
+    let (t, s, c) = run_tuple(py, &o, &cfg)?;
+    let info = match info {
+        Some(i) => {
+            let d = PyDict::new(py);
+            d.set_item("events", i.events)?;
+            d.set_item("limit_per_replica", i.limit_per_replica)?;
+            d.set_item("dropped_steps", i.dropped_steps)?;
+            d.set_item("dropped_transfers", i.dropped_transfers)?;
+            d.set_item("sampled_requests", i.sampled_requests)?;
+            d.into_any()
+        }
+        None => py.None().into_bound(py),
+    };
+    Ok((t, s, c, info))
 }
 
 /// `trace` under each of `variants` (`compare --variants` syntax; `None`: the default list) over

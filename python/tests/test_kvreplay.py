@@ -240,3 +240,25 @@ def test_the_readme_example_runs():
     assert scope["r"].requests.num_rows == 20 + 2 * 20
     assert list(scope["variants"]) == ["none", "cpu:30", "remote:20ms"]
     assert scope["points"].num_rows == 4
+
+
+def test_timeline_equals_the_clis(cli, tmp_path):
+    t = small_doc_qa()
+    path = tmp_path / "t.jsonl"
+    t.write(path)
+    sets = {"tier": "cpu", "max_local_cpu_size": 4}
+    args = [cli, "run", "--trace", str(path), "-o", str(tmp_path / "out"),
+            "--timeline", str(tmp_path / "cli.json")]
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    subprocess.run(args, check=True, capture_output=True)
+    r = kvreplay.run(t, timeline=tmp_path / "py.json", **sets)
+    assert (tmp_path / "py.json").read_bytes() == (tmp_path / "cli.json").read_bytes()
+    doc = json.loads((tmp_path / "py.json").read_text())
+    assert len(doc["traceEvents"]) == r.timeline["events"]
+    assert r.timeline["dropped_steps"] == 0
+    assert r.timeline["sampled_requests"] == len(t)
+    # Recording changes nothing in the results.
+    plain = kvreplay.run(t, **sets)
+    assert plain.timeline is None
+    assert r.requests.equals(plain.requests) and r.summary == plain.summary
