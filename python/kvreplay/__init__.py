@@ -272,7 +272,7 @@ def run(
     """
     t = _as_trace(trace)
     path = None if timeline is None else os.fspath(timeline)
-    requests, summary, cfg, info = _native.run(t._native, _keys(config, keys), path)
+    (requests, summary, cfg), info = _native.run(t._native, _keys(config, keys), path)
     return RunResult(pa.table(requests), summary, cfg, timeline=info)
 
 

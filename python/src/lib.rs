@@ -197,12 +197,7 @@ fn run<'py>(
     trace: &NativeTrace,
     config: &Bound<'py, PyDict>,
     timeline: Option<PathBuf>,
-) -> PyResult<(
-    ArrowTable,
-    Bound<'py, PyAny>,
-    Bound<'py, PyAny>,
-    Bound<'py, PyAny>,
-)> {
+) -> PyResult<(RunTuple<'py>, Bound<'py, PyAny>)> {
     let cfg = config_of(config)?;
     let (o, info) = py
         .detach(|| {
@@ -213,7 +208,7 @@ fn run<'py>(
             }
         })
         .map_err(err)?;
-    let (t, s, c) = run_tuple(py, &o, &cfg)?;
+    let result = run_tuple(py, &o, &cfg)?;
     let info = match info {
         Some(i) => {
             let d = PyDict::new(py);
@@ -226,7 +221,7 @@ fn run<'py>(
         }
         None => py.None().into_bound(py),
     };
-    Ok((t, s, c, info))
+    Ok((result, info))
 }
 
 /// `trace` under each of `variants` (`compare --variants` syntax; `None`: the default list) over
