@@ -169,3 +169,162 @@ fn conversation(o: &Obj, tok: &TextTokenizer) -> std::result::Result<Turns, Inpu
     }
     Ok(turns)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::import::testutil::temp_file;
+    use crate::trace::import::text_tokenizer::tiny;
+    use crate::trace::import::{Format, import};
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn opts(clients: Option<u32>, think_ns: u64, strict: bool) -> ImportOptions {
+        let dir = temp_file("x", "").with_file_name("model");
+        tiny::save(
+            &dir,
+            &["hi", "there", "how", "are", "you", "fine", "thanks", "bye"],
+        )
+        .unwrap();
+        ImportOptions {
+            strict,
+            clients,
+            think_ns,
+            tokenizer: Some(Arc::new(TextTokenizer::load(&dir).unwrap())),
+            ..Default::default()
+        }
+    }
+
+    fn conv(id: &str, turns: &[(&str, &str)]) -> Value {
+        let c: Vec<Value> = turns
+            .iter()
+            .map(|(from, value)| json!({"from": from, "value": value}))
+            .collect();
+        json!({"id": id, "conversations": c})
+    }
+
+    #[test]
+    fn each_answered_human_message_is_a_turn_of_its_conversations_session() {
+        let a = conv(
+            "a",
+            &[
+                ("system", "hi"),
+                ("human", "how are you"),
+                ("gpt", "fine thanks"),
+                ("human", "bye"),
+                ("gpt", "bye bye bye"),
+                ("human", "hi"),
+            ],
+        );
+        let b = conv("b", &[("user", "hi there"), ("assistant", "hi")]);
+        let text = json!([a, b]).to_string();
+        let o = opts(Some(3), 2_000_000_000, true);
+        let (t, rep) = import(Format::Sharegpt, &temp_file("c.json", &text), &o).unwrap();
+        assert_eq!((rep.read, rep.imported), (2, 2));
+        // By hand, turn 1 of a: "<s> <system> hi </system> <user> how are you </user>
+        // <assistant>" = 10 tokens; turn 2 adds "fine thanks </assistant> <user> bye </user>
+        // <assistant>" = 7 more; b: "<s> <user> hi there </user> <assistant>" = 6. Output
+        // lengths are the replies' words. The unanswered last "hi" is no request.
+        type Row = (u64, u32, u32, Option<u64>, Option<u32>, u64);
+        let got: Vec<Row> = t
+            .requests
+            .iter()
+            .map(|r| {
+                (
+                    r.id,
+                    r.input_len,
+                    r.output_len,
+                    r.session,
+                    r.pool,
+                    r.think_ns,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, 10, 2, Some(0), Some(0), 2_000_000_000),
+                (1, 17, 3, Some(0), Some(0), 0),
+                (2, 6, 1, Some(1), Some(0), 0),
+            ]
+        );
+        assert!(t.requests.iter().all(|r| r.arrival_ns == 0));
+        assert_eq!(t.meta.pools, vec![Pool::new(0, 3)]);
+        // Turn 2's prompt begins with all of turn 1's: a cache can match it.
+        let first = &t.requests[0].prompt;
+        assert_eq!(t.requests[1].prompt[..first.len()], first[..]);
+        // JSONL holds the same conversations; the default is 10 clients.
+        let lines = format!("{a}\n\n{b}\n");
+        let (u, _) = import(
+            Format::Sharegpt,
+            &temp_file("c.jsonl", &lines),
+            &opts(None, 2_000_000_000, true),
+        )
+        .unwrap();
+        assert_eq!(u.requests, t.requests);
+        assert_eq!(u.meta.pools, vec![Pool::new(0, DEFAULT_CLIENTS)]);
+    }
+
+    #[test]
+    fn bad_conversations_name_file_record_and_field_and_counts_reconcile() {
+        let cases = [
+            (conv("a", &[("human", "hi"), ("gpt", "fine")]), ""),
+            (
+                conv("b", &[("human", "hi"), ("bing", "fine")]),
+                "c.json:2: conversations[1].from: unknown role \"bing\" (known: human, user, \
+                 gpt, assistant, system)",
+            ),
+            (
+                json!({"id": "c", "conversations": [{"from": "human"}]}),
+                "c.json:3: conversations[0].value: missing",
+            ),
+            (
+                conv("d", &[("human", "hi")]),
+                "c.json:4: conversations: no human message answered by a gpt message",
+            ),
+            (
+                conv("e", &[("human", "hi"), ("gpt", "  ")]),
+                "c.json:5: conversations[1].value: empty reply: no tokens",
+            ),
+            (json!(7), "c.json:6: expected a JSON object, found a number"),
+            (json!({"id": "g"}), "c.json:7: conversations: missing"),
+        ];
+        let text = serde_json::Value::Array(cases.iter().map(|(c, _)| c.clone()).collect());
+        let p = temp_file("c.json", &text.to_string());
+        let (t, rep) = import(Format::Sharegpt, &p, &opts(None, 0, false)).unwrap();
+        assert_eq!((rep.read, rep.imported, rep.skipped_total()), (7, 1, 6));
+        assert_eq!(t.requests.len(), 1);
+        let shown = rep.to_string();
+        for (_, want) in &cases[1..6] {
+            assert!(shown.contains(want), "{want}\n in {shown}");
+        }
+        let e = import(Format::Sharegpt, &p, &opts(None, 0, true)).unwrap_err();
+        assert!(e.to_string().ends_with(cases[1].1), "{e}");
+    }
+
+    #[test]
+    fn a_template_that_raises_is_one_error_for_the_conversation() {
+        // The tiny template refuses roles it does not know; ShareGPT's are all known, so use a
+        // stricter one: the first message must be the user's.
+        let dir = temp_file("x", "").with_file_name("strict");
+        tiny::save(&dir, &["hi"]).unwrap();
+        std::fs::write(
+            dir.join("chat_template.jinja"),
+            "{% if messages[0].role != 'user' %}{{ raise_exception('user first') }}{% endif %}\
+             {% for m in messages %}{{ m.content }} {% endfor %}",
+        )
+        .unwrap();
+        let o = ImportOptions {
+            tokenizer: Some(Arc::new(TextTokenizer::load(&dir).unwrap())),
+            ..Default::default()
+        };
+        let text = conv("a", &[("system", "hi"), ("human", "hi"), ("gpt", "hi")]).to_string();
+        let (_, rep) = import(Format::Sharegpt, &temp_file("r.jsonl", &text), &o).unwrap();
+        assert_eq!((rep.read, rep.imported), (1, 0));
+        assert!(
+            rep.to_string()
+                .contains("r.jsonl:1: conversations[2]: chat template raised: user first"),
+            "{rep}"
+        );
+    }
+}
