@@ -10,6 +10,11 @@
 //! message left unanswered, a second reply in a row) are context only. A conversation is one
 //! record: any error in it skips the whole conversation.
 //!
+//! When a turn's prompt holds the previous turn's prompt and then exactly the tokens of that
+//! turn's reply (as templates that render the generation prompt before the answer do), those
+//! tokens are given the previous request's output content: a cache that kept the generated
+//! answer can match it, as vLLM's prefix cache and LMCache do.
+//!
 //! ShareGPT has no times. Arrivals: the closed loop of vLLM's multi-turn benchmark. One pool of
 //! [`ImportOptions::clients`] clients (default [`DEFAULT_CLIENTS`]) takes conversations in file
 //! order; a client sends a conversation's turns one after another, each once the previous one
@@ -21,7 +26,7 @@ use super::text_tokenizer::TextTokenizer;
 use super::token_ids::PrefixTree;
 use super::{ImportOptions, ImportReport, Tally};
 use crate::error::{Error, InputError, Result};
-use crate::trace::{Pool, Request, Trace, TraceMeta};
+use crate::trace::{Pool, Request, Trace, TraceMeta, output_content};
 use crate::util::json::{Obj, kind, show};
 use serde_json::Value;
 use std::io::BufRead;
@@ -29,8 +34,8 @@ use std::io::BufRead;
 /// Clients of the closed loop when the import names none.
 pub const DEFAULT_CLIENTS: u32 = 10;
 
-/// One conversation's turns: prompt tokens and output length.
-type Turns = Vec<(Vec<u32>, u32)>;
+/// One conversation's turns: prompt tokens and the reply's tokens.
+type Turns = Vec<(Vec<u32>, Vec<u32>)>;
 
 /// Imports ShareGPT conversations read from `input`, tokenized by `tok`.
 pub fn import(
@@ -85,12 +90,22 @@ pub fn import(
     let mut requests = Vec::new();
     for (session, turns) in conversations.into_iter().enumerate() {
         let last = turns.len().saturating_sub(1);
-        for (k, (tokens, output_len)) in turns.into_iter().enumerate() {
-            let mut r = Request::new(requests.len() as u64, 0, tree.insert(&tokens), output_len);
+        let mut prev: Option<(Vec<u32>, Vec<u32>, u64)> = None;
+        for (k, (tokens, reply)) in turns.into_iter().enumerate() {
+            let id = requests.len() as u64;
+            let answer = prev.as_ref().and_then(|(p, a, prev_id)| {
+                let here = tokens.get(p.len()..p.len() + a.len())?;
+                (tokens.starts_with(p) && here == a.as_slice())
+                    .then(|| (p.len(), a.len() as u32, output_content(*prev_id)))
+            });
+            let prompt = tree.insert_with(&tokens, answer);
+            // Lengths fit: checked when the conversation was read.
+            let mut r = Request::new(id, 0, prompt, reply.len() as u32);
             r.session = Some(session as u64);
             r.pool = Some(0);
             r.think_ns = if k < last { opts.think_ns } else { 0 };
             requests.push(r);
+            prev = Some((tokens, reply, id));
         }
     }
     let mut meta = TraceMeta::new("import:sharegpt");
@@ -153,14 +168,14 @@ fn conversation(o: &Obj, tok: &TextTokenizer) -> std::result::Result<Turns, Inpu
             if prompt.is_empty() || prompt.len() > u32::MAX as usize {
                 return Err(o.err(&here, "the prompt has no tokens"));
             }
-            let n = tok
-                .answer_len(&content)
-                .map_err(|e| o.err(&at("value"), e))?;
-            if n == 0 {
+            let reply = tok.answer(&content).map_err(|e| o.err(&at("value"), e))?;
+            if reply.is_empty() {
                 return Err(o.err(&at("value"), "empty reply: no tokens"));
             }
-            let n = u32::try_from(n).map_err(|_| o.err(&at("value"), "reply too long"))?;
-            turns.push((prompt, n));
+            if reply.len() > u32::MAX as usize {
+                return Err(o.err(&at("value"), "reply too long"));
+            }
+            turns.push((prompt, reply));
         }
         messages.push(Message { role, content });
     }
@@ -253,6 +268,12 @@ mod tests {
         // Turn 2's prompt begins with all of turn 1's: a cache can match it.
         let first = &t.requests[0].prompt;
         assert_eq!(t.requests[1].prompt[..first.len()], first[..]);
+        // Then come the tokens of turn 1's reply "fine thanks": turn 1's generated answer.
+        assert_eq!(
+            t.requests[1].prompt[first.len()],
+            crate::trace::Run::new(t.requests[0].output_content, 0, 2)
+        );
+        assert_eq!(t.requests[1].prompt.len(), first.len() + 2);
         // JSONL holds the same conversations; the default is 10 clients.
         let lines = format!("{a}\n\n{b}\n");
         let (u, _) = import(

@@ -94,9 +94,9 @@ impl TextTokenizer {
         self.encode(text, true)
     }
 
-    /// The token count of a generated answer: its text alone, no special tokens.
-    pub fn answer_len(&self, text: &str) -> std::result::Result<usize, String> {
-        self.encode(text, false).map(|ids| ids.len())
+    /// A generated answer's tokens: its text alone, no special tokens.
+    pub fn answer(&self, text: &str) -> std::result::Result<Vec<u32>, String> {
+        self.encode(text, false)
     }
 }
 
@@ -231,7 +231,7 @@ mod tests {
         // A completion gets the post-processor's <s>; an answer gets none.
         let c = t.completion("hello world").unwrap();
         assert_eq!(c, [chat[0], chat[2], chat[3]]);
-        assert_eq!(t.answer_len("hello world").unwrap(), 2);
+        assert_eq!(t.answer("hello world").unwrap(), [chat[2], chat[3]]);
         // A chat_template.jinja beside the files takes precedence over the config's.
         std::fs::write(
             dir.join("chat_template.jinja"),
