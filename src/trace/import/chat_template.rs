@@ -154,6 +154,49 @@ mod tests {
         assert_eq!(out, "<s>[system]be brief|[user]hi[assistant]");
     }
 
+    /// The constructs Hugging Face templates use: namespace, slicing, Python string methods,
+    /// loop controls, item access, tojson, raise_exception, whitespace control.
+    #[test]
+    fn renders_what_hugging_face_templates_use() {
+        let src = "{%- set ns = namespace(system='') -%}
+{%- if messages[0]['role'] == 'system' -%}
+  {%- set ns.system = messages[0]['content'] | trim -%}
+  {%- set rest = messages[1:] -%}
+{%- else -%}
+  {%- set rest = messages -%}
+{%- endif -%}
+{{- bos_token -}}
+{%- if ns.system %}<|sys|>{{ ns.system }}<|end|>{% endif -%}
+{%- for m in rest -%}
+  {%- if (m['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+    {{- raise_exception('roles must alternate') -}}
+  {%- endif -%}
+  {%- if m.content.startswith('!') %}{% continue %}{% endif %}
+  <|{{ m['role'] }}|>{{ m['content'].strip() }}<|end|>
+{%- endfor -%}
+{%- if add_generation_prompt %}<|assistant|>{{ 'x' | tojson }}{% endif -%}
+";
+        let t = ChatTemplate::new(src, "<s>", "</s>").unwrap();
+        let out = t
+            .render(&[
+                msg(Role::System, " sys "),
+                msg(Role::User, " hi\n"),
+                msg(Role::Assistant, "!skip"),
+                msg(Role::User, "q"),
+            ])
+            .unwrap();
+        // As in Jinja with trim_blocks: the newline after `{% endif %}` goes, the indentation
+        // before `<|` (not a block tag, so lstrip_blocks leaves it) stays.
+        assert_eq!(
+            out,
+            "<s><|sys|>sys<|end|>  <|user|>hi<|end|>  <|user|>q<|end|><|assistant|>\"x\""
+        );
+        let e = t
+            .render(&[msg(Role::User, "a"), msg(Role::User, "b")])
+            .unwrap_err();
+        assert_eq!(e, "chat template raised: roles must alternate");
+    }
+
     #[test]
     fn raise_exception_and_syntax_errors_are_messages() {
         let src = "{% if messages[0].role != 'user' %}{{ raise_exception('first must be user') }}\
