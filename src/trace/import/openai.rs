@@ -18,7 +18,11 @@
 //!   line with none of them is an error.
 //! - session: `session_id`, `metadata.session_id`, `user` (on the line, else in the body), a
 //!   string or an integer; requests with one id are one session, sessions numbered in order of
-//!   first appearance.
+//!   first arrival.
+//! - answer (optional): the response's first choice, `response.choices[0].message.content` or
+//!   `.text`. When a session's request holds the session's previous prompt and then exactly
+//!   that prompt's answer tokens (at most its output length), those tokens get the previous
+//!   request's output content, so a cache that kept the generated answer can match it.
 //!
 //! Token sequences become content runs through a [`PrefixTree`] over every prompt, so shared
 //! prefixes are shared content exactly.
@@ -28,7 +32,7 @@ use super::text_tokenizer::TextTokenizer;
 use super::token_ids::PrefixTree;
 use super::{ImportOptions, ImportReport, Tally, sort_by_arrival};
 use crate::error::{InputError, Result};
-use crate::trace::{Request, Trace, TraceMeta};
+use crate::trace::{Request, Trace, TraceMeta, output_content};
 use crate::util::json::{Obj, kind, show};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -50,17 +54,36 @@ pub fn import(
         |o, id| parse(o, tok).map(|r| (id, r)),
         |r| records.push(r),
     )?;
-    let t0 = records.iter().map(|(_, r)| r.time_ns).min().unwrap_or(0);
+    // In arrival order (file order among equal times): a session's turns one after another.
+    records.sort_by_key(|(id, r)| (r.time_ns, *id));
+    let t0 = records.first().map_or(0, |(_, r)| r.time_ns);
     let mut tree = PrefixTree::new();
     let mut sessions: HashMap<String, u64> = HashMap::new();
+    // Per session, its latest request and that request's id.
+    let mut last: HashMap<u64, (u64, Record)> = HashMap::new();
     let mut requests = Vec::new();
-    for (id, rec) in records {
+    for (id, mut rec) in records {
         // Both times lie in [0, 1.8e19) ns (checked when parsed): the difference fits.
         let arrival_ns = (rec.time_ns - t0) as u64;
-        let mut r = Request::new(id, arrival_ns, tree.insert(&rec.tokens), rec.output_len);
-        if let Some(s) = rec.session {
+        let session = rec.session.take().map(|s| {
             let n = sessions.len() as u64;
-            r.session = Some(*sessions.entry(s).or_insert(n));
+            *sessions.entry(s).or_insert(n)
+        });
+        let answer = session
+            .and_then(|s| last.get(&s))
+            .and_then(|(prev_id, prev)| {
+                let (p, a) = (&prev.tokens, prev.answer.as_ref()?);
+                let here = rec.tokens.get(p.len()..p.len() + a.len())?;
+                (a.len() <= prev.output_len as usize
+                    && rec.tokens.starts_with(p)
+                    && here == a.as_slice())
+                .then(|| (p.len(), a.len() as u32, output_content(*prev_id)))
+            });
+        let prompt = tree.insert_with(&rec.tokens, answer);
+        let mut r = Request::new(id, arrival_ns, prompt, rec.output_len);
+        r.session = session;
+        if let Some(s) = session {
+            last.insert(s, (id, rec));
         }
         requests.push(r);
     }
@@ -74,11 +97,12 @@ pub fn import(
     ))
 }
 
-/// One request as read: its time (ns from the log's origin), prompt tokens, output length and
-/// session.
+/// One request as read: its time (ns from the log's origin), prompt tokens, output length,
+/// session and the logged answer's tokens.
 struct Record {
     time_ns: i128,
     tokens: Vec<u32>,
+    answer: Option<Vec<u32>>,
     output_len: u32,
     session: Option<String>,
 }
@@ -96,9 +120,13 @@ fn parse(o: &Obj, tok: &TextTokenizer) -> std::result::Result<Record, InputError
     let tokens = prompt(&body, tok)?;
     let output_len = output_len(o, &body)?;
     let session = session(o)?.map_or_else(|| session(&body), |s| Ok(Some(s)))?;
+    let answer = answer_text(o)
+        .map(|t| tok.answer(t).map_err(|e| o.err("response", e)))
+        .transpose()?;
     Ok(Record {
         time_ns,
         tokens,
+        answer,
         output_len,
         session,
     })
@@ -297,6 +325,17 @@ fn output_len(o: &Obj, body: &Obj) -> std::result::Result<u32, InputError> {
     Ok(n)
 }
 
+/// The logged answer's text, when the line has one: the response's first choice's
+/// `message.content` (chat) or `text` (completions).
+fn answer_text<'a>(o: &Obj<'a>) -> Option<&'a str> {
+    let choice = o.get("response")?.get("choices")?.get(0)?;
+    choice
+        .get("message")
+        .and_then(|m| m.get("content"))
+        .or_else(|| choice.get("text"))?
+        .as_str()
+}
+
 /// The session id on `o`: `session_id`, `metadata.session_id` or `user`.
 fn session(o: &Obj) -> std::result::Result<Option<String>, InputError> {
     let meta = match o.get("metadata") {
@@ -479,7 +518,7 @@ mod tests {
     fn sessions_keep_their_ids_and_the_logged_usage_wins() {
         let tok = load(&["a", "b", "c"]);
         let text = [
-            json!({"timestamp": "2025-01-02T03:04:05Z", "request": {"messages": [{"role": "user", "content": "a"}], "max_tokens": 9, "session_id": "s1"}, "response": {"usage": {"completion_tokens": 4}}}),
+            json!({"timestamp": "2025-01-02T03:04:05Z", "request": {"messages": [{"role": "user", "content": "a"}], "max_tokens": 9, "session_id": "s1"}, "response": {"usage": {"completion_tokens": 4}, "choices": [{"message": {"role": "assistant", "content": "c"}}]}}),
             json!({"created": 1735787046, "body": {"messages": [{"role": "user", "content": "b"}], "max_completion_tokens": 2, "metadata": {"session_id": "s2"}}}),
             json!({"time": 1735787047.5, "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "c"}, {"role": "user", "content": "b"}], "max_tokens": 7, "user": "s1"}),
             json!({"timestamp": 1735787048, "prompt": "c", "max_tokens": 1, "session_id": 7}),
@@ -502,8 +541,13 @@ mod tests {
                 (3, 30, Some(2), 1)
             ]
         );
-        // The second turn of s1 continues the first one's prompt up to its generation prompt.
+        // The second turn of s1 continues the first one's prompt up to its generation prompt,
+        // then holds the first one's logged answer "c": its generated content.
         let first = &t.requests[0];
+        assert_eq!(
+            t.requests[2].prompt[first.prompt.len()],
+            crate::trace::Run::new(first.output_content, 0, 1)
+        );
         assert_eq!(
             first.prompt,
             crate::trace::content::canonicalize(
