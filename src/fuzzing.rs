@@ -85,6 +85,46 @@ pub fn import_token_ids(data: &[u8]) {
     import(Format::TokenIds, data)
 }
 
+/// The tokenizer the text formats are fuzzed with: a word-level one built in code over a few
+/// words, with the small chat template of [`crate::trace::import::text_tokenizer::tiny`].
+fn tiny_tokenizer() -> std::sync::Arc<crate::trace::import::text_tokenizer::TextTokenizer> {
+    use std::sync::{Arc, OnceLock};
+    static TOK: OnceLock<Arc<crate::trace::import::text_tokenizer::TextTokenizer>> =
+        OnceLock::new();
+    TOK.get_or_init(|| {
+        Arc::new(crate::trace::import::text_tokenizer::tiny::chat(&[
+            "hello", "world", "how", "are", "you", "fine", "a", "b",
+        ]))
+    })
+    .clone()
+}
+
+/// Imports `data` as a text format (tokenized with [`tiny_tokenizer`]), strict or not and with
+/// 1 to 4 clients as bytes of the input say; a trace imported goes through [`use_trace`].
+fn import_text(format: Format, data: &[u8]) {
+    let sel = byte(data, 2);
+    let opts = ImportOptions {
+        strict: sel & 1 == 1,
+        clients: Some(1 + u32::from((sel >> 1) & 3)),
+        think_ns: u64::from(byte(data, 1)) * 1_000_000,
+        tokenizer: Some(tiny_tokenizer()),
+        ..Default::default()
+    };
+    if let Ok((trace, _)) = import_from(format, &mut &data[..], "fuzz", &opts) {
+        use_trace(&trace, data);
+    }
+}
+
+/// An OpenAI request log (JSONL).
+pub fn import_openai(data: &[u8]) {
+    import_text(Format::Openai, data)
+}
+
+/// ShareGPT conversations (JSON array or JSONL).
+pub fn import_sharegpt(data: &[u8]) {
+    import_text(Format::Sharegpt, data)
+}
+
 /// A canonical JSONL trace.
 pub fn trace_jsonl(data: &[u8]) {
     if let Ok(t) = crate::trace::jsonl::read_from(data, "fuzz.jsonl") {
@@ -448,6 +488,8 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("import_vllm_bench", import_vllm_bench),
     ("import_llmperf", import_llmperf),
     ("import_token_ids", import_token_ids),
+    ("import_openai", import_openai),
+    ("import_sharegpt", import_sharegpt),
     ("trace_jsonl", trace_jsonl),
     ("trace_parquet", trace_parquet),
     ("yaml", yaml),

@@ -228,9 +228,17 @@ enum TraceCommand {
         #[arg(long)]
         block_size: Option<u32>,
         /// llmperf results carry no start times: replay them as a closed loop of this many
-        /// clients (llmperf's --num-concurrent-requests). Default: all sent at t=0.
+        /// clients (llmperf's --num-concurrent-requests). Default: all sent at t=0. ShareGPT:
+        /// the clients that take conversations (default 10).
         #[arg(long)]
         clients: Option<u32>,
+        /// openai, sharegpt: the folder with the model's tokenizer.json and
+        /// tokenizer_config.json (its chat_template, or a chat_template.jinja beside them).
+        #[arg(long, value_name = "DIR")]
+        tokenizer: Option<PathBuf>,
+        /// sharegpt: seconds a client pauses between the turns of a conversation.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+        think_time: f64,
     },
     /// Generate a workload (seeded, deterministic).
     Gen {
@@ -542,11 +550,20 @@ fn run_trace(cmd: TraceCommand) -> Result<()> {
             strict,
             block_size,
             clients,
+            tokenizer,
+            think_time,
         } => {
+            let think_ns = kvreplay::util::json::seconds_to_ns(think_time)
+                .context("--think-time must be a number of seconds, 0 or more")?;
+            let tokenizer = tokenizer
+                .map(|d| import::text_tokenizer::TextTokenizer::load(&d).map(std::sync::Arc::new))
+                .transpose()?;
             let opts = import::ImportOptions {
                 strict,
                 block_size,
                 clients,
+                tokenizer,
+                think_ns,
             };
             let (t, report) = import::import(format, &input, &opts)?;
             trace::write(&t, &output)?;

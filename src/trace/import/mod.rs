@@ -8,9 +8,13 @@
 pub mod azure;
 pub mod bailian;
 pub mod burstgpt;
+pub mod chat_template;
 pub mod csvutil;
 pub mod llmperf;
 pub mod mooncake;
+pub mod openai;
+pub mod sharegpt;
+pub mod text_tokenizer;
 pub mod token_ids;
 pub mod vllm_bench;
 
@@ -46,6 +50,12 @@ pub enum Format {
     /// A request log as token ids, JSONL: timestamp (s), prompt_token_ids, output_len, optional
     /// session_id; shared token prefixes become shared content exactly.
     TokenIds,
+    /// OpenAI chat-completions or completions requests, JSONL with a timestamp (see
+    /// `openai.rs` for the names accepted), tokenized with `--tokenizer DIR`.
+    Openai,
+    /// ShareGPT conversations (JSON array or JSONL) as closed-loop sessions of `--clients`
+    /// clients, tokenized with `--tokenizer DIR`.
+    Sharegpt,
 }
 
 /// How to import.
@@ -57,6 +67,10 @@ pub struct ImportOptions {
     pub block_size: Option<u32>,
     /// llmperf results carry no start times: replay them as a closed loop of this many clients.
     pub clients: Option<u32>,
+    /// Text formats (openai, sharegpt): the model's tokenizer and chat template.
+    pub tokenizer: Option<std::sync::Arc<text_tokenizer::TextTokenizer>>,
+    /// ShareGPT: a client's pause between the turns of a conversation.
+    pub think_ns: u64,
 }
 
 /// What an import did with every record it read.
@@ -240,9 +254,24 @@ pub fn import_from(
         Format::VllmBench => vllm_bench::import(input, name, opts)?,
         Format::Llmperf => llmperf::import(input, name, opts)?,
         Format::TokenIds => token_ids::import(input, name, opts)?,
+        Format::Openai => openai::import(input, name, opts, tokenizer(opts, "openai")?)?,
+        Format::Sharegpt => sharegpt::import(input, name, opts, tokenizer(opts, "sharegpt")?)?,
     };
     trace.validate(name)?;
     Ok((trace, report))
+}
+
+/// The tokenizer a text format needs.
+fn tokenizer<'a>(
+    opts: &'a ImportOptions,
+    format: &str,
+) -> Result<&'a text_tokenizer::TextTokenizer> {
+    opts.tokenizer.as_deref().ok_or_else(|| {
+        crate::error::Error::Config(format!(
+            "--format {format} needs the model's tokenizer: --tokenizer DIR (a folder with \
+             tokenizer.json and tokenizer_config.json)"
+        ))
+    })
 }
 
 /// The file's name without its folders (traces must not embed machine paths).

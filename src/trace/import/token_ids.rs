@@ -51,21 +51,49 @@ impl PrefixTree {
     /// Adds `tokens` and returns them as canonical runs: the shared prefix with every earlier
     /// prompt as the content that prompt has there, the rest as new content.
     pub fn insert(&mut self, tokens: &[u32]) -> Vec<Run> {
+        self.insert_with(tokens, None)
+    }
+
+    /// Like [`PrefixTree::insert`], but when `answer` = `(start, len, content)` names tokens
+    /// `start..start + len` as an earlier request's generated answer (content `content` from
+    /// offset 0), those tokens get that content where they are new to the tree, so a cache can
+    /// match the answer in a later turn. Where the tree already holds them (another prompt had
+    /// the same tokens after the same prefix), its content stays.
+    pub fn insert_with(&mut self, tokens: &[u32], answer: Option<(usize, u32, u64)>) -> Vec<Run> {
         let mut runs = Vec::new();
         let (mut node, mut i) = (0usize, 0usize);
         while i < tokens.len() {
             let Some(&e) = self.nodes[node].get(&tokens[i]) else {
-                let child = self.node();
-                let content = self.next_content;
-                self.next_content += 1;
-                self.edges.push(Edge {
-                    tokens: tokens[i..].to_vec(),
-                    content,
-                    offset: 0,
-                    child,
-                });
-                self.nodes[node].insert(tokens[i], self.edges.len() - 1);
-                runs.push(Run::new(content, 0, (tokens.len() - i) as u32));
+                // The rest is new: one edge of new content, or, around an answer that lies
+                // wholly in it, new content, the answer's, new content.
+                let mut cuts = vec![(i, None)];
+                if let Some((start, len, content)) = answer {
+                    let end = start.saturating_add(len as usize);
+                    if len > 0 && start >= i && end <= tokens.len() {
+                        cuts.push((start, Some(content)));
+                        cuts.push((end, None));
+                    }
+                }
+                for (k, &(from, content)) in cuts.iter().enumerate() {
+                    let to = cuts.get(k + 1).map_or(tokens.len(), |c| c.0);
+                    if from == to {
+                        continue;
+                    }
+                    let content = content.unwrap_or_else(|| {
+                        self.next_content += 1;
+                        self.next_content - 1
+                    });
+                    let child = self.node();
+                    self.edges.push(Edge {
+                        tokens: tokens[from..to].to_vec(),
+                        content,
+                        offset: 0,
+                        child,
+                    });
+                    self.nodes[node].insert(tokens[from], self.edges.len() - 1);
+                    runs.push(Run::new(content, 0, (to - from) as u32));
+                    node = child;
+                }
                 break;
             };
             let rest = &tokens[i..];
@@ -209,6 +237,36 @@ mod tests {
         assert_eq!(d, vec![Run::new(4, 0, 1)]);
         // The same prompt again is the same runs.
         assert_eq!(t.insert(&[1, 2, 3, 9]), b);
+    }
+
+    #[test]
+    fn an_answer_new_to_the_tree_gets_the_answers_content() {
+        let mut t = PrefixTree::new();
+        let out = crate::trace::output_content(0);
+        assert_eq!(t.insert(&[1, 2, 3]), vec![Run::new(1, 0, 3)]);
+        // Tokens 3..5 are the answer, new here: its content, then new content for the rest.
+        let b = t.insert_with(&[1, 2, 3, 7, 8, 9], Some((3, 2, out)));
+        assert_eq!(
+            b,
+            vec![Run::new(1, 0, 3), Run::new(out, 0, 2), Run::new(2, 0, 1)]
+        );
+        // A later prompt through the same tokens gets the same content.
+        let c = t.insert(&[1, 2, 3, 7, 8, 4]);
+        assert_eq!(c[..2], b[..2]);
+        // An answer the tree already holds keeps the tree's content; one beyond the prompt,
+        // or starting before the new part, is ignored.
+        assert_eq!(
+            t.insert_with(&[1, 2, 3, 7, 8], Some((3, 2, out + 1))),
+            b[..2]
+        );
+        assert_eq!(
+            t.insert_with(&[5, 6], Some((1, 2, out))),
+            vec![Run::new(4, 0, 2)]
+        );
+        assert_eq!(
+            t.insert_with(&[1, 2, 6, 6], Some((1, 2, out))),
+            vec![Run::new(1, 0, 2), Run::new(5, 0, 2)]
+        );
     }
 
     /// Full blocks of `runs` at `block` tokens: their chained keys.
