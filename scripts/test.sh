@@ -40,7 +40,7 @@ cargo test --all-targets --locked
 # CLI binary built above.
 PYENV="$PWD/target/pyenv"
 if [ ! -x "$PYENV/bin/python" ]; then
-    echo "creating a Python environment in target/pyenv (maturin, pyarrow, pandas, pytest)"
+    echo "creating a Python environment in target/pyenv (maturin, pyarrow, pandas, pytest, tokenizers, jinja2)"
     if ! python3 -m venv "$PYENV" >/dev/null 2>&1; then
         SUDO=""
         if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
@@ -53,7 +53,7 @@ if [ ! -x "$PYENV/bin/python" ]; then
     fi
 fi
 "$PYENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "maturin>=1.5,<2" "pyarrow>=16" "pandas>=1.5" "pytest>=7"
+    "maturin>=1.5,<2" "pyarrow>=16" "pandas>=1.5" "pytest>=7" "tokenizers" "jinja2"
 VIRTUAL_ENV="$PYENV" PATH="$PYENV/bin:$PATH" \
     "$PYENV/bin/maturin" develop --quiet --manifest-path python/Cargo.toml --locked
 KVREPLAY_BIN="$PWD/target/debug/kvreplay" "$PYENV/bin/python" -m pytest -q python/tests

@@ -76,15 +76,24 @@ class Trace:
         strict: bool = False,
         block_size: Optional[int] = None,
         clients: Optional[int] = None,
+        tokenizer: Optional[Union[str, "os.PathLike[str]"]] = None,
+        think_time: float = 0.0,
     ) -> "Trace":
         """Imports a file in one of ``kvreplay trace import``'s formats (``mooncake``,
-        ``azure``, ``burstgpt``, ``bailian``, ``vllm-bench``, ``llmperf``, ``token-ids``, ...).
+        ``azure``, ``burstgpt``, ``bailian``, ``vllm-bench``, ``llmperf``, ``token-ids``,
+        ``openai``, ``sharegpt``).
+
+        Request logs with text (``openai``, ``sharegpt``) need ``tokenizer``: the model's folder
+        with ``tokenizer.json`` and ``tokenizer_config.json`` (its chat template); prompts are
+        tokenized exactly, so shared prefixes are shared content. ``clients`` and
+        ``think_time`` (seconds between a conversation's turns) set ShareGPT's closed loop.
 
         Malformed records are skipped with a reason (or raise with ``strict=True``); what
         happened to each record is in the trace's ``import_report`` (read = imported + skipped).
         """
+        tok = None if tokenizer is None else os.fspath(tokenizer)
         native, report = _native.import_trace(
-            format, os.fspath(path), strict, block_size, clients
+            format, os.fspath(path), strict, block_size, clients, tok, think_time
         )
         return cls(native, report)
 

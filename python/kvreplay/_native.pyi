@@ -31,6 +31,8 @@ def import_trace(
     strict: bool = False,
     block_size: Optional[int] = None,
     clients: Optional[int] = None,
+    tokenizer: Optional[str] = None,
+    think_time: float = 0.0,
 ) -> Tuple[NativeTrace, Dict[str, Any]]: ...
 def run(
     trace: NativeTrace, config: Dict[str, Any], timeline: Optional[str] = None

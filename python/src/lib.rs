@@ -121,7 +121,8 @@ fn generate(
 /// Imports a file in one of `trace import`'s formats; returns the trace and what the import
 /// did with each record (`read`, `imported`, `skipped` by reason, `examples`).
 #[pyfunction]
-#[pyo3(signature = (format, path, strict=false, block_size=None, clients=None))]
+#[pyo3(signature = (format, path, strict=false, block_size=None, clients=None, tokenizer=None, think_time=0.0))]
+#[allow(clippy::too_many_arguments)]
 fn import_trace<'py>(
     py: Python<'py>,
     format: &str,
@@ -129,6 +130,8 @@ fn import_trace<'py>(
     strict: bool,
     block_size: Option<u32>,
     clients: Option<u32>,
+    tokenizer: Option<PathBuf>,
+    think_time: f64,
 ) -> PyResult<(NativeTrace, Bound<'py, PyDict>)> {
     use clap::ValueEnum;
     use kvreplay::trace::import::{Format, ImportOptions, import};
@@ -142,10 +145,20 @@ fn import_trace<'py>(
             known.join(", ")
         ))
     })?;
+    let think_ns = kvreplay::util::json::seconds_to_ns(think_time)
+        .ok_or_else(|| err("think_time must be a number of seconds, 0 or more"))?;
+    let tokenizer = match tokenizer {
+        Some(dir) => Some(std::sync::Arc::new(
+            kvreplay::trace::import::text_tokenizer::TextTokenizer::load(&dir).map_err(err)?,
+        )),
+        None => None,
+    };
     let opts = ImportOptions {
         strict,
         block_size,
         clients,
+        tokenizer,
+        think_ns,
     };
     let (trace, report) = py.detach(|| import(fmt, &path, &opts)).map_err(err)?;
     let d = PyDict::new(py);

@@ -227,9 +227,12 @@ def test_import_counts_reconcile(tmp_path):
         Trace.import_file(p, "nope")
 
 
-def test_the_readme_example_runs():
-    """README's Python example, as written (its trace reading alternatives are comments)."""
+def test_the_readme_example_runs(tmp_path, monkeypatch):
+    """README's Python example, as written (its trace reading alternatives are comments), in a
+    scratch folder (it writes a timeline)."""
     import pathlib
+
+    monkeypatch.chdir(tmp_path)
 
     readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("## Python\n", 1)[1]
@@ -240,6 +243,7 @@ def test_the_readme_example_runs():
     assert scope["r"].requests.num_rows == 20 + 2 * 20
     assert list(scope["variants"]) == ["none", "cpu:30", "remote:20ms"]
     assert scope["points"].num_rows == 4
+    assert json.loads((tmp_path / "run.json").read_text())["traceEvents"]
 
 
 def test_timeline_equals_the_clis(cli, tmp_path):
