@@ -125,3 +125,56 @@ def test_sharegpt_turns_are_sessions(model_dir, tmp_path):
         {"role": "assistant", "content": "prefix token block"},
         {"role": "user", "content": "chunk remote"}])
     assert [r["input_len"] for r in tbl] == [len(first), len(second)]
+
+
+TOOLS_TEMPLATE = (
+    "{{ bos_token }}{% if tools %}<|tools|>\n{{ tools | tojson(indent=2) }}\n"
+    "{% for t in tools %}{{ t | tojson }}\n{% endfor %}{% endif %}"
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}"
+    "{% if m.tool_calls %}{% for c in m.tool_calls %}"
+    "<call>{{ c.function.name }} {{ c.function.arguments }}</call>{% endfor %}{% endif %}"
+    "{% if m.tool_call_id %} [{{ m.tool_call_id }}]{% endif %}{{ eos_token }}\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def test_tools_and_tool_calls_count_as_python_renders_them(model_dir, tmp_path):
+    import shutil
+
+    d = tmp_path / "tools-model"
+    d.mkdir()
+    shutil.copy(model_dir / "tokenizer.json", d / "tokenizer.json")
+    (d / "tokenizer_config.json").write_text(json.dumps({
+        "bos_token": "<s>", "eos_token": "</s>", "chat_template": TOOLS_TEMPLATE}))
+    # Keys in sorted order at every level: the importer reads a request's objects with their
+    # keys sorted (README, "Request logs in text"), Python keeps them as written.
+    tools = [{"function": {"description": "the cache tier of a prefix", "name": "lookup",
+                           "parameters": {"properties": {"prefix": {"type": "string"}},
+                                          "type": "object"}},
+              "type": "function"}]
+    messages = [
+        {"role": "user", "content": "which tier holds the prefix"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"function": {"arguments": "{\"prefix\": \"cache token\"}", "name": "lookup"},
+             "id": "call_1", "type": "function"}]},
+        {"role": "tool", "content": "remote store", "tool_call_id": "call_1"},
+    ]
+    log = tmp_path / "tools.jsonl"
+    log.write_text(json.dumps({"timestamp": 0, "max_tokens": 8, "tools": tools,
+                               "messages": messages}) + "\n")
+    t = Trace.import_file(log, "openai", tokenizer=d)
+
+    from tokenizers import Tokenizer
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    # transformers' tojson for chat templates.
+    env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, \
+        sort_keys=False: json.dumps(x, ensure_ascii=ensure_ascii, indent=indent,
+                                    separators=separators, sort_keys=sort_keys)
+    py_messages = [dict(m, content=m["content"] or "") for m in messages]
+    rendered = env.from_string(TOOLS_TEMPLATE).render(
+        messages=py_messages, tools=tools, bos_token="<s>", eos_token="</s>",
+        add_generation_prompt=True)
+    assert "[call_1]" in rendered and '"prefix": {' in rendered
+    ids = Tokenizer.from_file(str(d / "tokenizer.json")).encode(rendered, add_special_tokens=False)
+    assert t.to_arrow()["input_len"].to_pylist() == [len(ids.ids)]

@@ -48,13 +48,28 @@ impl Role {
     }
 }
 
-/// One message of a conversation, as the template sees it (`message.role`, `message.content`).
+/// One message of a conversation, as the template sees it (`message.role`, `message.content`
+/// and whatever else the request gave it: an assistant's `tool_calls`, a tool result's
+/// `tool_call_id` or `name`, which templates render into the prompt).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// Who wrote it.
     pub role: Role,
     /// Its text.
     pub content: String,
+    /// The message's other fields, as logged.
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Message {
+    /// A message with only a role and text.
+    pub fn new(role: Role, content: impl Into<String>) -> Message {
+        Message {
+            role,
+            content: content.into(),
+            extra: serde_json::Map::new(),
+        }
+    }
 }
 
 /// A compiled chat template and the special tokens it is given.
@@ -94,6 +109,7 @@ impl ChatTemplate {
                 Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
             },
         );
+        env.add_filter("tojson", python_tojson);
         env.add_template_owned(NAME, source.to_string())
             .map_err(|e| format!("chat template does not compile: {e}"))?;
         Ok(ChatTemplate {
@@ -106,10 +122,24 @@ impl ChatTemplate {
     /// Renders `messages` with `add_generation_prompt=true`: the text of the prompt that asks
     /// for the next assistant message. A template that raises or fails is an error message.
     pub fn render(&self, messages: &[Message]) -> Result<String, String> {
+        self.render_with_tools(messages, None)
+    }
+
+    /// [`ChatTemplate::render`] with the request's `tools` (function definitions), which
+    /// templates render into the prompt (vLLM passes them to the template too).
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+    ) -> Result<String, String> {
         let msgs: Vec<Value> = messages
             .iter()
             .map(|m| {
-                let mut o = BTreeMap::new();
+                let mut o: BTreeMap<&str, Value> = m
+                    .extra
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), Value::from(minijinja::value::Serde(v))))
+                    .collect();
                 o.insert("role", Value::from(m.role.as_str()));
                 o.insert("content", Value::from(m.content.as_str()));
                 Value::from(o)
@@ -117,6 +147,9 @@ impl ChatTemplate {
             .collect();
         let mut ctx = BTreeMap::new();
         ctx.insert("messages", Value::from(msgs));
+        if let Some(t) = tools {
+            ctx.insert("tools", Value::from(minijinja::value::Serde(t)));
+        }
         ctx.insert("add_generation_prompt", Value::from(true));
         ctx.insert("bos_token", Value::from(self.bos_token.as_str()));
         ctx.insert("eos_token", Value::from(self.eos_token.as_str()));
@@ -131,15 +164,67 @@ impl ChatTemplate {
     }
 }
 
+/// `tojson` as transformers defines it for chat templates: Python's `json.dumps` with
+/// `ensure_ascii=False`, so `", "` and `": "` between items (minijinja's own writes them
+/// compact, which would change the prompt's tokens), and `indent=N` as Python indents.
+fn python_tojson(value: &Value, kwargs: minijinja::value::Kwargs) -> Result<String, JinjaError> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    // Accepted as Python's are; `ensure_ascii=False` is what transformers passes, and key
+    // order is the value's own.
+    let _: Option<bool> = kwargs.get("ensure_ascii")?;
+    let _: Option<bool> = kwargs.get("sort_keys")?;
+    kwargs.assert_all_used()?;
+    let mut out = Vec::new();
+    let done = match indent {
+        Some(n) => {
+            let pad = vec![b' '; n];
+            let f = serde_json::ser::PrettyFormatter::with_indent(&pad);
+            serde::Serialize::serialize(
+                value,
+                &mut serde_json::Serializer::with_formatter(&mut out, f),
+            )
+        }
+        None => serde::Serialize::serialize(
+            value,
+            &mut serde_json::Serializer::with_formatter(&mut out, PythonSpacing),
+        ),
+    };
+    done.map_err(|e| JinjaError::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+    String::from_utf8(out)
+        .map_err(|e| JinjaError::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))
+}
+
+/// Python `json.dumps`' default separators: `", "` between items, `": "` after keys.
+struct PythonSpacing;
+
+impl serde_json::ser::Formatter for PythonSpacing {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn msg(role: Role, content: &str) -> Message {
-        Message {
-            role,
-            content: content.into(),
-        }
+        Message::new(role, content)
     }
 
     #[test]
@@ -206,5 +291,55 @@ mod tests {
         let e = t.render(&[msg(Role::System, "x")]).unwrap_err();
         assert_eq!(e, "chat template raised: first must be user");
         assert!(ChatTemplate::new("{% for %}", "", "").is_err());
+    }
+
+    /// `tojson` writes what Python's `json.dumps(x, ensure_ascii=False, indent=...)` writes
+    /// (transformers' definition): the expected strings are Python's own output.
+    #[test]
+    fn tojson_is_pythons() {
+        let t = ChatTemplate::new(
+            "{{ {'a': 1, 'b': [1, 2.5, 'é'], 'c': none} | tojson }}|{{ [1, {'k': true}] | tojson(indent=2) }}|{{ [] | tojson }}",
+            "",
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            t.render(&[]).unwrap(),
+            "{\"a\": 1, \"b\": [1, 2.5, \"é\"], \"c\": null}|[\n  1,\n  {\n    \"k\": true\n  }\n]|[]"
+        );
+    }
+
+    /// A request's tools and a message's other fields (an assistant's tool calls, a tool
+    /// result's id) reach the template.
+    #[test]
+    fn tools_and_tool_calls_reach_the_template() {
+        let src = "{% if tools %}[tools {{ tools | tojson }}]{% endif %}\
+                   {% for m in messages %}<{{ m.role }}>{{ m.content }}\
+                   {% if m.tool_calls %}{% for c in m.tool_calls %}{{ c.function.name }}({{ c.function.arguments }}){% endfor %}{% endif %}\
+                   {% if m.tool_call_id %}#{{ m.tool_call_id }}{% endif %}{% endfor %}";
+        let t = ChatTemplate::new(src, "", "").unwrap();
+        let call: serde_json::Value = serde_json::json!([{"id": "c1", "type": "function",
+            "function": {"name": "get", "arguments": "{\"city\": \"Paris\"}"}}]);
+        let mut asst = Message::new(Role::Assistant, "");
+        asst.extra.insert("tool_calls".into(), call);
+        let mut tool = Message::new(Role::Tool, "20C");
+        tool.extra.insert("tool_call_id".into(), "c1".into());
+        let tools = serde_json::json!([{"type": "function", "function": {"name": "get"}}]);
+        let out = t
+            .render_with_tools(
+                &[Message::new(Role::User, "weather?"), asst, tool],
+                Some(&tools),
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            "[tools [{\"function\": {\"name\": \"get\"}, \"type\": \"function\"}]]\
+             <user>weather?<assistant>get({\"city\": \"Paris\"})<tool>20C#c1"
+        );
+        // Without tools the block is left out.
+        assert_eq!(
+            t.render(&[Message::new(Role::User, "x")]).unwrap(),
+            "<user>x"
+        );
     }
 }

@@ -9,8 +9,10 @@
 //!   arrivals are rebased so that the earliest request arrives at 0.
 //! - prompt: `messages` (chat: `{role, content}` with roles system, developer (as system), user,
 //!   assistant, tool; content a string or a list of `{type: "text", text}` parts joined by
-//!   newlines; an assistant message's null content is empty), rendered with the chat template
-//!   and `add_generation_prompt=true` and encoded without adding special tokens; or `prompt`
+//!   newlines; an assistant message's null content is empty; the message's other fields, such
+//!   as `tool_calls` and `tool_call_id`, and the body's `tools` go to the template too),
+//!   rendered with the chat template and `add_generation_prompt=true` and encoded without
+//!   adding special tokens; or `prompt`
 //!   (completions: a string, or a list of one string, encoded with the tokenizer's special
 //!   tokens; or a list of token ids, taken as they are).
 //! - output length: the logged response's `response.usage.completion_tokens` (or a top-level
@@ -168,9 +170,12 @@ fn time(o: &Obj, body: &Obj) -> std::result::Result<i128, InputError> {
 fn prompt(body: &Obj, tok: &TextTokenizer) -> std::result::Result<Vec<u32>, InputError> {
     let (key, tokens) = if body.get("messages").is_some() {
         let messages = messages(body)?;
+        // Function definitions the template renders into the prompt (absent or null: none).
+        let tools = body.get("tools").filter(|t| !t.is_null());
         (
             "messages",
-            tok.chat(&messages).map_err(|e| body.err("messages", e))?,
+            tok.chat_with_tools(&messages, tools)
+                .map_err(|e| body.err("messages", e))?,
         )
     } else {
         let key = "prompt";
@@ -262,7 +267,16 @@ fn messages(body: &Obj) -> std::result::Result<Vec<Message>, InputError> {
                     ));
                 }
             };
-            Ok(Message { role, content })
+            let extra = m
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "role" | "content"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            Ok(Message {
+                role,
+                content,
+                extra,
+            })
         })
         .collect()
 }
@@ -420,14 +434,8 @@ mod tests {
         );
         // The template's own rendering, encoded by the tokenizer itself, is those 10 tokens.
         let m = [
-            Message {
-                role: Role::System,
-                content: "be brief".into(),
-            },
-            Message {
-                role: Role::User,
-                content: "hello world".into(),
-            },
+            Message::new(Role::System, "be brief"),
+            Message::new(Role::User, "hello world"),
         ];
         let template =
             crate::trace::import::chat_template::ChatTemplate::new(tiny::TEMPLATE, "<s>", "</s>")
@@ -459,14 +467,8 @@ mod tests {
             .iter()
             .map(|u| {
                 vec![
-                    Message {
-                        role: Role::System,
-                        content: system.clone(),
-                    },
-                    Message {
-                        role: Role::User,
-                        content: u.join(" "),
-                    },
+                    Message::new(Role::System, system.clone()),
+                    Message::new(Role::User, u.join(" ")),
                 ]
             })
             .collect();

@@ -177,7 +177,7 @@ fn conversation(o: &Obj, tok: &TextTokenizer) -> std::result::Result<Turns, Inpu
             }
             turns.push((prompt, reply));
         }
-        messages.push(Message { role, content });
+        messages.push(Message::new(role, content));
     }
     if turns.is_empty() {
         return Err(o.err(key, "no human message answered by a gpt message"));

@@ -81,11 +81,20 @@ impl TextTokenizer {
     /// A chat request's prompt: the template's rendering with the generation prompt, encoded
     /// without adding special tokens (as vLLM's chat endpoint does).
     pub fn chat(&self, messages: &[Message]) -> std::result::Result<Vec<u32>, String> {
+        self.chat_with_tools(messages, None)
+    }
+
+    /// [`TextTokenizer::chat`] for a request with `tools` (function definitions).
+    pub fn chat_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+    ) -> std::result::Result<Vec<u32>, String> {
         let t = self.template.as_ref().ok_or(
             "the tokenizer folder has no chat template (tokenizer_config.json chat_template \
              or chat_template.jinja)",
         )?;
-        self.encode(&t.render(messages)?, false)
+        self.encode(&t.render_with_tools(messages, tools)?, false)
     }
 
     /// A completions prompt: the text encoded with the tokenizer's special tokens (as vLLM's
@@ -219,10 +228,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kvreplay-tok-{}", std::process::id()));
         tiny::save(&dir, &["hello", "world"]).unwrap();
         let t = TextTokenizer::load(&dir).unwrap();
-        let m = [Message {
-            role: Role::User,
-            content: "hello world".into(),
-        }];
+        let m = [Message::new(Role::User, "hello world")];
         // "<s> <user> hello world </user> <assistant>": six words, the template's <s> only.
         let chat = t.chat(&m).unwrap();
         assert_eq!(chat.len(), 6);
