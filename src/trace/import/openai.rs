@@ -49,7 +49,8 @@ pub fn import(
 ) -> Result<(Trace, ImportReport)> {
     let mut tally = Tally::new(opts);
     let mut records = Vec::new();
-    super::jsonl_records(
+    // Rendering and tokenizing dominate: lines are parsed on every core.
+    super::jsonl_records_par(
         input,
         name,
         &mut tally,
