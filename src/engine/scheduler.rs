@@ -748,23 +748,12 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
             .sum::<u64>()
             - stored_before;
         let record = StepRecord {
-            kind: StepKind::Stretch,
-            start,
-            end,
             steps: k,
-            prefill_tokens: 0,
             decode_tokens: n * k,
             requests: n as u32,
-            lookup_s: 0.0,
-            load_s: 0.0,
             forward_s: (end - start).as_secs_f64(),
-            store_s: 0.0,
-            transfer_s: 0.0,
-            layerwise: self.connector.layerwise(),
             bytes_stored: stored,
-            used_blocks: self.pool.num_used(),
-            running: self.running.len() as u32,
-            waiting: self.waiting.len() as u32,
+            ..self.blank_record(StepKind::Stretch, start, end)
         };
         self.take_tier_writes();
         let log = self.log.as_mut().expect("recording");
@@ -781,18 +770,18 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
         }
     }
 
-    /// Records a step that ran no batch but spent `lookup` in connector lookups.
-    #[cold]
-    fn log_lookup_only(&mut self, start: SimTime, end: SimTime, lookup: Seconds) {
-        let record = StepRecord {
-            kind: StepKind::LookupOnly,
+    /// A record of `kind` from `start` to `end` with no work in it yet, and the engine's state
+    /// now (blocks used, requests running and waiting).
+    fn blank_record(&self, kind: StepKind, start: SimTime, end: SimTime) -> StepRecord {
+        StepRecord {
+            kind,
             start,
             end,
             steps: 0,
             prefill_tokens: 0,
             decode_tokens: 0,
             requests: 0,
-            lookup_s: lookup.0,
+            lookup_s: 0.0,
             load_s: 0.0,
             forward_s: 0.0,
             store_s: 0.0,
@@ -802,6 +791,15 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
             used_blocks: self.pool.num_used(),
             running: self.running.len() as u32,
             waiting: self.waiting.len() as u32,
+        }
+    }
+
+    /// Records a step that ran no batch but spent `lookup` in connector lookups.
+    #[cold]
+    fn log_lookup_only(&mut self, start: SimTime, end: SimTime, lookup: Seconds) {
+        let record = StepRecord {
+            lookup_s: lookup.0,
+            ..self.blank_record(StepKind::LookupOnly, start, end)
         };
         let log = self.log.as_mut().expect("recording");
         log.pending_loads.clear();
@@ -997,10 +995,8 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
         let used = self.pool.num_used();
         self.stats.peak_used_blocks = self.stats.peak_used_blocks.max(used);
         self.stats.used_block_ns += used as f64 * (end - now).as_ns() as f64;
+        // (Blocks used and requests running and waiting are taken at the end, in `log_step`.)
         let logged = logging.then(|| StepRecord {
-            kind: StepKind::Step,
-            start: now,
-            end,
             steps: 1,
             prefill_tokens: shape.prefill_tokens,
             decode_tokens: shape.decode_seqs,
@@ -1010,11 +1006,8 @@ impl<'t, P: KvPool, C: KvConnector> Engine<'t, P, C> {
             forward_s,
             store_s,
             transfer_s,
-            layerwise: self.connector.layerwise(),
             bytes_stored: stored_bytes,
-            used_blocks: used,
-            running: 0,
-            waiting: 0,
+            ..self.blank_record(StepKind::Step, now, end)
         });
 
         // 4. Sample tokens, finish requests.

@@ -504,6 +504,27 @@ pub(crate) mod testutil {
         super::import(format, p, &opts)
     }
 
+    /// Replays `t` for the importers' hand-computed hit tests: per request, the prompt tokens
+    /// vLLM's prefix cache serves (block 16, no offload), and those LMCache's CPU tier alone
+    /// serves (chunks of 256, prefix caching off).
+    pub fn replayed_hits(t: &Trace) -> (Vec<u32>, Vec<u32>) {
+        use crate::engine::EngineFlags;
+        use crate::testkit::{lmcache_cpu, setup};
+        let r = crate::sim::simulate(
+            t,
+            &setup(EngineFlags::default(), crate::tiers::OffloadConfig::None),
+        )
+        .unwrap();
+        let gpu = r.reqs.iter().map(|q| q.origin.gpu).collect();
+        let off = EngineFlags {
+            enable_prefix_caching: Some(false),
+            ..Default::default()
+        };
+        let r = crate::sim::simulate(t, &setup(off, lmcache_cpu(256, 5))).unwrap();
+        let cpu = r.reqs.iter().map(|q| q.origin.cpu).collect();
+        (gpu, cpu)
+    }
+
     /// `../shared/traces/NAME`, when the shared materials sit beside the checkout (see
     /// `testkit::shared`).
     pub fn shared_trace(name: &str) -> Option<PathBuf> {

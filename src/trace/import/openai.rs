@@ -499,21 +499,8 @@ mod tests {
         let lens: Vec<u32> = t.requests.iter().map(|r| r.input_len).collect();
         // 1,000 shared + the user's words + </user> <assistant>.
         assert_eq!(lens, [1302, 1042, 1702]);
-        use crate::engine::EngineFlags;
-        use crate::testkit::{lmcache_cpu, setup};
-        let r = crate::sim::simulate(
-            &t,
-            &setup(EngineFlags::default(), crate::tiers::OffloadConfig::None),
-        )
-        .unwrap();
-        let gpu: Vec<u32> = r.reqs.iter().map(|q| q.origin.gpu).collect();
+        let (gpu, cpu) = super::super::testutil::replayed_hits(&t);
         assert_eq!(gpu, [0, 992, 992]);
-        let off = EngineFlags {
-            enable_prefix_caching: Some(false),
-            ..Default::default()
-        };
-        let r = crate::sim::simulate(&t, &setup(off, lmcache_cpu(256, 5))).unwrap();
-        let cpu: Vec<u32> = r.reqs.iter().map(|q| q.origin.cpu).collect();
         assert_eq!(cpu, [0, 768, 768]);
     }
 
